@@ -1,0 +1,37 @@
+/// A dump the forge produced: the file as a list of non-zero chunks over a (mostly sparse)
+/// length, plus the record of truth. Zero pages are not materialised: written to disk they
+/// become holes, so a 16 GiB full dump takes seconds and a few megabytes.
+public struct ForgedDump: Sendable {
+    public struct Chunk: Sendable {
+        public var offset: UInt64
+        public var bytes: [UInt8]
+    }
+
+    public var size: UInt64
+    public var chunks: [Chunk]
+    public var kernel: ForgedKernel
+
+    /// The whole file in memory; for small dumps (tests).
+    public func contiguousBytes() -> [UInt8] {
+        precondition(size <= 1 << 30, "forge: \(size) bytes is too large to hold in memory; write it to a sparse file")
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        for chunk in chunks { bytes.replaceSubrange(Int(chunk.offset)..<Int(chunk.offset) + chunk.bytes.count, with: chunk.bytes) }
+        return bytes
+    }
+}
+
+/// The forge's entry point.
+public enum Forge {
+    /// Builds the kernel state `description` asks for and writes it as a dump of its kind.
+    public static func dump(_ description: DumpDescription) -> ForgedDump {
+        let forge = KernelForge(description)
+        let kernel = forge.build()
+        let writer = DumpWriter(description: description, kernel: kernel, memory: forge.memory)
+        switch description.kind {
+        case .full: return writer.fullDump()
+        case .bitmapFull: return writer.bitmapDump(kernelOnly: false)
+        case .bitmapKernel: return writer.bitmapDump(kernelOnly: true)
+        case .triage: return writer.triageDump()
+        }
+    }
+}

@@ -1,0 +1,74 @@
+/// KDDEBUGGER_DATA64, the 1 GiB mapping, the translation probes and the per-process page tables.
+extension KernelForge {
+    func writeDebuggerData() {
+        typealias D = Layout19041.KDBG
+        var kdbg = ByteBuffer(count: D.size)
+        let listHead = globals + Self.debuggerListHead
+        kdbg.put64(listHead, at: 0)
+        kdbg.put64(listHead, at: 8)
+        kdbg.putASCII("KDBG", at: 0x10)
+        kdbg.put32(UInt32(D.size), at: 0x14)
+        kdbg.put64(kernelBase, at: D.kernBase)
+        kdbg.put64(globals + Self.loadedModuleListOffset, at: D.psLoadedModuleList)
+        kdbg.put64(globals + Self.activeProcessHeadOffset, at: D.psActiveProcessHead)
+        kdbg.put64(globals + Self.pfnDatabaseOffset, at: D.mmPfnDatabase)
+        kdbg.put64(globals + Self.buildLabOffset, at: D.ntBuildLab)
+        kdbg.put64(globals + Self.processorBlockOffset, at: D.kiProcessorBlock)
+        kdbg.put64(pteBase, at: D.pteBase)
+        for (offset, value) in D.offsets16 { kdbg.put16(value, at: offset) }
+        for (offset, value) in D.offsets32 { kdbg.put32(value, at: offset) }
+        write(globals + Self.kdbgOffset, kdbg)
+        write64(listHead, globals)
+        write64(listHead + 8, globals)
+        write64(globals + Self.pfnDatabaseOffset, 0xFFFF_BE80_0000_0000)
+        var lab = ByteBuffer()
+        lab.putASCII("\(description.buildNumber).1.amd64fre.vb_release.191206-1406", at: 0)
+        write(globals + Self.buildLabOffset, lab)
+    }
+
+    /// Maps physical 0..1 GiB at one 1 GiB page, and probes a page through it.
+    func mapDirectGigabyte() {
+        let va = 0xFFFF_D000_0000_0000 + random.below(64) << 30
+        memory.map(root: root, va: va, pa: 0, pageSize: 0x4000_0000)
+        let kernelPA = memory.translate(root: root, va: kernelBase)!
+        if kernelPA < 0x4000_0000 {
+            probes.append(.init(va: va + kernelPA + 0x40, expectation: .mapped(pa: kernelPA + 0x40), why: "the kernel image through the 1 GiB page"))
+        }
+    }
+
+    /// VAs whose translation must fail, each for its own reason, plus one transition page that
+    /// must succeed.
+    func addFailureProbes() {
+        typealias Probe = ForgedKernel.Probe
+        let base = allocatePool(0x4000, alignment: 0x1000)
+        // A transition PTE: Valid 0, Transition 1, protection READWRITE (4 << 5 sets bit 7, which
+        // a reader that mistook this for a present entry would take for a large page).
+        let frame = memory.ram.allocate() << 12
+        memory.ram.write(Array("standby page in transition".utf8), at: frame)
+        memory.setEntry(root: root, va: base, level: 1, value: frame | 1 << 11 | 4 << 5)
+        probes.append(Probe(va: base + 0x10, expectation: .mapped(pa: frame + 0x10), why: "transition PTE"))
+        // Paged out: PageFileHigh holds the page-file offset.
+        memory.setEntry(root: root, va: base + 0x1000, level: 1, value: 0x1234 << 32 | 4 << 5)
+        probes.append(Probe(va: base + 0x1000, expectation: .fails("inPageFile", level: 1), why: "page-file PTE"))
+        // A prototype PTE pointing into section data.
+        memory.setEntry(root: root, va: base + 0x2000, level: 1, value: 0xFFFF_A123_4560 << 16 | 1 << 10)
+        probes.append(Probe(va: base + 0x2000, expectation: .fails("prototype", level: 1), why: "prototype PTE"))
+        // Demand-zero: the page table exists but the entry is empty.
+        memory.setEntry(root: root, va: base + 0x3000, level: 1, value: 0)
+        probes.append(Probe(va: base + 0x3008, expectation: .fails("notPresent", level: 1), why: "empty PTE"))
+        // No PML4 entry at all (index 0x150 is never used).
+        probes.append(Probe(va: 0xFFFF_A800_0000_0000, expectation: .fails("notPresent", level: 4), why: "empty PML4E"))
+        probes.append(Probe(va: 0x0000_8000_0000_1000, expectation: .fails("nonCanonical", level: nil), why: "non-canonical address"))
+    }
+
+    /// Each process's PML4 shares the kernel's upper half (entries 256-511), except the
+    /// self-map entry, which points at the process's own PML4.
+    func shareKernelHalf() {
+        for processRoot in processRoots {
+            for index in UInt64(256)..<512 {
+                let entry = index == selfMapIndex ? processRoot | 0x63 : memory.ram.read64(root + 8 * index)
+                if entry != 0 { memory.ram.write64(entry, at: processRoot + 8 * index) }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+import DumpFormat
+
+/// An opened 64-bit kernel dump: header, physical memory index or minidump contents, and the
+/// kernel debugger data block. Opening validates and indexes; everything else is read on demand.
+public final class KernelDump: Sendable {
+    public let source: ByteSource
+    public let header: DumpHeader64
+    /// Present for full, bitmap and range dumps.
+    public let physical: PhysicalMemory?
+    /// Present for kernel minidumps.
+    public let triage: TriageDump?
+    /// The captured virtual memory of a minidump, before merging.
+    let triageBlocks: [TriageMemory.Block]
+    public let debuggerData: DebuggerDataLookup
+    /// Why kernel virtual memory cannot be read, when it cannot.
+    public let virtualMemoryUnavailable: String?
+    /// What opening found that a reader should know: truncation, inconsistent counts, missing markers.
+    public let notes: [String]
+
+    public convenience init(source: ByteSource) throws {
+        let header = try DumpHeader64(parsing: source)
+        var notes: [String] = []
+        var physical: PhysicalMemory?
+        var triage: TriageDump?
+        switch header.dumpType {
+        case .full:
+            guard let descriptor = header.physicalMemoryBlock else {
+                throw DumpError(.corrupt, "a full (DumpType 1) dump without a physical memory run table", offset: 0x88)
+            }
+            physical = try PhysicalMemory(source: source, runs: descriptor.runs, dataOffset: DumpHeader64.size)
+            let sum = descriptor.runs.reduce(0 as UInt64) { $0 &+ $1.pageCount }
+            if sum != descriptor.numberOfPages {
+                notes.append("the run table's NumberOfPages is \(descriptor.numberOfPages) but its runs add up to \(sum)")
+            }
+        case .summary, .bitmapFull, .bitmapKernel:
+            physical = try PhysicalMemory(source: source, bitmap: BitmapDumpHeader(parsing: source))
+        case .rangeKernel, .rangeKernelAndUser, .rangeComplete:
+            physical = try PhysicalMemory(source: source, ranges: RangeDumpHeader(parsing: source, type: header.dumpType))
+        case .triage:
+            triage = try TriageDump(parsing: source)
+        case .headerOnly:
+            break
+        case .other(let value):
+            throw DumpError(.unsupported, "unsupported dump type \(value)", offset: 0xF98)
+        }
+        try self.init(source: source, header: header, physical: physical, triage: triage, notes: notes)
+    }
+
+    private init(source: ByteSource, header: DumpHeader64, physical: PhysicalMemory?, triage: TriageDump?, notes: [String]) throws {
+        self.source = source
+        self.header = header
+        self.physical = physical
+        self.triage = triage
+        var notes = notes + (physical?.notes ?? [])
+
+        var unavailable: String?
+        if header.machine != .amd64 {
+            unavailable = "\(header.machine) page tables are not translated (x64 is the analysis target)"
+        } else if Self.usesLA57(header) {
+            unavailable = "the dump uses 5-level paging (LA57), which is not supported"
+        } else if physical == nil && triage == nil {
+            unavailable = "a header-only dump holds no memory"
+        }
+
+        var blocks: [TriageMemory.Block] = []
+        let lookup: DebuggerDataLookup
+        if let triage {
+            if !triage.hasEndMarker { notes.append("the minidump's end marker \"TRGD\" is missing at 0x\(hex(triage.validOffset)): the file may be cut short") }
+            lookup = Self.debuggerData(triageCopy: triage, header: header, source: source)
+            blocks = Self.capturedBlocks(triage, header: header, source: source, debuggerData: lookup.data, notes: &notes)
+        } else if let physical, unavailable == nil {
+            lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase))
+        } else {
+            lookup = .unreadable(unavailable ?? "the dump holds no memory")
+        }
+        if unavailable == nil, lookup.data?.pagingLevels == 5 {
+            unavailable = "KDDEBUGGER_DATA64 says the kernel uses 5-level paging (LA57), which is not supported"
+        }
+        self.triageBlocks = blocks
+        self.debuggerData = lookup
+        self.virtualMemoryUnavailable = unavailable
+        self.notes = notes
+    }
+
+    /// A fresh reader of kernel virtual memory (each thread should take its own).
+    public func kernelAddressSpace() throws -> any KernelAddressSpace {
+        if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
+        if let physical { return X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase) }
+        return TriageMemory(source: source, blocks: triageBlocks)
+    }
+
+    /// A reader of the address space whose page tables start at `directoryTableBase` (a
+    /// process's KPROCESS.DirectoryTableBase). Needs physical memory: minidumps have none.
+    public func addressSpace(directoryTableBase: UInt64) throws -> X64AddressSpace {
+        if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
+        guard let physical else { throw DumpError(.unsupported, "a minidump holds no page tables; only captured kernel memory can be read") }
+        return X64AddressSpace(physical: physical, directoryTableBase: directoryTableBase)
+    }
+
+    /// Kernel pointers in the header that are canonical only with 57-bit addresses mean LA57:
+    /// under 5-level paging kernel addresses look like 0xFF..., not 0xFFFF8....
+    static func usesLA57(_ header: DumpHeader64) -> Bool {
+        [header.psLoadedModuleList, header.psActiveProcessHead, header.kdDebuggerDataBlock]
+            .contains { $0 != 0 && !isCanonical($0) && isCanonicalLA57($0) }
+    }
+
+    /// Reads KDDEBUGGER_DATA64 at `va` in memory. Windows decodes the block before writing a
+    /// blue-screen dump; a block that is still encoded means a non-Windows writer (a hypervisor
+    /// or a memory-to-dump converter) copied live memory.
+    static func debuggerData(at va: UInt64, in space: some KernelAddressSpace) -> DebuggerDataLookup {
+        let head: [UInt8]
+        do { head = try space.read(va, count: 0x18) } catch { return .unreadable("KDDEBUGGER_DATA64 at 0x\(hex(va)): \(error)") }
+        guard let (tag, size) = DebuggerData.headerFields(head), tag == DebuggerData.ownerTag, DebuggerData.plausibleSizes.contains(size) else {
+            let fields = DebuggerData.headerFields(head)
+            return .encoded(address: va, ownerTag: fields?.tag ?? 0, size: fields?.size ?? 0)
+        }
+        do {
+            return .found(try DebuggerData(bytes: space.read(va, count: Int(size))), source: "memory at 0x\(hex(va))")
+        } catch {
+            return .unreadable("KDDEBUGGER_DATA64 at 0x\(hex(va)) (0x\(hex(size)) bytes): \(error)")
+        }
+    }
+
+    /// A minidump keeps a clear copy of the block at DebuggerDataOffset.
+    static func debuggerData(triageCopy triage: TriageDump, header: DumpHeader64, source: ByteSource) -> DebuggerDataLookup {
+        guard triage.debuggerDataOffset != 0, triage.debuggerDataSize != 0 else { return .unreadable("the minidump has no KDDEBUGGER_DATA64 copy") }
+        do {
+            let bytes = try source.bytes(at: UInt64(triage.debuggerDataOffset), count: UInt64(triage.debuggerDataSize), "the KDDEBUGGER_DATA64 copy")
+            return .found(try DebuggerData(bytes: bytes), source: "minidump copy at file offset 0x\(hex(triage.debuggerDataOffset))")
+        } catch {
+            return .unreadable("KDDEBUGGER_DATA64 copy at file offset 0x\(hex(triage.debuggerDataOffset)): \(error)")
+        }
+    }
+
+    /// Every range of kernel memory a minidump holds, with the VA it came from.
+    static func capturedBlocks(_ triage: TriageDump, header: DumpHeader64, source: ByteSource, debuggerData: DebuggerData?, notes: inout [String]) -> [TriageMemory.Block] {
+        var blocks: [TriageMemory.Block] = []
+        func add(_ va: UInt64, _ offset: UInt32, _ size: UInt64) {
+            if va != 0, offset != 0, size != 0 { blocks.append(.init(address: va, fileOffset: UInt64(offset), size: size)) }
+        }
+        add(triage.topOfStack, triage.callStackOffset, UInt64(triage.sizeOfCallStack))
+        add(triage.dataPageAddress, triage.dataPageOffset, UInt64(triage.dataPageSize))
+        add(header.kdDebuggerDataBlock, triage.debuggerDataOffset, UInt64(triage.debuggerDataSize))
+        // The ETHREAD and EPROCESS copies: their VAs come from the KPRCB copy's CurrentThread and
+        // the thread's ApcState.Process, at offsets KDBG gives.
+        if let kdbg = debuggerData, let currentThread = kdbg.offsetPrcbCurrentThread, let apcProcess = kdbg.offsetKThreadApcProcess,
+           let threadSize = kdbg.sizeEThread, let processSize = kdbg.sizeEProcess,
+           let thread = try? source.u64(at: UInt64(triage.prcbOffset) + UInt64(currentThread)) {
+            add(thread, triage.threadOffset, UInt64(threadSize))
+            if let process = try? source.u64(at: UInt64(triage.threadOffset) + UInt64(apcProcess)) {
+                add(process, triage.processOffset, UInt64(processSize))
+            }
+        }
+        do {
+            for block in try triage.dataBlocks(in: source) { add(block.address, block.offset, UInt64(block.size)) }
+        } catch {
+            notes.append("the data block table is unreadable: \(error)")
+        }
+        return blocks
+    }
+}
+
+/// What became of the search for KDDEBUGGER_DATA64.
+public enum DebuggerDataLookup: Sendable {
+    /// A clear block, and where it was read from.
+    case found(DebuggerData, source: String)
+    /// The block is there but its OwnerTag/Size do not read "KDBG": it is encoded (KdpDataBlockEncoded)
+    /// and cannot be decoded without symbols; the header's own pointers still work.
+    case encoded(address: UInt64, ownerTag: UInt32, size: UInt32)
+    /// It could not be read at all.
+    case unreadable(String)
+
+    public var data: DebuggerData? {
+        if case .found(let data, _) = self { return data }
+        return nil
+    }
+}

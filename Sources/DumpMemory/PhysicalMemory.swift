@@ -1,0 +1,114 @@
+import DumpFormat
+
+/// Where the bytes of one physical page are, if anywhere.
+public enum PageLocation: Sendable, Equatable {
+    /// The page is stored at this file offset.
+    case inFile(UInt64)
+    /// The dump does not contain this page (a hole between runs, a clear bitmap bit). Normal for
+    /// kernel and bitmap dumps, which leave out free and user pages.
+    case notInDump
+    /// The dump's tables say the page is stored at this offset, but the file ends before it:
+    /// the dump was truncated (page file or dedicated dump file too small, copy cut short).
+    case beyondEndOfFile(UInt64)
+}
+
+/// The physical memory stored in a full, bitmap or range dump: an index from PFN to file offset,
+/// built once at open time and small (O(runs + bitmap/64)), plus reads that honour it.
+public struct PhysicalMemory: Sendable {
+    public static let pageSize: UInt64 = 0x1000
+
+    enum Index: Sendable {
+        case runs(RunIndex)
+        case bitmap(BitmapIndex)
+    }
+
+    public let source: ByteSource
+    let index: Index
+    /// Pages the dump claims to hold.
+    public let storedPages: UInt64
+    /// Of those, pages whose bytes lie past the end of the file.
+    public let missingPages: UInt64
+    /// Things found while indexing that a reader should know (inconsistent counts, truncation).
+    public let notes: [String]
+
+    /// Indexes a run-based dump (DumpType 1): pages stored run after run from `dataOffset`.
+    public init(source: ByteSource, runs: [PhysicalMemoryDescriptor.Run], dataOffset: UInt64) throws {
+        let index = try RunIndex(runs: runs.map { ($0.basePage, $0.pageCount) }, firstOffset: dataOffset, fileSize: source.count)
+        self.init(source: source, index: .runs(index), stored: index.storedPages, missing: index.missingPages, notes: index.notes)
+    }
+
+    /// Indexes a range dump (DumpType 8, 9, 0xA): the same shape as runs.
+    public init(source: ByteSource, ranges: RangeDumpHeader) throws {
+        let index = try RunIndex(runs: ranges.ranges.map { ($0.basePage, $0.pageCount) }, firstOffset: ranges.firstPageOffset, fileSize: source.count)
+        self.init(source: source, index: .runs(index), stored: index.storedPages, missing: index.missingPages, notes: index.notes)
+    }
+
+    /// Indexes a bitmap dump (DumpType 2, 5, 6).
+    public init(source: ByteSource, bitmap: BitmapDumpHeader) throws {
+        let index = try BitmapIndex(source: source, header: bitmap)
+        self.init(source: source, index: .bitmap(index), stored: index.presentPages, missing: index.missingPages, notes: index.notes)
+    }
+
+    private init(source: ByteSource, index: Index, stored: UInt64, missing: UInt64, notes: [String]) {
+        self.source = source
+        self.index = index
+        self.storedPages = stored
+        self.missingPages = missing
+        self.notes = notes
+    }
+
+    /// Where page `pfn` is.
+    public func locate(pfn: UInt64) -> PageLocation {
+        let offset: UInt64?
+        switch index {
+        case .runs(let runs): offset = runs.fileOffset(of: pfn)
+        case .bitmap(let bitmap): offset = bitmap.fileOffset(of: pfn)
+        }
+        guard let offset else { return .notInDump }
+        return source.contains(offset: offset, length: Self.pageSize) ? .inFile(offset) : .beyondEndOfFile(offset)
+    }
+
+    /// The stored page runs as (first PFN, page count), for reports.
+    public var runs: [(basePage: UInt64, pageCount: UInt64)] {
+        switch index {
+        case .runs(let runs): runs.runs.map { ($0.basePage, $0.pageCount) }
+        case .bitmap(let bitmap): bitmap.presentRuns()
+        }
+    }
+
+    /// Reads a little-endian u64 at physical address `pa`, which must not cross a page.
+    public func u64(physical pa: UInt64) -> PhysicalRead<UInt64> {
+        switch locate(pfn: pa >> 12) {
+        case .inFile(let offset): .value(source.uncheckedU64(at: offset + (pa & 0xFF8)))
+        case .notInDump: .notInDump
+        case .beyondEndOfFile: .beyondEndOfFile
+        }
+    }
+
+    /// Copies `count` bytes at physical address `pa`; fails if any page is absent.
+    public func read(physical pa: UInt64, count: Int) throws -> [UInt8] {
+        var result: [UInt8] = []
+        result.reserveCapacity(count)
+        var address = pa
+        while result.count < count {
+            let inPage = Int(min(Self.pageSize - (address & 0xFFF), UInt64(count - result.count)))
+            switch locate(pfn: address >> 12) {
+            case .inFile(let offset):
+                result += try source.bytes(at: offset + (address & 0xFFF), count: UInt64(inPage))
+            case .notInDump:
+                throw MemoryError(.physicalPageNotInDump, address: address, "physical page 0x\(hex(address >> 12)) is not in the dump")
+            case .beyondEndOfFile(let offset):
+                throw MemoryError(.truncated, address: address, "physical page 0x\(hex(address >> 12)) would be at file offset 0x\(hex(offset)), past the end of the truncated file")
+            }
+            address += UInt64(inPage)
+        }
+        return result
+    }
+}
+
+/// The outcome of a physical read that may legitimately miss.
+public enum PhysicalRead<Value: Sendable>: Sendable {
+    case value(Value)
+    case notInDump
+    case beyondEndOfFile
+}

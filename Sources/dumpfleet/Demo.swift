@@ -1,0 +1,38 @@
+import ArgumentParser
+import DumpAnalysis
+import DumpFile
+import DumpForge
+import Foundation
+
+/// `dumpfleet demo`: the end-to-end run on an embedded default. For now it forges one dump of
+/// each kind and inspects it; the queue, workers and PostgreSQL join it as they arrive.
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Forge a sample of each dump kind into a scratch folder and inspect them."
+    )
+
+    @Option(name: .customLong("memory-gib"), help: "RAM of the forged machines, in GiB.")
+    var memoryGiB: UInt64 = 16
+
+    @Option(help: "Keep the dumps in this folder instead of deleting them.")
+    var keep: String?
+
+    func run() throws {
+        let folder = keep ?? NSTemporaryDirectory() + "dumpfleet-demo-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { if keep == nil { try? FileManager.default.removeItem(atPath: folder) } }
+        let kinds: [(String, DumpDescription.DumpKind)] = [("full", .full), ("bitmap-full", .bitmapFull), ("bitmap-kernel", .bitmapKernel), ("minidump", .triage)]
+        for (index, (name, kind)) in kinds.enumerated() {
+            let path = "\(folder)/\(name).dmp"
+            let started = Date()
+            let dump = DumpForge.Forge.dump(.standard(kind: kind, gibibytes: memoryGiB, layoutSeed: UInt64(index + 1)))
+            try MappedFile.writeSparse(path, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
+            let forged = Date().timeIntervalSince(started)
+            let report = try DumpInspector.inspect(MappedFile.open(path))
+            print("== \(name).dmp: \(dump.size / 1_048_576) MiB, forged in \(String(format: "%.2f", forged)) s")
+            print(report.text)
+            print()
+        }
+        print(keep == nil ? "demo dumps deleted" : "demo dumps kept in \(folder)")
+    }
+}

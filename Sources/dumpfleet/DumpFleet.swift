@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct DumpFleet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dumpfleet",
+        abstract: "Reads Windows kernel crash dumps (full, kernel, bitmap and minidumps) offline.",
+        discussion: """
+        Examples:
+          dumpfleet inspect MEMORY.DMP            what kind of dump, which crash, how complete
+          dumpfleet inspect --json Mini*.dmp      the same as JSON, one document per file
+          dumpfleet forge --kind minidump x.dmp   write a realistic synthetic dump
+          dumpfleet demo                          forge sample dumps and inspect them
+        """,
+        subcommands: [Inspect.self, Forge.self, Demo.self]
+    )
+}
