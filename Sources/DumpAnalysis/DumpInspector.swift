@@ -65,7 +65,7 @@ public enum DumpInspector {
         do {
             drivers = try triage.drivers(in: source).map { driver in
                 .init(name: driver.name, path: driver.path, base: hexText(driver.base), size: driver.size, timeDateStamp: driver.timeDateStamp,
-                      timestamp: FileTime.iso8601(unixSeconds: Int64(driver.timeDateStamp)), checkSum: hexText(driver.checkSum))
+                      timestamp: driver.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(driver.timeDateStamp)), checkSum: hexText(driver.checkSum))
             }
             let unnamed = drivers.filter { $0.path == nil }.count
             if unnamed > 0 { notes.append("\(unnamed) driver name(s) could not be read from the string pool") }

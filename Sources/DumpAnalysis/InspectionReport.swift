@@ -28,7 +28,8 @@ public struct InspectionReport: Codable, Sendable, Equatable {
         public var base: String
         public var size: UInt32
         public var timeDateStamp: UInt32
-        public var timestamp: String
+        /// The link time as a date; nil when the writer left TimeDateStamp 0.
+        public var timestamp: String?
         public var checkSum: String
     }
 

@@ -40,7 +40,9 @@ extension KernelForge {
     /// must succeed.
     func addFailureProbes() {
         typealias Probe = ForgedKernel.Probe
-        let base = allocatePool(0x4000, alignment: 0x1000)
+        // Four pages past the pool, never mapped as such: their page table is created by
+        // setting the entries directly, so they are not in the record of mappings.
+        let base = (allocatePool(0, alignment: 0x1000) + 0x1_0000) & ~0xFFFF
         // A transition PTE: Valid 0, Transition 1, protection READWRITE (4 << 5 sets bit 7, which
         // a reader that mistook this for a present entry would take for a large page).
         let frame = memory.ram.allocate() << 12

@@ -1,0 +1,76 @@
+import DumpFile
+import DumpFormat
+import DumpForge
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shared helpers for the test targets: forged dumps as byte sources or sparse files, and the
+/// real dumps in ../shared/fixtures when the checkout has them.
+public enum Fixtures {
+    /// A forged dump held in memory (for dumps of a few MiB).
+    public static func source(_ dump: ForgedDump) -> ByteSource { ByteSource(copying: dump.contiguousBytes()) }
+
+    /// A small forged dump of `kind` with the standard contents, in memory. Full and bitmap-full
+    /// dumps of a 256 MiB machine stay under 300 MiB of zeros.
+    public static func standard(_ kind: DumpDescription.DumpKind, seed: UInt64 = 1) -> (ForgedDump, ByteSource) {
+        var description = DumpDescription.standard(kind: kind, layoutSeed: seed)
+        description.memory = [0x1..<0x9F, 0x100..<0x8000]  // 128 MiB with the low-memory hole
+        let dump = Forge.dump(description)
+        return (dump, source(dump))
+    }
+
+    /// Writes `dump` as a sparse file in a fresh temporary folder and maps it.
+    public static func mapped(_ dump: ForgedDump, name: String = "forged.dmp") throws -> (path: String, source: ByteSource) {
+        let path = temporaryFolder() + "/" + name
+        try MappedFile.writeSparse(path, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
+        return (path, try MappedFile.open(path))
+    }
+
+    public static func temporaryFolder() -> String {
+        var template = Array("/tmp/dumpfleet-test-XXXXXX".utf8CString)
+        let folder = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        return folder
+    }
+
+    /// ../shared/fixtures/real beside the repository, or nil on a clone without it.
+    public static var realDumpsFolder: String? {
+        let repository = String(#filePath.split(separator: "/").dropLast(3).joined(separator: "/"))
+        let folder = "/" + repository + "/../shared/fixtures/real"
+        return access(folder, F_OK) == 0 ? folder : nil
+    }
+}
+
+/// A reproducible random generator for randomized tests; print its seed so a failure can be replayed.
+public struct TestRandom {
+    private var state: UInt64
+    public let seed: UInt64
+
+    public init(seed: UInt64? = nil) {
+        var seconds = timespec()
+        clock_gettime(CLOCK_REALTIME, &seconds)
+        self.seed = seed ?? UInt64(seconds.tv_nsec) ^ UInt64(seconds.tv_sec) << 20
+        state = self.seed
+    }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public mutating func below(_ bound: UInt64) -> UInt64 { next() % bound }
+}
+
+extension Fixtures {
+    /// The real dump `name` from ../shared/fixtures/real, mapped, or nil where it is absent.
+    public static func realDump(_ name: String) throws -> ByteSource? {
+        guard let folder = realDumpsFolder else {
+            print("note: ../shared/fixtures/real is absent; skipping the real-dump checks for \(name)")
+            return nil
+        }
+        return try MappedFile.open(folder + "/" + name)
+    }
+}
