@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
         .testTarget(name: "DumpMemoryTests", dependencies: ["DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "DumpForgeTests", dependencies: ["DumpForge", "DumpMemory", "TestSupport"]),
-        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpForge", "TestSupport"]),
+        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
     ]
