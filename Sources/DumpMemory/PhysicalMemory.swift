@@ -68,6 +68,14 @@ public struct PhysicalMemory: Sendable {
         return source.contains(offset: offset, length: Self.pageSize) ? .inFile(offset) : .beyondEndOfFile(offset)
     }
 
+    /// Bytes the index itself holds in memory (the run table or the rank array).
+    public var indexByteCount: Int {
+        switch index {
+        case .runs(let runs): runs.runs.count * MemoryLayout<RunIndex.Run>.stride
+        case .bitmap(let bitmap): bitmap.rank.count * MemoryLayout<UInt32>.stride
+        }
+    }
+
     /// The stored page runs as (first PFN, page count), for reports.
     public var runs: [(basePage: UInt64, pageCount: UInt64)] {
         switch index {

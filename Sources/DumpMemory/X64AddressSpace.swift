@@ -14,7 +14,8 @@ public final class X64AddressSpace: KernelAddressSpace {
 
     /// A direct-mapped cache of VA page -> PA page. Kernel walks touch the same few pages over
     /// and over (list heads, KPRCBs, stacks), so even 1024 slots catch most lookups.
-    private static let cacheSlots = 1024
+    public static let defaultCacheSlots = 1024
+    private let cacheMask: Int
     private var cacheTags: [UInt64]
     private var cachePages: [UInt64]
 
@@ -24,17 +25,21 @@ public final class X64AddressSpace: KernelAddressSpace {
     /// above it are software bits that Windows uses for other things.
     static let transitionFrameMask: UInt64 = 0x0000_FFFF_FFFF_F000
 
-    public init(physical: PhysicalMemory, directoryTableBase: UInt64) {
+    /// `cacheSlots` must be a power of two; 0 turns the cache off (benchmarks of the walk itself).
+    public init(physical: PhysicalMemory, directoryTableBase: UInt64, cacheSlots: Int = defaultCacheSlots) {
+        precondition(cacheSlots == 0 || cacheSlots.nonzeroBitCount == 1, "cacheSlots must be 0 or a power of two")
         self.physical = physical
         self.directoryTableBase = directoryTableBase & Self.frameMask
-        cacheTags = [UInt64](repeating: .max, count: Self.cacheSlots)
-        cachePages = [UInt64](repeating: 0, count: Self.cacheSlots)
+        cacheMask = cacheSlots - 1
+        cacheTags = [UInt64](repeating: .max, count: max(cacheSlots, 1))
+        cachePages = [UInt64](repeating: 0, count: max(cacheSlots, 1))
     }
 
     /// Translates `va` to a physical address.
     public func translate(_ va: UInt64) -> Result<UInt64, MemoryError> {
         let page = va >> 12
-        let slot = Int(page & UInt64(Self.cacheSlots - 1))
+        guard cacheMask >= 0 else { return walk(va) }
+        let slot = Int(page & UInt64(cacheMask))
         if cacheTags[slot] == page { return .success(cachePages[slot] | (va & 0xFFF)) }
         let result = walk(va)
         if case .success(let pa) = result {

@@ -16,7 +16,7 @@ struct Inspect: ParsableCommand {
     @Argument(help: "Dump files (MEMORY.DMP, Mini*.dmp, ...).")
     var files: [String]
 
-    @Flag(help: "Print one JSON document per file (schema: docs/inspect-json.md).")
+    @Flag(help: "Print one JSON document per file (schema: Sources/DumpAnalysis/DumpAnalysis.docc/InspectJSON.md).")
     var json = false
 
     func run() throws {
