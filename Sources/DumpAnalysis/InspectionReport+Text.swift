@@ -13,7 +13,7 @@ extension InspectionReport {
         row("Directory table base:", directoryTableBase)
         if let comment { row("Comment:", comment) }
         if let physicalMemory {
-            row("Physical memory:", "\(physicalMemory.storedPages) pages stored (\(physicalMemory.storedPages * 4 / 1024) MiB) in \(physicalMemory.index == "runs" ? "runs" : "a page bitmap")")
+            row("Physical memory:", "\(physicalMemory.storedPages) pages stored (\(physicalMemory.storedPages / 256) MiB) in \(physicalMemory.index == "runs" ? "runs" : "a page bitmap")")
             if physicalMemory.missingPages > 0 { row("  Missing pages:", "\(physicalMemory.missingPages)") }
             for run in physicalMemory.runs.prefix(8) { row("  Run:", "PFN \(run.basePage), \(run.pageCount) pages") }
             if physicalMemory.runs.count > 8 { row("", "... \(physicalMemory.runs.count - 8) more runs (see --json)") }

@@ -30,8 +30,8 @@ struct RunIndex: Sendable {
             runs.append(Run(basePage: basePage, pageCount: pageCount, fileOffset: offset))
             // Pages of this run whose data would lie beyond the end of the file.
             let available = offset >= fileSize ? 0 : (fileSize - offset) / PhysicalMemory.pageSize
-            missing += pageCount - min(pageCount, available)
-            stored += pageCount
+            missing += pageCount - min(pageCount, available)  // never more than `stored`
+            stored = try Checked.add(stored, pageCount, "total pages of the run table")
             offset = try Checked.add(offset, bytes, "end of the run table's data")
         }
         runs.sort { $0.basePage < $1.basePage }
