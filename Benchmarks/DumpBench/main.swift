@@ -64,7 +64,7 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
 
     // Translations: random VAs over every kernel mapping, each walk through the page tables.
     let mappings = forged.kernel.mappings.filter { $0.directoryTableBase == forged.kernel.directoryTableBase }
-    var random = SplitMix(seed: 1)
+    var random = SeededRandom(seed: 1)
     let vas = (0..<1_000_000).map { _ -> UInt64 in
         let mapping = mappings[Int(random.next() % UInt64(mappings.count))]
         return mapping.va + random.next() % mapping.size
@@ -88,15 +88,3 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
     unlink(path)
 }
 print("\npeak RSS (VmHWM): \(status("VmHWM") / 1024) MiB")
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -18,7 +18,7 @@ public enum DumpInspector {
         var physical: InspectionReport.PhysicalMemorySummary?
         if let memory = dump.physical {
             let runs = memory.runs
-            physical = .init(index: header.dumpType == .full || header.dumpType.rawValue >= 8 ? "runs" : "bitmap",
+            physical = .init(index: memory.isBitmap ? "bitmap" : "runs",
                              storedPages: memory.storedPages, missingPages: memory.missingPages,
                              runs: runs.prefix(64).map { .init(basePage: hexText($0.basePage), pageCount: $0.pageCount) })
             if runs.count > 64 { notes.append("\(runs.count) page runs; the first 64 are listed") }
@@ -48,16 +48,30 @@ public enum DumpInspector {
         }
         if let reason = dump.virtualMemoryUnavailable, header.dumpType != .headerOnly { details.append(reason) }
 
-        let bugCheck = BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters)
-        return InspectionReport(
-            fileSize: source.count, signature: "PAGEDU64", dumpType: header.dumpType.rawValue, dumpTypeName: header.dumpType.description,
-            machine: header.machine.description, majorVersion: header.majorVersion, buildNumber: header.buildNumber,
-            processors: header.numberProcessors,
+        var report = headerFacts(
+            fileSize: source.count, signature: "PAGEDU64", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
+            buildNumber: header.buildNumber, processors: header.numberProcessors,
+            bugCheck: BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters),
+            systemTime: header.systemTime, systemUpTime: header.systemUpTime, directoryTableBase: header.directoryTableBase, comment: header.comment)
+        report.physicalMemory = physical
+        report.minidump = minidump
+        report.debuggerData = summarize(dump.debuggerData)
+        report.completeness = .init(verdict: verdict, details: details)
+        report.notes = notes
+        return report
+    }
+
+    /// The facts every header has, 32- or 64-bit.
+    static func headerFacts(fileSize: UInt64, signature: String, dumpType: DumpType, machine: Machine, majorVersion: UInt32, buildNumber: UInt32,
+                            processors: UInt32, bugCheck: BugCheck, systemTime: UInt64, systemUpTime: UInt64, directoryTableBase: UInt64,
+                            comment: String?) -> InspectionReport {
+        InspectionReport(
+            fileSize: fileSize, signature: signature, dumpType: dumpType.rawValue, dumpTypeName: dumpType.description,
+            machine: machine.description, majorVersion: majorVersion, buildNumber: buildNumber, processors: processors,
             bugCheck: .init(code: bugCheckText(bugCheck.rawCode), name: bugCheck.name, parameters: bugCheck.parameters.map(hexText)),
-            systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
-            directoryTableBase: hexText(header.directoryTableBase), comment: header.comment,
-            physicalMemory: physical, minidump: minidump, debuggerData: summarize(dump.debuggerData),
-            completeness: .init(verdict: verdict, details: details), notes: notes)
+            systemTime: FileTime.text(systemTime), systemUpTime: FileTime.durationText(systemUpTime),
+            directoryTableBase: hexText(directoryTableBase), comment: comment,
+            physicalMemory: nil, minidump: nil, debuggerData: nil, completeness: .init(verdict: "complete", details: []), notes: [])
     }
 
     static func summarize(_ triage: TriageDump, source: ByteSource, notes: inout [String]) -> InspectionReport.MinidumpSummary {
@@ -100,16 +114,12 @@ public enum DumpInspector {
 
     static func inspect32(_ source: ByteSource) throws -> InspectionReport {
         let header = try DumpHeader32(parsing: source)
-        let bugCheck = BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters)
-        return InspectionReport(
-            fileSize: source.count, signature: "PAGEDUMP", dumpType: header.dumpType.rawValue, dumpTypeName: header.dumpType.description,
-            machine: header.machine.description, majorVersion: header.majorVersion, buildNumber: header.buildNumber,
-            processors: header.numberProcessors,
-            bugCheck: .init(code: bugCheckText(bugCheck.rawCode), name: bugCheck.name, parameters: bugCheck.parameters.map(hexText)),
-            systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
-            directoryTableBase: hexText(header.directoryTableBase), comment: header.comment,
-            physicalMemory: nil, minidump: nil, debuggerData: nil,
-            completeness: .init(verdict: "not analysed", details: ["a 32-bit (x86) dump: the header is read, the memory is not (x64 is the analysis target)"]),
-            notes: [])
+        var report = headerFacts(
+            fileSize: source.count, signature: "PAGEDUMP", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
+            buildNumber: header.buildNumber, processors: header.numberProcessors,
+            bugCheck: BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters),
+            systemTime: header.systemTime, systemUpTime: header.systemUpTime, directoryTableBase: UInt64(header.directoryTableBase), comment: header.comment)
+        report.completeness = .init(verdict: "not analysed", details: ["a 32-bit (x86) dump: the header is read, the memory is not (x64 is the analysis target)"])
+        return report
     }
 }

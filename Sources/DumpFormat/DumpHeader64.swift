@@ -20,6 +20,8 @@ public struct DumpHeader64: Sendable {
     public var numberProcessors: UInt32
     public var bugCheckCode: UInt32
     public var bugCheckParameters: [UInt64]
+    /// VersionUser (0x60, 32 bytes): a writer's free-form version text, normally the fill.
+    public var versionUser: String?
     public var kdDebuggerDataBlock: UInt64
     /// The run table; `nil` when the field holds the "PAGE" fill (bitmap and triage dumps).
     public var physicalMemoryBlock: PhysicalMemoryDescriptor?
@@ -64,6 +66,7 @@ public struct DumpHeader64: Sendable {
         numberProcessors = try h.u32(0x34)
         bugCheckCode = try h.u32(0x38)
         bugCheckParameters = try [0x40, 0x48, 0x50, 0x58].map { try h.u64($0) }
+        versionUser = Self.asciiUnlessFill(try h.bytes(0x60, 32))
         kdDebuggerDataBlock = try h.u64(0x80)
         physicalMemoryBlock = try PhysicalMemoryDescriptor(parsing: h, at: 0x88)
         context = try Context64(parsing: h, at: 0x348)

@@ -68,6 +68,12 @@ public struct PhysicalMemory: Sendable {
         return source.contains(offset: offset, length: Self.pageSize) ? .inFile(offset) : .beyondEndOfFile(offset)
     }
 
+    /// True for bitmap dumps, false for run-based (full and range) dumps.
+    public var isBitmap: Bool {
+        if case .bitmap = index { return true }
+        return false
+    }
+
     /// Bytes the index itself holds in memory (the run table or the rank array).
     public var indexByteCount: Int {
         switch index {

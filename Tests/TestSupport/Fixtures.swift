@@ -41,27 +41,21 @@ public enum Fixtures {
     }
 }
 
-/// A reproducible random generator for randomized tests; print its seed so a failure can be replayed.
+/// A reproducible random generator for randomized tests, seeded from the clock unless told;
+/// print its seed so a failure can be replayed.
 public struct TestRandom {
-    private var state: UInt64
+    private var generator: SeededRandom
     public let seed: UInt64
 
     public init(seed: UInt64? = nil) {
-        var seconds = timespec()
-        clock_gettime(CLOCK_REALTIME, &seconds)
-        self.seed = seed ?? UInt64(seconds.tv_nsec) ^ UInt64(seconds.tv_sec) << 20
-        state = self.seed
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        self.seed = seed ?? UInt64(now.tv_nsec) ^ UInt64(now.tv_sec) << 20
+        generator = SeededRandom(seed: self.seed)
     }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    public mutating func below(_ bound: UInt64) -> UInt64 { next() % bound }
+    public mutating func next() -> UInt64 { generator.next() }
+    public mutating func below(_ bound: UInt64) -> UInt64 { generator.below(bound) }
 }
 
 extension Fixtures {
