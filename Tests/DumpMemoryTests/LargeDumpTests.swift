@@ -14,7 +14,7 @@ import Glibc
     func sixteenGiBDumpIsSparseAndTranslates(kind: DumpDescription.DumpKind) throws {
         let forged = Forge.dump(.standard(kind: kind, gibibytes: 16, layoutSeed: 42))
         let (path, source) = try Fixtures.mapped(forged)
-        defer { unlink(path) }
+        defer { Fixtures.discard(path) }
         #expect(source.count >= 16 << 30 - 0x1000_0000)
         var status = stat()
         #expect(stat(path, &status) == 0)

@@ -20,11 +20,17 @@ public enum Fixtures {
         return (dump, source(dump))
     }
 
-    /// Writes `dump` as a sparse file in a fresh temporary folder and maps it.
+    /// Writes `dump` as a sparse file in a fresh temporary folder and maps it; `discard(path)`
+    /// removes both when the test is done (the mapping stays valid until the source goes).
     public static func mapped(_ dump: ForgedDump, name: String = "forged.dmp") throws -> (path: String, source: ByteSource) {
         let path = temporaryFolder() + "/" + name
         try MappedFile.writeSparse(path, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
         return (path, try MappedFile.open(path))
+    }
+
+    public static func discard(_ path: String) {
+        unlink(path)
+        rmdir(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
     }
 
     public static func temporaryFolder() -> String {
