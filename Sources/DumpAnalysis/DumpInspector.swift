@@ -92,7 +92,7 @@ public enum DumpInspector {
         } catch {
             notes.append("the unloaded driver list is unreadable: \(error)")
         }
-        let captured = (try? triage.dataBlocks(in: source))?.reduce(0 as UInt64) { $0 + UInt64($1.size) } ?? 0
+        let captured = triage.dataBlocks(in: source).blocks.reduce(0 as UInt64) { $0 + UInt64($1.size) }
         return .init(driverCount: triage.driverCount, dataBlockCount: triage.dataBlocksCount, capturedBytes: captured,
                      stackBytes: triage.sizeOfCallStack, topOfStack: hexText(triage.topOfStack), endMarker: triage.hasEndMarker,
                      drivers: drivers, unloadedDrivers: unloaded)
@@ -101,14 +101,14 @@ public enum DumpInspector {
     static func summarize(_ lookup: DebuggerDataLookup) -> InspectionReport.DebuggerDataSummary {
         switch lookup {
         case .found(let data, let source):
-            return .init(status: "clear", detail: "read from \(source)", size: hexText(data.size), kernBase: data.kernBase.map(hexText),
+            return .init(status: lookup.status, detail: "read from \(source)", size: hexText(data.size), kernBase: data.kernBase.map(hexText),
                          psLoadedModuleList: data.psLoadedModuleList.map(hexText), psActiveProcessHead: data.psActiveProcessHead.map(hexText),
                          kiProcessorBlock: data.kiProcessorBlock.map(hexText), pteBase: data.pteBase.map(hexText))
         case .encoded(let address, let tag, let size):
-            return .init(status: "encoded",
+            return .init(status: lookup.status,
                          detail: "the block at \(hexText(address)) has OwnerTag \(hexText(tag)) and Size \(hexText(size)), not \"KDBG\": it is still encoded (the dump was likely written by a hypervisor or converter from live memory); continuing with the header's pointers")
         case .unreadable(let reason):
-            return .init(status: "unreadable", detail: reason)
+            return .init(status: lookup.status, detail: reason)
         }
     }
 

@@ -142,13 +142,20 @@ extension TriageDump {
         }
     }
 
-    /// The data block descriptors (the bytes they point to are checked when they are indexed).
-    public func dataBlocks(in source: ByteSource) throws -> [TriageDataBlock] {
-        let length = try Checked.multiply(UInt64(dataBlocksCount), 16, "data block table size")
-        let table = try source.record(at: UInt64(dataBlocksOffset), length: length, "the data block table (\(dataBlocksCount) entries)")
-        return try (0..<UInt64(dataBlocksCount)).map { index in
-            TriageDataBlock(address: try table.u64(16 * index), offset: try table.u32(16 * index + 8), size: try table.u32(16 * index + 12))
+    /// The data block descriptors the file holds, and how many of the promised ones lie past its
+    /// end (a cut-short or lying table still yields the entries that are there). The bytes each
+    /// block points to are checked when the blocks are indexed.
+    public func dataBlocks(in source: ByteSource) -> (blocks: [TriageDataBlock], missing: UInt32) {
+        let start = UInt64(dataBlocksOffset)
+        let fit = start <= source.count ? (source.count - start) / 16 : 0
+        let count = min(UInt64(dataBlocksCount), fit)
+        let blocks = (0..<count).compactMap { index -> TriageDataBlock? in
+            let entry = start + 16 * index
+            guard let address = try? source.u64(at: entry), let offset = try? source.u32(at: entry + 8),
+                  let size = try? source.u32(at: entry + 12) else { return nil }
+            return TriageDataBlock(address: address, offset: offset, size: size)
         }
+        return (blocks, dataBlocksCount - UInt32(count))
     }
 }
 

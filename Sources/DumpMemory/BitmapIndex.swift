@@ -11,7 +11,7 @@ struct BitmapIndex: Sendable {
     let source: ByteSource
     let bitCount: UInt64
     let firstPageOffset: UInt64
-    /// Whole 64-bit words available in the file; the bitmap's last partial word is `tailWord`.
+    /// 64-bit words wholly inside the bit count; the bits after them are `tailWord`.
     let fullWords: UInt64
     let tailWord: UInt64
     /// rank[w] = number of set bits in words 0 ..< w.
@@ -35,11 +35,13 @@ struct BitmapIndex: Sendable {
         self.source = source
         self.bitCount = header.bitCount
         self.firstPageOffset = header.firstPageOffset
-        fullWords = byteCount / 8
+        // Words wholly inside the bit count are read from the file on each lookup; the bits of
+        // the last, partial word are gathered once, and bits past the count mean nothing.
+        fullWords = header.bitCount / 64
+        let tailBits = header.bitCount % 64
         var tail: UInt64 = 0
-        for i in 0..<(byteCount % 8) { tail |= UInt64(try source.u8(at: start + fullWords * 8 + i)) << (8 * i) }
-        let tailBits = header.bitCount - fullWords * 64
-        tailWord = tailBits >= 64 ? tail : tail & ((1 << tailBits) - 1)  // bits past bitCount mean nothing
+        for i in 0..<(tailBits + 7) / 8 { tail |= UInt64(try source.u8(at: start + fullWords * 8 + i)) << (8 * i) }
+        tailWord = tailBits == 0 ? 0 : tail & (UInt64.max >> (64 - tailBits))
 
         var rank: [UInt32] = []
         rank.reserveCapacity(Int(fullWords) + 1)

@@ -23,7 +23,7 @@ extension KernelAddressSpace {
     /// A UNICODE_STRING (Length u16, MaximumLength u16, Buffer u64) at `va`, decoded.
     public func unicodeString(_ va: UInt64, maximumLength: Int = 0x1000) throws -> String {
         let length = Int(try u16(va))
-        let buffer = try u64(va + 8)
+        let buffer = try u64(va &+ 8)
         guard length > 0 else { return "" }
         let bytes = try read(buffer, count: min(length, maximumLength) & ~1)
         return decodeUTF16(bytes, units: bytes.count / 2)

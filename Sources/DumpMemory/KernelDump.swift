@@ -9,8 +9,8 @@ public final class KernelDump: Sendable {
     public let physical: PhysicalMemory?
     /// Present for kernel minidumps.
     public let triage: TriageDump?
-    /// The captured virtual memory of a minidump, before merging.
-    let triageBlocks: [TriageMemory.Block]
+    /// The captured virtual memory of a minidump.
+    let triageMemory: TriageMemory?
     public let debuggerData: DebuggerDataLookup
     /// Why kernel virtual memory cannot be read, when it cannot.
     public let virtualMemoryUnavailable: String?
@@ -62,12 +62,14 @@ public final class KernelDump: Sendable {
             unavailable = "a header-only dump holds no memory"
         }
 
-        var blocks: [TriageMemory.Block] = []
+        var captured: TriageMemory?
         let lookup: DebuggerDataLookup
         if let triage {
             if !triage.hasEndMarker { notes.append("the minidump's end marker \"TRGD\" is missing at 0x\(hex(triage.validOffset)): the file may be cut short") }
             lookup = Self.debuggerData(triageCopy: triage, header: header, source: source)
-            blocks = Self.capturedBlocks(triage, header: header, source: source, debuggerData: lookup.data, notes: &notes)
+            let memory = TriageMemory(source: source, blocks: Self.capturedBlocks(triage, header: header, source: source, debuggerData: lookup.data, notes: &notes))
+            notes += memory.notes
+            captured = memory
         } else if let physical, unavailable == nil {
             lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase))
         } else {
@@ -76,7 +78,7 @@ public final class KernelDump: Sendable {
         if unavailable == nil, lookup.data?.pagingLevels == 5 {
             unavailable = "KDDEBUGGER_DATA64 says the kernel uses 5-level paging (LA57), which is not supported"
         }
-        self.triageBlocks = blocks
+        self.triageMemory = captured
         self.debuggerData = lookup
         self.virtualMemoryUnavailable = unavailable
         self.notes = notes
@@ -86,7 +88,8 @@ public final class KernelDump: Sendable {
     public func kernelAddressSpace() throws -> any KernelAddressSpace {
         if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
         if let physical { return X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase) }
-        return TriageMemory(source: source, blocks: triageBlocks)
+        guard let triageMemory else { throw DumpError(.unsupported, "the dump holds no memory") }
+        return triageMemory
     }
 
     /// A reader of the address space whose page tables start at `directoryTableBase` (a
@@ -151,10 +154,10 @@ public final class KernelDump: Sendable {
                 add(process, triage.processOffset, UInt64(processSize))
             }
         }
-        do {
-            for block in try triage.dataBlocks(in: source) { add(block.address, block.offset, UInt64(block.size)) }
-        } catch {
-            notes.append("the data block table is unreadable: \(error)")
+        let (dataBlocks, missing) = triage.dataBlocks(in: source)
+        for block in dataBlocks { add(block.address, block.offset, UInt64(block.size)) }
+        if missing > 0 {
+            notes.append("the data block table promises \(triage.dataBlocksCount) entries but \(missing) of them lie past the end of the file")
         }
         return blocks
     }
@@ -173,5 +176,14 @@ public enum DebuggerDataLookup: Sendable {
     public var data: DebuggerData? {
         if case .found(let data, _) = self { return data }
         return nil
+    }
+
+    /// "clear", "encoded" or "unreadable", for reports and logs.
+    public var status: String {
+        switch self {
+        case .found: "clear"
+        case .encoded: "encoded"
+        case .unreadable: "unreadable"
+        }
     }
 }

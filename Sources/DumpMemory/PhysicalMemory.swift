@@ -114,7 +114,7 @@ public struct PhysicalMemory: Sendable {
             case .beyondEndOfFile(let offset):
                 throw MemoryError(.truncated, address: address, "physical page 0x\(hex(address >> 12)) would be at file offset 0x\(hex(offset)), past the end of the truncated file")
             }
-            address += UInt64(inPage)
+            address &+= UInt64(inPage)
         }
         return result
     }

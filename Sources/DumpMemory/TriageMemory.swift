@@ -5,8 +5,9 @@ import DumpFormat
 ///
 /// Captured blocks may overlap (a 256-byte window inside a captured page); overlaps are trimmed
 /// so that each byte has one home. Blocks whose bytes lie outside the file are left
-/// out and counted in `notes`, so a damaged minidump still reads what it can.
-public final class TriageMemory: KernelAddressSpace {
+/// out and counted in `notes`, so a damaged minidump still reads what it can. It keeps no cache,
+/// so one instance can serve every thread.
+public final class TriageMemory: KernelAddressSpace, Sendable {
     struct Segment: Sendable {
         var address: UInt64
         var size: UInt64

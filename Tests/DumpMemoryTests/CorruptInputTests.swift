@@ -1,0 +1,738 @@
+import Testing
+@testable import DumpMemory
+import DumpFormat
+import DumpForge
+import TestSupport
+
+// Corrupt input never traps: every forged dump type is cut at each structure boundary, its
+// header fields are flipped, its counts and offsets are pointed past the file, its run tables
+// overlap and its bitmap counts lie. Each case must either throw a DumpError / MemoryError with
+// a message, or open and say in its notes (or missingPages) what is missing. A trap kills the
+// whole test process, so most cases only need to run; where the outcome is predictable it is
+// checked. Cases that do trap today are exit tests at the end of the file.
+
+@Suite("Corrupt input never traps")
+struct CorruptInputTests {
+    // MARK: Baseline
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage])
+    func intactForgedDumpsOpenCleanly(kind: DumpDescription.DumpKind) {
+        let outcome = Forged.bytes(kind).withUnsafeBytes { exercise(ByteSource(unsafeBytes: $0, release: nil), "intact \(kind)") }
+        #expect(outcome.opened)
+        #expect(outcome.debuggerData == "found")
+        #expect(outcome.notes.isEmpty, "\(outcome.notes)")
+        // A minidump does not capture PsLoadedModuleList (format notes §3.5).
+        #expect(outcome.readablePointers >= (kind == .triage ? 2 : 3))
+    }
+
+    // MARK: Truncation at every structure boundary
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel])
+    func truncatedMemoryDumpsFailClearlyOrReportMissingPages(kind: DumpDescription.DumpKind) {
+        let bytes = Forged.bytes(kind)
+        let isBitmap = kind != .full
+        let firstPage = isBitmap ? Int(bytes.u64(0x2020)) : 0x2000
+        // Everything before this offset is needed to open; a cut after it only loses pages.
+        let structuresEnd = isBitmap ? 0x2038 + Int((bytes.u64(0x2030) + 7) / 8) : 0x2000
+        let cuts = [0, 4, 8, 0x88, 0x348, 0xF00, 0xF98, 0x1000, 0x2000 - 1, 0x2000, 0x2038, structuresEnd,
+                    firstPage, firstPage + 0x1000, bytes.count / 2, bytes.count - 1]
+        exerciseTruncations(of: bytes, at: cuts, "\(kind)") { cut, outcome in
+            let context = "\(kind) cut at 0x\(hex(cut))"
+            switch cut {
+            case ..<8:
+                #expect(outcome.dumpError?.code == .notADump, "\(context)")
+            case ..<structuresEnd:
+                #expect(outcome.dumpError?.code == .truncated, "\(context): \(outcome.failureText)")
+            default:
+                #expect(outcome.opened, "\(context): \(outcome.failureText)")
+                #expect((outcome.missingPages ?? 0) > 0, "\(context)")
+                #expect(outcome.noted("the file ends early"), "\(context): \(outcome.notes)")
+            }
+        }
+    }
+
+    @Test func truncatedMinidumpsFailClearlyOrNoteTheMissingEndMarker() throws {
+        let bytes = Forged.triage
+        let source = ByteSource(copying: bytes)
+        let triage = try TriageDump(parsing: source)
+        let blockOffsets = triage.dataBlocks(in: source).blocks.map(\.offset)
+        let stored: [UInt32] = [
+            triage.contextOffset, triage.exceptionOffset, triage.mmOffset, triage.unloadedDriversOffset,
+            triage.prcbOffset, triage.processOffset, triage.threadOffset, triage.callStackOffset,
+            triage.driverListOffset, triage.stringPoolOffset, triage.brokenDriverOffset, triage.dataPageOffset,
+            triage.debuggerDataOffset, triage.dataBlocksOffset, triage.validOffset, triage.sizeOfDump,
+        ] + blockOffsets
+        var cuts = [0, 4, 8, 0x88, 0x348, 0xF00, 0xF98, 0x1000, 0x2000 - 1, 0x2000, 0x2038, 0x2080 - 1, 0x2080, bytes.count - 1]
+        for offset in stored where offset != 0 { cuts += [Int(offset), Int(offset) + 1] }
+
+        exerciseTruncations(of: bytes, at: cuts, "triage") { cut, outcome in
+            let context = "triage cut at 0x\(hex(cut))"
+            switch cut {
+            case ..<8:
+                #expect(outcome.dumpError?.code == .notADump, "\(context)")
+            case ..<0x2080:  // the header and TRIAGE_DUMP64 are needed to open
+                #expect(outcome.dumpError?.code == .truncated, "\(context): \(outcome.failureText)")
+            default:
+                #expect(outcome.opened, "\(context): \(outcome.failureText)")
+                #expect(outcome.noted("TRGD"), "\(context): \(outcome.notes)")
+            }
+        }
+    }
+
+    // MARK: Header field flips
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage])
+    func unknownDumpTypeIsUnsupported(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        for dumpType: UInt32 in [0, 7, 0xFF, 0xFFFF_FFFF] {
+            let outcome = dump.open("\(kind) DumpType \(dumpType)") { $0.patch32(0xF98, dumpType) }
+            #expect(outcome.dumpError?.code == .unsupported, "DumpType \(dumpType)")
+            #expect(outcome.dumpError?.message.contains("unsupported dump type") == true, "\(outcome.failureText)")
+        }
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage])
+    func dumpTypeThatContradictsThePayloadFailsClearly(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        for dumpType: UInt32 in [1, 2, 3, 4, 5, 6, 8, 9, 0xA] {
+            let outcome = dump.open("\(kind) DumpType \(dumpType)") { $0.patch32(0xF98, dumpType) }
+            switch dumpType {
+            case 3:
+                #expect(outcome.opened, "header-only: \(outcome.failureText)")
+                #expect(outcome.debuggerData == "unreadable")
+                #expect(outcome.virtualMemoryUnavailable != nil)
+            case 1 where kind != .full:
+                // Only the full dump's writer fills in the run table; elsewhere it is "PAGE".
+                #expect(outcome.dumpError?.code == .corrupt, "DumpType 1: \(outcome.failureText)")
+            case 8, 9, 0xA:
+                #expect(outcome.dumpError?.code == .corrupt, "DumpType \(dumpType): \(outcome.failureText)")
+            default:
+                break  // whatever the payload reads as, exercise() has checked it did not trap
+            }
+        }
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage])
+    func headerFieldsNothingIndexesByStillOpen(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        let processors = dump.open("\(kind) NumberProcessors") { $0.patch32(0x34, 0xFFFF_FFFF) }
+        #expect(processors.opened, "\(processors.failureText)")
+        let parameters = dump.open("\(kind) ExceptionRecord.NumberParameters") { $0.patch32(0xF18, 0xFFFF_FFFF) }
+        #expect(parameters.opened, "\(parameters.failureText)")
+        let comment = dump.open("\(kind) comment without NUL") { bytes in
+            for offset in 0xFB0..<0x1030 { bytes[offset] = 0x41 }
+        }
+        #expect(comment.opened, "\(comment.failureText)")
+        let machine = dump.open("\(kind) ARM64 machine") { $0.patch32(0x30, 0xAA64) }
+        #expect(machine.opened, "\(machine.failureText)")
+        #expect(machine.virtualMemoryUnavailable != nil)
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel, .triage])
+    func badDebuggerDataPointerLeavesTheBlockUnreadableOrEncoded(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        // 0x0000_8000_0000_0000 is canonical only under 5-level paging; 0x8000_0000_0000_0000 never.
+        for pointer: UInt64 in [0, 0x0000_8000_0000_0000, 0x8000_0000_0000_0000, .max] {
+            let outcome = dump.open("\(kind) KdDebuggerDataBlock 0x\(hex(pointer))") { $0.patch64(0x80, pointer) }
+            #expect(outcome.opened, "\(outcome.failureText)")
+            if kind == .triage {
+                // A minidump reads its clear copy at DebuggerDataOffset whatever the pointer says.
+                #expect(outcome.debuggerData == "found", "pointer 0x\(hex(pointer))")
+            } else {
+                #expect(outcome.debuggerData == "unreadable" || outcome.debuggerData == "encoded", "pointer 0x\(hex(pointer))")
+            }
+        }
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
+    func directoryTableBaseOutsideTheDumpLeavesMemoryUnreadable(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        for directoryTableBase: UInt64 in [0, 0x1_0000_0000, .max] {
+            let outcome = dump.open("\(kind) DirectoryTableBase 0x\(hex(directoryTableBase))") { $0.patch64(0x10, directoryTableBase) }
+            #expect(outcome.opened, "\(outcome.failureText)")
+            #expect(outcome.debuggerData == "unreadable", "DTB 0x\(hex(directoryTableBase))")
+            #expect(outcome.readablePointers == 0, "DTB 0x\(hex(directoryTableBase))")
+        }
+    }
+
+    // MARK: Run tables (DumpType 1)
+
+    @Test func runCountThatCannotFitInTheHeaderIsCorrupt() {
+        var dump = Patcher(.full)
+        for count: UInt32 in [43, 0xFFFF_FFFF] {
+            let outcome = dump.open("NumberOfRuns \(count)") { $0.patch32(0x88, count) }
+            #expect(outcome.dumpError?.code == .corrupt, "NumberOfRuns \(count): \(outcome.failureText)")
+        }
+    }
+
+    @Test func zeroRunsOpenWithNoMemory() {
+        var dump = Patcher(.full)
+        let outcome = dump.open("NumberOfRuns 0") { $0.patch32(0x88, 0) }
+        #expect(outcome.opened, "\(outcome.failureText)")
+        #expect(outcome.storedPages == 0)
+        #expect(outcome.noted("NumberOfPages"), "\(outcome.notes)")
+        #expect(outcome.debuggerData == "unreadable")
+    }
+
+    @Test func runWhosePagesOverflowIsCorrupt() {
+        var dump = Patcher(.full)
+        let edits: [(String, (inout [UInt8]) -> Void)] = [
+            ("run 0 PageCount UInt64.max", { $0.patch64(0xA0, .max) }),
+            ("run 0 BasePage UInt64.max - 1", { $0.patch64(0x98, UInt64.max - 1) }),
+            ("run 1 PageCount 2^52 (bytes overflow)", { $0.patch64(0xB0, 1 << 52) }),
+        ]
+        for (name, edit) in edits {
+            let outcome = dump.open(name, edit)
+            #expect(outcome.dumpError?.code == .corrupt, "\(name): \(outcome.failureText)")
+            #expect(outcome.dumpError?.message.contains("overflows") == true, "\(name): \(outcome.failureText)")
+        }
+    }
+
+    @Test func overlappingRunsAreCorrupt() {
+        var dump = Patcher(.full)
+        let edits: [(String, (inout [UInt8]) -> Void)] = [
+            ("run 1 starts inside run 0", { $0.patch64(0xA8, 0x50) }),
+            ("run 1 repeats run 0", { $0.patch64(0xA8, 1); $0.patch64(0xB0, 0x9E) }),
+        ]
+        for (name, edit) in edits {
+            let outcome = dump.open(name, edit)
+            #expect(outcome.dumpError?.code == .corrupt, "\(name): \(outcome.failureText)")
+            #expect(outcome.dumpError?.message.contains("overlap") == true, "\(name): \(outcome.failureText)")
+        }
+    }
+
+    @Test func runsOutOfPfnOrderStillOpen() {
+        var dump = Patcher(.full)
+        let outcome = dump.open("runs swapped") { bytes in
+            bytes.patch64(0x98, 0x100); bytes.patch64(0xA0, 0x7F00)
+            bytes.patch64(0xA8, 1); bytes.patch64(0xB0, 0x9E)
+        }
+        #expect(outcome.opened, "\(outcome.failureText)")
+    }
+
+    @Test func runThatReachesPastTheFileReportsMissingPages() {
+        var dump = Patcher(.full)
+        let pageCount = Forged.full.u64(0xB0)
+        let outcome = dump.open("run 1 PageCount + 0x1000") { $0.patch64(0xB0, pageCount + 0x1000) }
+        #expect(outcome.opened, "\(outcome.failureText)")
+        #expect(outcome.missingPages == 0x1000)
+        #expect(outcome.noted("the file ends early"), "\(outcome.notes)")
+        #expect(outcome.noted("NumberOfPages"), "\(outcome.notes)")
+    }
+
+    // MARK: Bitmap lies (DumpType 5 and 6)
+
+    @Test(arguments: [DumpDescription.DumpKind.bitmapFull, .bitmapKernel])
+    func presentPageCountThatDisagreesWithTheBitmapIsNoted(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        let intact = Forged.bytes(kind)
+        let present = intact.u64(0x2028)
+        let claims: [UInt64] = [present - 1, present + 1000, 0, .max]
+        for claimed in claims {
+            let outcome = dump.open("\(kind) TotalPresentPages \(claimed)") { $0.patch64(0x2028, claimed) }
+            #expect(outcome.opened, "\(outcome.failureText)")
+            #expect(outcome.storedPages == present, "the bitmap, not the header, decides")
+            #expect(outcome.noted("set bits"), "\(outcome.notes)")
+        }
+        let bitmapEnd = 0x2038 + Int((intact.u64(0x2030) + 7) / 8)
+        let firstSet: Int = (0x2038..<bitmapEnd).first(where: { intact[$0] != 0 }) ?? 0x2038
+        let cleared = dump.open("\(kind) 64 bitmap bytes cleared from 0x\(hex(firstSet))") { bytes in
+            for offset in firstSet..<min(firstSet + 64, bitmapEnd) { bytes[offset] = 0 }
+        }
+        #expect(cleared.opened, "\(cleared.failureText)")
+        #expect(cleared.noted("set bits"), "\(cleared.notes)")
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.bitmapFull, .bitmapKernel])
+    func bitmapSizeThatCannotBeTrueFailsClearly(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        let bitCount = Forged.bytes(kind).u64(0x2030)
+        let expected: [(UInt64, DumpError.Code)] = [
+            (.max, .unsupported),
+            (0x1_0000_0000, .unsupported),
+            (0xFFFF_FFFF, .truncated),  // a 512 MiB bitmap in a smaller file
+            (bitCount * 2, .corrupt),   // the bitmap would run into the first stored page
+        ]
+        for (claimed, code) in expected {
+            let outcome = dump.open("\(kind) bit count 0x\(hex(claimed))") { $0.patch64(0x2030, claimed) }
+            #expect(outcome.dumpError?.code == code, "bit count 0x\(hex(claimed)): \(outcome.failureText)")
+        }
+        let empty = dump.open("\(kind) bit count 0") { $0.patch64(0x2030, 0) }
+        #expect(empty.opened, "\(empty.failureText)")
+        #expect(empty.storedPages == 0)
+        #expect(empty.noted("set bits"), "\(empty.notes)")
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.bitmapFull, .bitmapKernel])
+    func firstPageInsideTheBitmapIsCorrupt(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        for firstPage: UInt64 in [0, 0x2040] {
+            let outcome = dump.open("\(kind) FirstPage 0x\(hex(firstPage))") { $0.patch64(0x2020, firstPage) }
+            #expect(outcome.dumpError?.code == .corrupt, "FirstPage 0x\(hex(firstPage)): \(outcome.failureText)")
+            #expect(outcome.dumpError?.message.contains("inside the page bitmap") == true, "\(outcome.failureText)")
+        }
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.bitmapFull, .bitmapKernel])
+    func firstPagePastTheFileLeavesEveryPageMissing(kind: DumpDescription.DumpKind) {
+        var dump = Patcher(kind)
+        let pastTheEnd = UInt64(Forged.bytes(kind).count + 0xFFF) & ~0xFFF
+        for firstPage in [pastTheEnd, UInt64.max - 0xFFF] {
+            let outcome = dump.open("\(kind) FirstPage 0x\(hex(firstPage))") { $0.patch64(0x2020, firstPage) }
+            #expect(outcome.opened, "\(outcome.failureText)")
+            #expect(outcome.missingPages != nil && outcome.missingPages == outcome.storedPages)
+            #expect(outcome.firstRunLocation == .beyondEndOfFile(firstPage))
+            #expect(outcome.noted("the file ends early"), "\(outcome.notes)")
+            #expect(outcome.debuggerData == "unreadable")
+        }
+    }
+
+    // MARK: Minidump lies (DumpType 4)
+
+    @Test func driverListPastTheFileThrowsClearly() throws {
+        for (field, value, name) in [(0x2034, 0xFFFF_FFFF, "DriverCount"), (0x2030, 0xFFFF_FF00, "DriverListOffset")] as [(Int, UInt32, String)] {
+            var bytes = Forged.triage
+            bytes.patch32(field, value)
+            let source = ByteSource(copying: bytes)
+            let triage = try #require(try KernelDump(source: source).triage)
+            let error = #expect(throws: DumpError.self, "\(name)") { try triage.drivers(in: source) }
+            #expect(error?.code == .truncated || error?.code == .corrupt, "\(name): \(String(describing: error))")
+            _ = exercise(bytes, name)
+        }
+    }
+
+    @Test func driverWithAnUnreadableNameKeepsItsOtherFields() throws {
+        let intactSource = ByteSource(copying: Forged.triage)
+        let intact = try TriageDump(parsing: intactSource)
+        let drivers = try intact.drivers(in: intactSource)
+        try #require(drivers.count >= 3)
+
+        var bytes = Forged.triage
+        let list = Int(intact.driverListOffset)
+        let firstName = Int(bytes.u32(list))
+        bytes.patch32(firstName, 0xFFFF_FFFF)             // driver 0: DUMP_STRING length 0xFFFFFFFF
+        bytes.patch32(list + 0x90, 0xFFFF_FF00)           // driver 1: name offset past the file
+        let source = ByteSource(copying: bytes)
+        let read = try TriageDump(parsing: source).drivers(in: source)
+
+        #expect(read.count == drivers.count)
+        for index in 0..<2 {
+            var expected = drivers[index]
+            expected.path = nil
+            #expect(read[index] == expected)
+        }
+        #expect(Array(read[2...]) == Array(drivers[2...]))
+        _ = exercise(bytes, "unreadable driver names")
+    }
+
+    @Test func dataBlockTableThatLiesLeavesTheRestReadable() throws {
+        let intact = try TriageDump(parsing: ByteSource(copying: Forged.triage))
+
+        // A count far past the file: the entries that are there are kept, the rest noted.
+        var bytes = Forged.triage
+        bytes.patch32(0x207C, 0xFFFF_FFFF)
+        let huge = try KernelDump(source: ByteSource(copying: bytes))
+        #expect(huge.notes.contains { $0.contains("lie past the end of the file") }, "\(huge.notes)")
+        let space = try huge.kernelAddressSpace()
+        do { _ = try space.read(intact.topOfStack, count: 8) } catch { Issue.record(error, "the stack window should survive a bad data block table") }
+        _ = exercise(bytes, "DataBlocksCount 0xFFFFFFFF")
+
+        // A count a little too large: the extra entries are whatever follows the table.
+        bytes = Forged.triage
+        bytes.patch32(0x207C, intact.dataBlocksCount + 3)
+        _ = exercise(bytes, "DataBlocksCount + 3")
+
+        // One block whose bytes lie past the file: that block alone is dropped and counted.
+        bytes = Forged.triage
+        bytes.patch32(Int(intact.dataBlocksOffset) + 8, 0xFFFF_FF00)
+        let pastEnd = try KernelDump(source: ByteSource(copying: bytes))
+        #expect(pastEnd.notes.contains { $0.contains("1 captured memory block(s) point outside the file") }, "\(pastEnd.notes)")
+
+        // One block whose size runs past the file.
+        bytes = Forged.triage
+        bytes.patch32(Int(intact.dataBlocksOffset) + 12, 0xFFFF_FFFF)
+        #expect(exercise(bytes, "data block size 0xFFFFFFFF").noted("ignored"))
+    }
+
+    @Test func stackWindowThatWrapsTheAddressSpaceIsIgnored() {
+        var bytes = Forged.triage
+        bytes.patch64(0x2048, UInt64.max - 0x10)  // TopOfStack
+        let outcome = exercise(bytes, "TopOfStack near 2^64")
+        #expect(outcome.opened, "\(outcome.failureText)")
+        #expect(outcome.noted("ignored"), "\(outcome.notes)")
+    }
+
+    @Test func debuggerDataCopyPastTheFileIsUnreadable() {
+        let edits: [(String, (inout [UInt8]) -> Void)] = [
+            ("DebuggerDataOffset past the file", { $0.patch32(0x2070, 0xFFFF_FF00) }),
+            ("DebuggerDataSize 0xFFFFFFFF", { $0.patch32(0x2074, 0xFFFF_FFFF) }),
+            ("DebuggerDataSize shorter than its header", { $0.patch32(0x2074, 0x10) }),
+            ("DebuggerDataOffset 0", { $0.patch32(0x2070, 0) }),
+        ]
+        for (name, edit) in edits {
+            var bytes = Forged.triage
+            edit(&bytes)
+            let outcome = exercise(bytes, name)
+            #expect(outcome.opened, "\(name): \(outcome.failureText)")
+            #expect(outcome.debuggerData == "unreadable", "\(name)")
+        }
+    }
+
+    @Test func unloadedDriverListPastTheFileThrowsClearly() throws {
+        let intact = try TriageDump(parsing: ByteSource(copying: Forged.triage))
+        let edits: [(String, (inout [UInt8]) -> Void)] = [
+            ("unloaded driver count 0xFFFFFFFF", { $0.patch32(Int(intact.unloadedDriversOffset), 0xFFFF_FFFF) }),
+            ("UnloadedDriversOffset past the file", { $0.patch32(0x2018, 0xFFFF_FF00) }),
+        ]
+        for (name, edit) in edits {
+            var bytes = Forged.triage
+            edit(&bytes)
+            let source = ByteSource(copying: bytes)
+            let triage = try #require(try KernelDump(source: source).triage)
+            let error = #expect(throws: DumpError.self, "\(name)") { try triage.unloadedDrivers(in: source) }
+            #expect(error?.code == .truncated, "\(name): \(String(describing: error))")
+        }
+    }
+
+    // MARK: Random flips
+
+    @Test func randomByteFlipsInTheHeadersNeverTrap() {
+        // To replay a failure, pass the printed seed: TestRandom(seed: ...).
+        var random = TestRandom()
+        print("seed: \(random.seed)")
+        for kind in [DumpDescription.DumpKind.triage, .bitmapKernel] {
+            var bytes = Forged.bytes(kind)
+            for iteration in 0..<300 {
+                var flips: [(offset: Int, original: UInt8)] = []
+                for _ in 0...random.below(8) {
+                    let offset = Int(random.below(0x3000))
+                    flips.append((offset, bytes[offset]))
+                    bytes[offset] ^= UInt8(1 + random.below(255))
+                }
+                let context = "seed \(random.seed), \(kind) iteration \(iteration), flipped \(flips.map { "0x\(hex($0.offset))" })"
+                _ = bytes.withUnsafeBytes { exercise(ByteSource(unsafeBytes: $0, release: nil), context) }
+                for flip in flips.reversed() { bytes[flip.offset] = flip.original }
+            }
+        }
+    }
+
+    // MARK: Range dumps (DumpType 8, 9, 0xA), built by hand
+
+    @Test func inconsistentRangeHeaderIsCorrupt() {
+        let cases: [(metadataSize: UInt64, firstPageOffset: UInt64)] = [
+            (0x40, 0x3000), (0x20, 0x2041), (0x10, 0x2030), (0x40, 0x1000), (.max, .max),
+        ]
+        for (metadataSize, firstPageOffset) in cases {
+            let bytes = rangeDump(metadataSize: metadataSize, firstPageOffset: firstPageOffset, ranges: [(5, 1)])
+            let outcome = exercise(bytes, "MetadataSize 0x\(hex(metadataSize)), FirstPageOffset 0x\(hex(firstPageOffset))")
+            #expect(outcome.dumpError?.code == .corrupt, "0x\(hex(metadataSize)) / 0x\(hex(firstPageOffset)): \(outcome.failureText)")
+        }
+        var unsigned = rangeDump(metadataSize: 0x40, firstPageOffset: 0x2060, ranges: [(5, 1)])
+        unsigned.patch32(0x2004, 0x504D_4453)  // "SDMP" where "RDMP" belongs
+        #expect(exercise(unsigned, "no RDMP").dumpError?.code == .corrupt)
+        let cut = Array(rangeDump(metadataSize: 0x40, firstPageOffset: 0x2060, ranges: [(5, 1)]).prefix(0x2010))
+        #expect(exercise(cut, "RDMP header cut short").dumpError?.code == .truncated)
+    }
+
+    @Test func rangePagePastTheEndOfTheFileIsMissing() throws {
+        let bytes = rangeDump(metadataSize: 0x40, firstPageOffset: 0x2060, ranges: [(5, 1)])
+        let dump = try KernelDump(source: ByteSource(copying: bytes))
+        let physical = try #require(dump.physical)
+        #expect(physical.locate(pfn: 5) == .beyondEndOfFile(0x2060))
+        #expect(physical.locate(pfn: 6) == .notInDump)
+        #expect(physical.storedPages == 1)
+        #expect(physical.missingPages == 1)
+        #expect(dump.notes.contains { $0.contains("the file ends early") }, "\(dump.notes)")
+        _ = exercise(bytes, "range page past the end")
+    }
+
+    @Test func overlappingRangesAreCorrupt() {
+        let bytes = rangeDump(metadataSize: 0x40, firstPageOffset: 0x2060, ranges: [(5, 4), (6, 1)])
+        let outcome = exercise(bytes, "overlapping ranges")
+        #expect(outcome.dumpError?.code == .corrupt, "\(outcome.failureText)")
+        #expect(outcome.dumpError?.message.contains("overlap") == true, "\(outcome.failureText)")
+    }
+
+    @Test func rangeSizesNearTwoToTheSixtyFourFailClearly() {
+        // Consistent by the writer's rule, but the pages would start at 2^64 - 1.
+        let huge = rangeDump(metadataSize: UInt64.max - 0x2020, firstPageOffset: .max, ranges: [(5, 1)])
+        let outcome = exercise(huge, "MetadataSize near 2^64")
+        #expect(outcome.dumpError != nil || outcome.missingPages == outcome.storedPages, "\(outcome.failureText)")
+
+        // DumpType 0xA stops once the pages add up to TotalNumberOfPages.
+        var complete = rangeDump(type: 0xA, metadataSize: 0x40, firstPageOffset: 0x2060, ranges: [(5, .max), (7, 1)])
+        complete.patch64(0x2028, .max)
+        #expect(exercise(complete, "complete range of 2^64 - 1 pages").dumpError != nil)
+    }
+
+    // MARK: Traps these tests once found (each runs in a child process, so a regression fails
+    // one test instead of killing the run)
+
+    /// A bit count that is not whole 64-bit words but fills whole bytes up to one (57...63 mod
+    /// 64: 63, 0x7FFF, ...) once made the partial-word arithmetic underflow.
+    @Test func bitmapWhoseBitCountIsNotWholeWordsDoesNotTrap() async {
+        await #expect(processExitsWith: .success) {
+            openBitmapWithBitCount63()
+        }
+    }
+
+    /// Reading the last page of the 64-bit physical space (a run at PFN 0xF_FFFF_FFFF_FFFF is
+    /// legal in a run table) once overflowed the address advanced past it.
+    @Test func readingTheLastPhysicalPageDoesNotTrap() async {
+        await #expect(processExitsWith: .success) {
+            try readLastPhysicalPage()
+        }
+    }
+
+    /// A UNICODE_STRING within 8 bytes of 2^64 once overflowed computing its Buffer field's address.
+    @Test func unicodeStringAtTheTopOfTheAddressSpaceDoesNotTrap() async {
+        await #expect(processExitsWith: .success) {
+            readStringAtTheTopOfTheAddressSpace()
+        }
+    }
+}
+
+// MARK: - Exercising a dump
+
+/// What opening and reading a (possibly corrupt) dump gave; plain values, so nothing outlives
+/// the bytes it was read from.
+private struct Outcome {
+    /// What `KernelDump(source:)` threw, if it did.
+    var failure: (any Error)?
+    /// The dump's notes (a minidump's captured-memory notes included).
+    var notes: [String] = []
+    var storedPages: UInt64?
+    var missingPages: UInt64?
+    /// Where the first stored page is, by the index.
+    var firstRunLocation: PageLocation?
+    /// "found", "encoded", "unreadable", or "none" when the dump did not open.
+    var debuggerData = "none"
+    var virtualMemoryUnavailable: String?
+    /// How many of the header's PsLoadedModuleList, KdDebuggerDataBlock and PsActiveProcessHead read back.
+    var readablePointers = 0
+
+    var opened: Bool { failure == nil }
+    var dumpError: DumpError? { failure as? DumpError }
+    var failureText: String { failure.map { "\($0)" } ?? "opened" }
+    func noted(_ text: String) -> Bool { notes.contains { $0.contains(text) } }
+}
+
+/// Opens a copy of `bytes` and runs every accessor.
+private func exercise(_ bytes: [UInt8], _ context: String = "", sourceLocation: SourceLocation = #_sourceLocation) -> Outcome {
+    exercise(ByteSource(copying: bytes), context, sourceLocation: sourceLocation)
+}
+
+/// Opens `source` and runs every accessor; any error must be a DumpError or MemoryError that
+/// says something. Nothing here may trap.
+private func exercise(_ source: ByteSource, _ context: String = "", sourceLocation: SourceLocation = #_sourceLocation) -> Outcome {
+    func attempt(_ body: () throws -> Void) {
+        do { try body() } catch { expectClear(error, context, sourceLocation) }
+    }
+    let dump: KernelDump
+    do {
+        dump = try KernelDump(source: source)
+    } catch {
+        expectClear(error, context, sourceLocation)
+        return Outcome(failure: error)
+    }
+    var outcome = Outcome(notes: dump.notes, virtualMemoryUnavailable: dump.virtualMemoryUnavailable)
+    let header = dump.header
+    _ = (BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters).name,
+         FileTime.text(header.systemTime), FileTime.durationText(header.systemUpTime), header.comment)
+
+    switch dump.debuggerData {
+    case .found(let data, _):
+        outcome.debuggerData = "found"
+        _ = (data.kernBase, data.psLoadedModuleList, data.kiProcessorBlock, data.pteBase, data.pagingLevels, data.sizeEThread)
+    case .encoded:
+        outcome.debuggerData = "encoded"
+    case .unreadable(let reason):
+        outcome.debuggerData = "unreadable"
+        #expect(!reason.isEmpty, "an unreadable KDBG should say why \(context)", sourceLocation: sourceLocation)
+    }
+
+    let pointers = [header.psLoadedModuleList, header.kdDebuggerDataBlock, header.psActiveProcessHead]
+    attempt {
+        let space = try dump.kernelAddressSpace()
+        for va in pointers {
+            attempt {
+                _ = try space.u64(va)
+                outcome.readablePointers += 1
+            }
+            attempt { _ = try space.read(va, count: 0x30) }
+            attempt { _ = try space.u32(va &+ 0xFFE) }  // crosses a page when va is page-aligned
+            attempt { _ = try space.unicodeString(va) }
+        }
+        if let captured = space as? TriageMemory { _ = captured.capturedBytes }
+    }
+
+    if let physical = dump.physical {
+        outcome.storedPages = physical.storedPages
+        outcome.missingPages = physical.missingPages
+        let runs = physical.runs
+        if let first = runs.first { outcome.firstRunLocation = physical.locate(pfn: first.basePage) }
+        for pfn: UInt64 in [0, 1, 5, 0x9E, 0x100, 0x7FFF, 0x8000, header.kernelDirectoryTableBase >> 12, UInt64.max >> 12, .max] {
+            _ = physical.locate(pfn: pfn)
+        }
+        _ = physical.u64(physical: header.kernelDirectoryTableBase)
+        attempt { _ = try physical.read(physical: 0x1000, count: 0x2000) }
+        attempt {
+            let space = try dump.addressSpace(directoryTableBase: header.directoryTableBase)
+            _ = space.translate(header.psActiveProcessHead)
+        }
+    }
+
+    if let triage = dump.triage {
+        attempt { for driver in try triage.drivers(in: source) { _ = driver.name } }
+        attempt { _ = try triage.unloadedDrivers(in: source) }
+        _ = triage.dataBlocks(in: source)
+    }
+    return outcome
+}
+
+/// An error from corrupt input must be one of the two library error types and carry a message.
+private func expectClear(_ error: any Error, _ context: String, _ sourceLocation: SourceLocation) {
+    switch error {
+    case let error as DumpError:
+        #expect(!error.message.isEmpty, "a DumpError without a message \(context)", sourceLocation: sourceLocation)
+    case let error as MemoryError:
+        #expect(!error.description.isEmpty, "a MemoryError without a description \(context)", sourceLocation: sourceLocation)
+    default:
+        Issue.record("\(type(of: error)) is neither a DumpError nor a MemoryError: \(error) \(context)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Exercises each prefix of `bytes` in `cuts` (shorter than the file) without copying it: the
+/// sources borrow the array's storage for the duration of the call.
+private func exerciseTruncations(of bytes: [UInt8], at cuts: [Int], _ name: String, sourceLocation: SourceLocation = #_sourceLocation,
+                                 _ check: (Int, Outcome) -> Void) {
+    bytes.withUnsafeBytes { whole in
+        for cut in Set(cuts).sorted() where cut >= 0 && cut < whole.count {
+            let source = ByteSource(unsafeBytes: UnsafeRawBufferPointer(rebasing: whole[0..<cut]), release: nil)
+            check(cut, exercise(source, "\(name) cut at 0x\(hex(cut))", sourceLocation: sourceLocation))
+        }
+    }
+}
+
+// MARK: - Fixtures
+
+/// The standard forged dumps, forged once per test process. Full and bitmap-full are ~128 MiB.
+private enum Forged {
+    static let full = make(.full)
+    static let bitmapFull = make(.bitmapFull)
+    static let bitmapKernel = make(.bitmapKernel)
+    static let triage = make(.triage)
+
+    static func bytes(_ kind: DumpDescription.DumpKind) -> [UInt8] {
+        switch kind {
+        case .full: full
+        case .bitmapFull: bitmapFull
+        case .bitmapKernel: bitmapKernel
+        case .triage: triage
+        }
+    }
+
+    private static func make(_ kind: DumpDescription.DumpKind) -> [UInt8] {
+        Fixtures.standard(kind).0.contiguousBytes()
+    }
+}
+
+/// One mutable copy of a forged dump: `open` applies an edit, exercises the result and undoes
+/// the edit, so a 128 MiB fixture is copied once per test rather than once per case. Edits must
+/// stay within the first 4 MiB (every structure; page data lies beyond), which is what is restored.
+private struct Patcher {
+    private var bytes: [UInt8]
+    private let pristine: ArraySlice<UInt8>
+
+    init(_ kind: DumpDescription.DumpKind) {
+        bytes = Forged.bytes(kind)
+        pristine = bytes.prefix(0x40_0000)
+    }
+
+    mutating func open(_ context: String, sourceLocation: SourceLocation = #_sourceLocation, _ edit: (inout [UInt8]) -> Void) -> Outcome {
+        edit(&bytes)
+        let outcome = bytes.withUnsafeBytes { exercise(ByteSource(unsafeBytes: $0, release: nil), context, sourceLocation: sourceLocation) }
+        bytes.replaceSubrange(0..<pristine.count, with: pristine)
+        return outcome
+    }
+}
+
+/// Little-endian field access on raw dump bytes, independent of the parser.
+private extension Array where Element == UInt8 {
+    mutating func patch32(_ offset: Int, _ value: UInt32) {
+        for index in 0..<4 { self[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+    }
+
+    mutating func patch64(_ offset: Int, _ value: UInt64) {
+        for index in 0..<8 { self[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+    }
+
+    func u32(_ offset: Int) -> UInt32 {
+        (0..<4).reduce(0) { $0 | UInt32(self[offset + $1]) << (8 * $1) }
+    }
+
+    func u64(_ offset: Int) -> UInt64 {
+        (0..<8).reduce(0) { $0 | UInt64(self[offset + $1]) << (8 * $1) }
+    }
+}
+
+// MARK: - Hand-built files
+
+/// A DUMP_HEADER64 as Windows leaves it: "PAGE" in every field, then the signature, an x64
+/// machine, a DTB at PFN 5, a kernel KdDebuggerDataBlock and `dumpType`; zeros after 0x2000.
+private func bareHeader(dumpType: UInt32, size: Int) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: size)
+    for offset in stride(from: 0, to: 0x2000, by: 4) { bytes.patch32(offset, 0x4547_4150) }  // "PAGE"
+    bytes.patch32(4, 0x3436_5544)                 // "DU64"
+    bytes.patch64(0x10, 0x5000)                   // DirectoryTableBase
+    bytes.patch32(0x30, 0x8664)                   // MachineImageType: x64
+    bytes.patch64(0x80, 0xFFFF_F800_0000_0000)    // KdDebuggerDataBlock
+    bytes.patch32(0xF98, dumpType)
+    return bytes
+}
+
+/// A 0x3000-byte range dump ("RDMP" at 0x2000, format notes §2.3) with `ranges` at 0x2030.
+private func rangeDump(type: UInt32 = 8, metadataSize: UInt64, firstPageOffset: UInt64, ranges: [(base: UInt64, count: UInt64)]) -> [UInt8] {
+    var bytes = bareHeader(dumpType: type, size: 0x3000)
+    bytes.patch32(0x2000, 0x40)          // Marker
+    bytes.patch32(0x2004, 0x504D_4452)   // "RDMP"
+    bytes.patch32(0x2008, 0x504D_5544)   // "DUMP"
+    bytes.patch64(0x2010, metadataSize)
+    bytes.patch64(0x2018, firstPageOffset)
+    for (index, range) in ranges.enumerated() {
+        bytes.patch64(0x2030 + 16 * index, range.base)
+        bytes.patch64(0x2038 + 16 * index, range.count)
+    }
+    return bytes
+}
+
+/// Runs in an exit test: a kernel bitmap dump whose 8-byte bitmap holds 63 bits.
+private func openBitmapWithBitCount63() {
+    var bytes = bareHeader(dumpType: 6, size: 0x3000)
+    bytes.patch32(0x2000, 0x504D_4453)  // "SDMP"
+    bytes.patch32(0x2004, 0x504D_5544)  // "DUMP"
+    bytes.patch64(0x2020, 0x3000)       // FirstPage, after the bitmap
+    bytes.patch64(0x2028, 0)            // TotalPresentPages
+    bytes.patch64(0x2030, 63)           // bits: (63 + 7) / 8 = 8 bytes, one whole word of 64
+    _ = try? KernelDump(source: ByteSource(copying: bytes))
+}
+
+/// Runs in an exit test: a full dump with one run, the last page of the physical address space.
+private func readLastPhysicalPage() throws {
+    var bytes = bareHeader(dumpType: 1, size: 0x3000)
+    bytes.patch32(0x88, 1)                     // NumberOfRuns
+    bytes.patch32(0x8C, 0)
+    bytes.patch64(0x90, 1)                     // NumberOfPages
+    bytes.patch64(0x98, 0xF_FFFF_FFFF_FFFF)    // BasePage: physical 0xFFFF_FFFF_FFFF_F000
+    bytes.patch64(0xA0, 1)                     // PageCount
+    let dump = try KernelDump(source: ByteSource(copying: bytes))
+    guard let physical = dump.physical else { throw DumpError(.corrupt, "a full dump without physical memory") }
+    _ = try physical.read(physical: 0xFFFF_FFFF_FFFF_F000, count: 0x1000)
+}
+
+/// Runs in an exit test: captured memory ending at 2^64 - 1, and a UNICODE_STRING 8 bytes below it.
+private func readStringAtTheTopOfTheAddressSpace() {
+    let memory = TriageMemory(source: ByteSource(copying: [UInt8](repeating: 0x41, count: 0x100)),
+                              blocks: [.init(address: 0xFFFF_FFFF_FFFF_FF00, fileOffset: 0, size: 0xFF)])
+    _ = try? memory.unicodeString(0xFFFF_FFFF_FFFF_FFF8)
+}
