@@ -16,14 +16,14 @@ extension InspectionReport {
             row("Physical memory:", "\(physicalMemory.storedPages) pages stored (\(physicalMemory.storedPages / 256) MiB) in \(physicalMemory.index == "runs" ? "runs" : "a page bitmap")")
             if physicalMemory.missingPages > 0 { row("  Missing pages:", "\(physicalMemory.missingPages)") }
             for run in physicalMemory.runs.prefix(8) { row("  Run:", "PFN \(run.basePage), \(run.pageCount) pages") }
-            if physicalMemory.runs.count > 8 { row("", "... \(physicalMemory.runs.count - 8) more runs (see --json)") }
+            if physicalMemory.runs.count > 8 { row("", "... \(counted(physicalMemory.runs.count - 8, "more run")) (see --json)") }
         }
         if let minidump {
             row("Minidump:", "\(minidump.driverCount) drivers, \(minidump.dataBlockCount) data blocks (\(minidump.capturedBytes) bytes), \(minidump.stackBytes) stack bytes from \(minidump.topOfStack)")
             for driver in minidump.drivers.prefix(5) {
                 row("  Driver:", "\(driver.base) \(driver.name ?? "?") size \(hexText(driver.size)) built \(driver.timestamp ?? "(no timestamp)")")
             }
-            if minidump.drivers.count > 5 { row("", "... \(minidump.drivers.count - 5) more drivers (see --json)") }
+            if minidump.drivers.count > 5 { row("", "... \(counted(minidump.drivers.count - 5, "more driver")) (see --json)") }
             if !minidump.unloadedDrivers.isEmpty { row("  Unloaded:", minidump.unloadedDrivers.map(\.name).joined(separator: ", ")) }
         }
         if let debuggerData {
@@ -38,6 +38,9 @@ extension InspectionReport {
         return lines.joined(separator: "\n")
     }
 }
+
+/// "1 more driver", "2 more drivers".
+func counted(_ count: Int, _ noun: String) -> String { "\(count) \(noun)\(count == 1 ? "" : "s")" }
 
 extension String {
     func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
