@@ -17,11 +17,11 @@ public enum DumpInspector {
 
         var physical: InspectionReport.PhysicalMemorySummary?
         if let memory = dump.physical {
-            let runs = memory.runs
+            let (runs, total) = memory.runs(limit: 64)
             physical = .init(index: memory.isBitmap ? "bitmap" : "runs",
                              storedPages: memory.storedPages, missingPages: memory.missingPages,
-                             runs: runs.prefix(64).map { .init(basePage: hexText($0.basePage), pageCount: $0.pageCount) })
-            if runs.count > 64 { notes.append("\(runs.count) page runs; the first 64 are listed") }
+                             runs: runs.map { .init(basePage: hexText($0.basePage), pageCount: $0.pageCount) })
+            if total > runs.count { notes.append("\(total) page runs; the first \(runs.count) are listed") }
             if header.dumpType == .bitmapKernel || header.dumpType == .summary || header.dumpType == .rangeKernel {
                 verdict = "kernel memory only"
                 details.append("user-mode pages and free memory are not in this dump")
@@ -36,7 +36,7 @@ public enum DumpInspector {
         if let triage = dump.triage {
             verdict = "minidump"
             details.append("a kernel minidump holds only the crashing thread's stack and a few captured blocks; configure a complete or kernel memory dump for more detail")
-            minidump = summarize(triage, source: source, notes: &notes)
+            minidump = summarize(triage, source: source, captured: dump.triageMemory?.capturedBytes ?? 0, notes: &notes)
             if !triage.hasEndMarker {
                 verdict = "truncated"
                 details.append("the minidump's end marker is missing")
@@ -74,7 +74,7 @@ public enum DumpInspector {
             physicalMemory: nil, minidump: nil, debuggerData: nil, completeness: .init(verdict: "complete", details: []), notes: [])
     }
 
-    static func summarize(_ triage: TriageDump, source: ByteSource, notes: inout [String]) -> InspectionReport.MinidumpSummary {
+    static func summarize(_ triage: TriageDump, source: ByteSource, captured: UInt64, notes: inout [String]) -> InspectionReport.MinidumpSummary {
         var drivers: [InspectionReport.Driver] = []
         do {
             drivers = try triage.drivers(in: source).map { driver in
@@ -92,7 +92,6 @@ public enum DumpInspector {
         } catch {
             notes.append("the unloaded driver list is unreadable: \(error)")
         }
-        let captured = triage.dataBlocks(in: source).blocks.reduce(0 as UInt64) { $0 + UInt64($1.size) }
         return .init(driverCount: triage.driverCount, dataBlockCount: triage.dataBlocksCount, capturedBytes: captured,
                      stackBytes: triage.sizeOfCallStack, topOfStack: hexText(triage.topOfStack), endMarker: triage.hasEndMarker,
                      drivers: drivers, unloadedDrivers: unloaded)

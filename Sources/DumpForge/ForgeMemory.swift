@@ -1,6 +1,6 @@
 /// Builds x64 4-level page tables in the forge's physical RAM, and reads and writes virtual
-/// memory through them. The forge walks its own tables, written from the Intel manual, so its
-/// translations are an independent check of the parser's.
+/// memory through them. Tests check the parser against the record of `mappings` (what was
+/// mapped where), not against this class's own walk, which exists only to write through.
 final class ForgeMemory {
     var ram: PhysicalRAM
     /// Every mapping made, for the tests' record of truth.
@@ -11,6 +11,12 @@ final class ForgeMemory {
     static let userBit: UInt64 = 0x4
     static let accessedDirty: UInt64 = 0x60
     static let largePage: UInt64 = 0x80
+    /// Windows keeps its own copy of the writable bit in bit 11 of a valid PTE (the "Write"
+    /// bit of `_MMPTE_HARDWARE`); in a non-valid entry the same bit means Transition.
+    static let softwareWrite: UInt64 = 1 << 11
+    /// `_MMPTE_HARDWARE.WsleAge` (bits 56-59): working-set aging, above the frame number.
+    static let workingSetAge: UInt64 = 0x3 << 56
+    static let noExecute: UInt64 = 1 << 63
     static let frameMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
     init(ram: PhysicalRAM) { self.ram = ram }
@@ -39,23 +45,26 @@ final class ForgeMemory {
         return table + 8 * Self.index(va, level: level)
     }
 
-    /// Maps one page of `pageSize` (0x1000, 0x200000 or 0x40000000) at `va` to `pa`.
-    func map(root: UInt64, va: UInt64, pa: UInt64, pageSize: UInt64 = 0x1000, user: Bool = false, record: Bool = true) {
+    /// Maps one page of `pageSize` (0x1000, 0x200000 or 0x40000000) at `va` to `pa`. Leaf
+    /// entries carry what Windows puts around the frame number (NX, the software Write bit,
+    /// working-set age), so a reader that masks the frame carelessly gets it wrong.
+    func map(root: UInt64, va: UInt64, pa: UInt64, pageSize: UInt64 = 0x1000, user: Bool = false, executable: Bool = false, record: Bool = true) {
         let level = pageSize == 0x1000 ? 1 : pageSize == 0x20_0000 ? 2 : 3
         precondition(va % pageSize == 0 && pa % pageSize == 0, "forge: unaligned mapping")
-        let flags = Self.present | Self.writable | Self.accessedDirty | (user ? Self.userBit : 0) | (level > 1 ? Self.largePage : 0)
+        let flags = Self.present | Self.writable | Self.accessedDirty | Self.softwareWrite | Self.workingSetAge
+            | (user ? Self.userBit : 0) | (level > 1 ? Self.largePage : 0) | (executable ? 0 : Self.noExecute)
         ram.write64(pa | flags, at: entryAddress(root: root, va: va, level: level, user: user))
         if record { mappings.append(ForgedMapping(directoryTableBase: root, va: va, pa: pa, size: pageSize)) }
     }
 
     /// Maps `count` fresh 4 KiB frames from `va` on and returns the first frame's address.
     @discardableResult
-    func mapFresh(root: UInt64, va: UInt64, pages count: Int, user: Bool = false) -> UInt64 {
+    func mapFresh(root: UInt64, va: UInt64, pages count: Int, user: Bool = false, executable: Bool = false) -> UInt64 {
         var first: UInt64 = 0
         for i in 0..<UInt64(count) {
             let pa = ram.allocate(user: user) << 12
             if i == 0 { first = pa }
-            map(root: root, va: va + 0x1000 * i, pa: pa, user: user)
+            map(root: root, va: va + 0x1000 * i, pa: pa, user: user, executable: executable)
         }
         return first
     }

@@ -15,6 +15,7 @@ extension KernelForge {
         kdbg.put64(globals + Self.buildLabOffset, at: D.ntBuildLab)
         kdbg.put64(globals + Self.processorBlockOffset, at: D.kiProcessorBlock)
         kdbg.put64(pteBase, at: D.pteBase)
+        kdbg.put8(UInt8(D.l1tfBit), at: D.l1tfHighPhysicalBitIndex)
         for (offset, value) in D.offsets16 { kdbg.put16(value, at: offset) }
         for (offset, value) in D.offsets32 { kdbg.put32(value, at: offset) }
         write(globals + Self.kdbgOffset, kdbg)
@@ -44,10 +45,11 @@ extension KernelForge {
         // setting the entries directly, so they are not in the record of mappings.
         let base = (allocatePool(0, alignment: 0x1000) + 0x1_0000) & ~0xFFFF
         // A transition PTE: Valid 0, Transition 1, protection READWRITE (4 << 5 sets bit 7, which
-        // a reader that mistook this for a present entry would take for a large page).
+        // a reader that mistook this for a present entry would take for a large page), and the
+        // L1TF bit KDBG names set in the frame number.
         let frame = memory.ram.allocate() << 12
         memory.ram.write(Array("standby page in transition".utf8), at: frame)
-        memory.setEntry(root: root, va: base, level: 1, value: frame | 1 << 11 | 4 << 5)
+        memory.setEntry(root: root, va: base, level: 1, value: frame | 1 << Layout19041.KDBG.l1tfBit | 1 << 11 | 4 << 5)
         probes.append(Probe(va: base + 0x10, expectation: .mapped(pa: frame + 0x10), why: "transition PTE"))
         // Paged out: PageFileHigh holds the page-file offset.
         memory.setEntry(root: root, va: base + 0x1000, level: 1, value: 0x1234 << 32 | 4 << 5)

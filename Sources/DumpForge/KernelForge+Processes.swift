@@ -18,18 +18,14 @@ extension KernelForge {
         }
         link(head: globals + Self.activeProcessHeadOffset, entries)
 
-        // CPUs with nothing described run their idle thread, which belongs to the Idle process
-        // (PID 0). Like Windows, the Idle process is not on PsActiveProcessHead.
-        let idleCPUs = (0..<cpus).filter { running[$0] == nil }
-        if !idleCPUs.isEmpty {
-            let idle = ProcessDescription(processId: 0, parentId: 0, imageName: "Idle", threads: idleCPUs.map { cpu in
-                ThreadDescription(threadId: 0, runningOn: cpu, stack: idleStack())
-            })
-            _ = writeProcess(idle, kprcbs: kprcbs, running: &running)
-        }
+        // Every CPU has an idle thread, in the Idle process (PID 0), which runs when nothing
+        // described runs there. Like Windows, the Idle process is not on PsActiveProcessHead.
+        let idle = ProcessDescription(processId: 0, parentId: 0, imageName: "Idle", threads: (0..<cpus).map { cpu in
+            ThreadDescription(threadId: 0, state: 1, runningOn: running[cpu] == nil ? cpu : nil, stack: idleStack())  // 1 = Ready
+        })
+        let idleThreads = writeProcess(idle, kprcbs: kprcbs, running: &running).threads.map(\.ethread)
         for cpu in 0..<cpus {
-            let current = running[cpu]!
-            writeProcessor(cpu, kpcr: kpcrs[cpu], current: current)
+            writeProcessor(cpu, kpcr: kpcrs[cpu], current: running[cpu]!, idleThread: idleThreads[cpu])
             write64(globals + Self.processorBlockOffset + 8 * UInt64(cpu), kprcbs[cpu])
         }
     }
@@ -115,7 +111,7 @@ extension KernelForge {
         return ForgedKernel.Thread(threadId: thread.threadId, ethread: ethread, stackBase: base, stackLimit: limit, stack: stack)
     }
 
-    private func writeProcessor(_ cpu: Int, kpcr: UInt64, current: (ethread: UInt64, eprocess: UInt64, stack: ForgedStack)) {
+    private func writeProcessor(_ cpu: Int, kpcr: UInt64, current: (ethread: UInt64, eprocess: UInt64, stack: ForgedStack), idleThread: UInt64) {
         typealias P = Layout19041.KPRCB
         let kprcb = kpcr + UInt64(Layout19041.KPCR.prcb)
         var pcr = ByteBuffer(count: Layout19041.KPCR.size)
@@ -123,7 +119,7 @@ extension KernelForge {
         pcr.put64(kprcb, at: Layout19041.KPCR.currentPrcb)
         let prcb = Layout19041.KPCR.prcb
         pcr.put64(current.ethread, at: prcb + P.currentThread)
-        pcr.put64(current.ethread, at: prcb + P.idleThread)
+        pcr.put64(idleThread, at: prcb + P.idleThread)
         pcr.put32(UInt32(cpu), at: prcb + P.number)
         pcr.put8(6, at: prcb + P.cpuType)
         pcr.put32(2_995, at: prcb + P.mhz)

@@ -124,11 +124,11 @@ final class KernelForge {
                 precondition(image.sizeOfImage <= 0x10_0000, "forge: the kernel image must fit in 1 MiB")
                 base = kernelBase
                 let frame = memory.ram.allocate(count: 512, alignment: 512)
-                memory.map(root: root, va: base, pa: frame << 12, pageSize: 0x20_0000)
+                memory.map(root: root, va: base, pa: frame << 12, pageSize: 0x20_0000, executable: true)
             } else {
                 driverNext += random.below(0x40) * 0x1_0000
                 base = driverNext
-                memory.mapFresh(root: root, va: base, pages: Int(image.sizeOfImage / 0x1000))
+                memory.mapFresh(root: root, va: base, pages: Int(image.sizeOfImage / 0x1000), executable: true)
                 driverNext += (UInt64(image.sizeOfImage) + 0xFFFF) & ~0xFFFF
             }
             memory.write(root: root, va: base, image.bytes)

@@ -43,9 +43,6 @@ struct PhysicalRAM {
         }
     }
 
-    /// Marks a frame as used without allocating it (frames reached through a large page).
-    mutating func markUsed(_ pfn: UInt64) { usedFrames.insert(pfn) }
-
     /// Writes `data` at physical address `pa`, which may span pages.
     mutating func write(_ data: [UInt8], at pa: UInt64) {
         var written = 0

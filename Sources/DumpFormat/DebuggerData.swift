@@ -6,15 +6,19 @@
 /// inside `Size`; the accessors return nil otherwise.
 public struct DebuggerData: Sendable, Equatable {
     public static let ownerTag: UInt32 = 0x4742_444B  // "KDBG"
-    /// Sizes seen in practice are 0x340..0x3A0; anything outside this window is not a KDBG.
+    /// Windows 10 and 11 write 0x340 to 0x3A0; a Size outside this window is not a KDBG.
     public static let plausibleSizes: ClosedRange<UInt32> = 0x300...0x1000
 
-    /// The block's bytes, `size` long.
+    /// The block's bytes: `size` of them, or fewer when the copy was cut short.
     public let bytes: [UInt8]
-    public var size: UInt32 { UInt32(bytes.count) }
+    /// The block's own Size field.
+    public let size: UInt32
+    /// True when fewer bytes than `size` were available; fields past them read as nil.
+    public var isShort: Bool { bytes.count < size }
 
     /// Interprets `bytes` (at least the 0x18-byte header) as a clear-text KDBG. Throws when the
     /// tag is not "KDBG" or Size is implausible, which is what an encoded block looks like.
+    /// Extra bytes are dropped; missing ones only make the fields past them unavailable.
     public init(bytes: [UInt8]) throws {
         guard bytes.count >= 0x18 else {
             throw DumpError(.truncated, "KDDEBUGGER_DATA64 needs at least 0x18 bytes, got \(bytes.count)")
@@ -27,9 +31,7 @@ public struct DebuggerData: Sendable, Equatable {
         guard Self.plausibleSizes.contains(size) else {
             throw DumpError(.corrupt, "KDDEBUGGER_DATA64 Size 0x\(hex(size)) is implausible")
         }
-        guard bytes.count >= size else {
-            throw DumpError(.truncated, "KDDEBUGGER_DATA64 says 0x\(hex(size)) bytes but only 0x\(hex(bytes.count)) are available")
-        }
+        self.size = size
         self.bytes = Array(bytes.prefix(Int(size)))
     }
 
@@ -65,6 +67,8 @@ public struct DebuggerData: Sendable, Equatable {
     public var pteBase: UInt64? { u64(0x360) }
     /// Paging levels from the bitfield at 0x36 (bits 2-5); 0 when the writer left it unset.
     public var pagingLevels: UInt16? { u16(0x36).map { ($0 >> 2) & 0xF } }
+    /// The physical-address bit Windows sets in non-present PTEs to defeat L1TF (19H1+); 0 = unset.
+    public var l1tfHighPhysicalBitIndex: UInt8? { field(0x2C2, width: 1).map { UInt8($0) } }
 
     // Structure offsets (§4.3): what replaces the PDB.
     public var offsetKThreadNextProcessor: UInt16? { u16(0x298) }

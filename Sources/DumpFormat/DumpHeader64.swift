@@ -23,7 +23,8 @@ public struct DumpHeader64: Sendable {
     /// VersionUser (0x60, 32 bytes): a writer's free-form version text, normally the fill.
     public var versionUser: String?
     public var kdDebuggerDataBlock: UInt64
-    /// The run table; `nil` when the field holds the "PAGE" fill (bitmap and triage dumps).
+    /// The run table of a full (DumpType 1) dump; nil for other types, where the field is
+    /// meaningless (normally the "PAGE" fill), or when a full dump's field holds the fill.
     public var physicalMemoryBlock: PhysicalMemoryDescriptor?
     /// The crashing CPU's CONTEXT (x64 layout; ARM64 dumps hold an ARM64 CONTEXT instead).
     public var context: Context64
@@ -68,10 +69,10 @@ public struct DumpHeader64: Sendable {
         bugCheckParameters = try [0x40, 0x48, 0x50, 0x58].map { try h.u64($0) }
         versionUser = Self.asciiUnlessFill(try h.bytes(0x60, 32))
         kdDebuggerDataBlock = try h.u64(0x80)
-        physicalMemoryBlock = try PhysicalMemoryDescriptor(parsing: h, at: 0x88)
+        dumpType = DumpType(rawValue: try h.u32(0xF98))
+        physicalMemoryBlock = dumpType == .full ? try PhysicalMemoryDescriptor(parsing: h, at: 0x88) : nil
         context = try Context64(parsing: h, at: 0x348)
         exception = try ExceptionRecord64(parsing: h, at: 0xF00)
-        dumpType = DumpType(rawValue: try h.u32(0xF98))
         requiredDumpSpace = try h.u64(0xFA0)
         systemTime = try h.u64(0xFA8)
         comment = Self.asciiUnlessFill(try h.bytes(0xFB0, 128))

@@ -39,6 +39,14 @@ public struct TriageDump: Sendable {
     /// Driver list entries are 0x90 bytes in every dump seen (§3.3 of the format notes).
     public static let driverEntrySize: UInt64 = 0x90
 
+    /// The string pool follows the driver list directly, so the list's length divided by the
+    /// count gives the entry size. Whether that is the 0x90 this reader assumes (one
+    /// unconfirmed report claims other sizes on some builds).
+    public var driverEntrySizeIsExpected: Bool {
+        guard driverCount > 0, stringPoolOffset > driverListOffset else { return true }
+        return UInt64(stringPoolOffset - driverListOffset) / UInt64(driverCount) == Self.driverEntrySize
+    }
+
     public init(parsing source: ByteSource) throws {
         let t = try source.record(at: Self.offset, length: 0x80, "TRIAGE_DUMP64 at 0x2000")
         servicePackBuild = try t.u32(0x00)
@@ -106,17 +114,24 @@ public struct TriageDataBlock: Sendable, Equatable {
 }
 
 extension TriageDump {
-    /// The driver list. A driver whose name cannot be read keeps its other fields (`path` nil);
-    /// a list that runs past the end of the file throws.
+    /// The driver list. A driver whose name cannot be read, or does not lie in the string pool,
+    /// keeps its other fields (`path` nil); a list that runs past the end of the file throws.
     public func drivers(in source: ByteSource) throws -> [TriageDriver] {
         let stride = Self.driverEntrySize
         let length = try Checked.multiply(UInt64(driverCount), stride, "driver list size")
         let list = try source.record(at: UInt64(driverListOffset), length: length, "the driver list (\(driverCount) entries)")
+        let pool = UInt64(stringPoolOffset)..<UInt64(stringPoolOffset) + UInt64(stringPoolSize)
+        // Entries that share a name share its decoded string, so a hostile list pointing every
+        // entry at one long string costs one copy, not one per entry.
+        var names: [UInt64: String] = [:]
         return try (0..<UInt64(driverCount)).map { index in
             let entry = index * stride
             let nameOffset = UInt64(try list.u32(entry))
+            if names[nameOffset] == nil, pool.contains(nameOffset), let name = try? dumpString(in: source, at: nameOffset, within: pool) {
+                names[nameOffset] = name
+            }
             return TriageDriver(
-                path: try? dumpString(in: source, at: nameOffset),
+                path: names[nameOffset],
                 base: try list.u64(entry + 0x38),
                 size: try list.u32(entry + 0x48),
                 checkSum: try list.u32(entry + 0x80),
@@ -160,10 +175,14 @@ extension TriageDump {
 }
 
 /// Reads a DUMP_STRING: u32 length in UTF-16 code units, then the characters and a NUL.
-public func dumpString(in source: ByteSource, at offset: UInt64) throws -> String {
+/// Driver paths are at most a few hundred characters; longer lengths mean a corrupt pool.
+public func dumpString(in source: ByteSource, at offset: UInt64, within pool: Range<UInt64>? = nil) throws -> String {
     let units = UInt64(try source.u32(at: offset, "a DUMP_STRING length"))
-    guard units <= 0x8000 else {
+    guard units <= 0x400 else {
         throw DumpError(.corrupt, "DUMP_STRING claims \(units) characters", offset: offset)
+    }
+    if let pool, offset + 4 + units * 2 > pool.upperBound {
+        throw DumpError(.corrupt, "DUMP_STRING of \(units) characters runs past the string pool", offset: offset)
     }
     return decodeUTF16(try source.bytes(at: offset + 4, count: units * 2, "a DUMP_STRING"), units: Int(units))
 }

@@ -83,18 +83,35 @@ struct BitmapIndex: Sendable {
         return overflow ? UInt64.max : offset
     }
 
-    /// Maximal runs of stored pages, for reports.
-    func presentRuns() -> [(basePage: UInt64, pageCount: UInt64)] {
+    /// The first `limit` maximal runs of stored pages and how many runs there are in all. Runs
+    /// are found a word at a time (counting trailing zeros and ones), and only `limit` are kept,
+    /// so a hostile alternating bitmap costs time in proportion to its size and no memory.
+    func presentRuns(limit: Int) -> (runs: [(basePage: UInt64, pageCount: UInt64)], total: Int) {
         var runs: [(basePage: UInt64, pageCount: UInt64)] = []
+        var total = 0
+        var runStart: UInt64?
         var pfn: UInt64 = 0
-        while pfn < bitCount {
-            let bits = word(pfn >> 6) >> (pfn & 63)
-            if bits == 0 { pfn = (pfn | 63) + 1; continue }
-            pfn += UInt64(bits.trailingZeroBitCount)
-            let start = pfn
-            while pfn < bitCount, word(pfn >> 6) & (1 << (pfn & 63)) != 0 { pfn += 1 }
-            runs.append((start, pfn - start))
+        func finish(_ end: UInt64) {
+            if let start = runStart, total < Int.max {
+                total += 1
+                if runs.count < limit { runs.append((start, end - start)) }
+            }
+            runStart = nil
         }
-        return runs
+        while pfn < bitCount {
+            let bits = word(pfn >> 6) >> (pfn & 63)  // this PFN's bit first; zeros shifted in above
+            let left = min(64 - (pfn & 63), bitCount - pfn)  // bits of this word still to look at
+            if runStart == nil {
+                let zeros = min(UInt64(bits.trailingZeroBitCount), left)
+                pfn += zeros
+                if zeros < left { runStart = pfn }
+            } else {
+                let ones = min(UInt64((~bits).trailingZeroBitCount), left)
+                pfn += ones
+                if ones < left { finish(pfn) }
+            }
+        }
+        finish(pfn)
+        return (runs, total)
     }
 }

@@ -9,8 +9,8 @@ public final class KernelDump: Sendable {
     public let physical: PhysicalMemory?
     /// Present for kernel minidumps.
     public let triage: TriageDump?
-    /// The captured virtual memory of a minidump.
-    let triageMemory: TriageMemory?
+    /// The captured virtual memory of a minidump (one instance serves every thread).
+    public let triageMemory: TriageMemory?
     public let debuggerData: DebuggerDataLookup
     /// Why kernel virtual memory cannot be read, when it cannot.
     public let virtualMemoryUnavailable: String?
@@ -53,30 +53,39 @@ public final class KernelDump: Sendable {
         self.triage = triage
         var notes = notes + (physical?.notes ?? [])
 
+        // Page tables are walked for x64 4-level paging only; a minidump's captured blocks need
+        // no page tables and read on any architecture.
         var unavailable: String?
-        if header.machine != .amd64 {
-            unavailable = "\(header.machine) page tables are not translated (x64 is the analysis target)"
-        } else if Self.usesLA57(header) {
-            unavailable = "the dump uses 5-level paging (LA57), which is not supported"
-        } else if physical == nil && triage == nil {
+        if physical == nil && triage == nil {
             unavailable = "a header-only dump holds no memory"
+        } else if physical != nil, header.machine != .amd64 {
+            unavailable = "\(header.machine) page tables are not translated (x64 is the analysis target)"
+        } else if physical != nil, Self.usesLA57(header) {
+            unavailable = "the dump uses 5-level paging (LA57), which is not supported"
         }
 
         var captured: TriageMemory?
         let lookup: DebuggerDataLookup
         if let triage {
             if !triage.hasEndMarker { notes.append("the minidump's end marker \"TRGD\" is missing at 0x\(hex(triage.validOffset)): the file may be cut short") }
-            lookup = Self.debuggerData(triageCopy: triage, header: header, source: source)
+            if !triage.driverEntrySizeIsExpected {
+                notes.append("the driver list's length suggests entries of another size than 0x90 bytes; driver details may be wrong")
+            }
+            lookup = Self.debuggerData(triageCopy: triage, source: source)
             let memory = TriageMemory(source: source, blocks: Self.capturedBlocks(triage, header: header, source: source, debuggerData: lookup.data, notes: &notes))
             notes += memory.notes
             captured = memory
         } else if let physical, unavailable == nil {
-            lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase))
+            let space = X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase)
+            lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: space)
         } else {
             lookup = .unreadable(unavailable ?? "the dump holds no memory")
         }
-        if unavailable == nil, lookup.data?.pagingLevels == 5 {
+        if physical != nil, unavailable == nil, lookup.data?.pagingLevels == 5 {
             unavailable = "KDDEBUGGER_DATA64 says the kernel uses 5-level paging (LA57), which is not supported"
+        }
+        if let kdbg = lookup.data, kdbg.isShort {
+            notes.append("KDDEBUGGER_DATA64 is cut short: 0x\(hex(kdbg.bytes.count)) of its 0x\(hex(kdbg.size)) bytes are present")
         }
         self.triageMemory = captured
         self.debuggerData = lookup
@@ -87,7 +96,7 @@ public final class KernelDump: Sendable {
     /// A fresh reader of kernel virtual memory (each thread should take its own).
     public func kernelAddressSpace() throws -> any KernelAddressSpace {
         if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
-        if let physical { return X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase) }
+        if let physical { return X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase, l1tfBit: debuggerData.data?.l1tfHighPhysicalBitIndex) }
         guard let triageMemory else { throw DumpError(.unsupported, "the dump holds no memory") }
         return triageMemory
     }
@@ -97,7 +106,7 @@ public final class KernelDump: Sendable {
     public func addressSpace(directoryTableBase: UInt64) throws -> X64AddressSpace {
         if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
         guard let physical else { throw DumpError(.unsupported, "a minidump holds no page tables; only captured kernel memory can be read") }
-        return X64AddressSpace(physical: physical, directoryTableBase: directoryTableBase)
+        return X64AddressSpace(physical: physical, directoryTableBase: directoryTableBase, l1tfBit: debuggerData.data?.l1tfHighPhysicalBitIndex)
     }
 
     /// Kernel pointers in the header that are canonical only with 57-bit addresses mean LA57:
@@ -124,11 +133,13 @@ public final class KernelDump: Sendable {
         }
     }
 
-    /// A minidump keeps a clear copy of the block at DebuggerDataOffset.
-    static func debuggerData(triageCopy triage: TriageDump, header: DumpHeader64, source: ByteSource) -> DebuggerDataLookup {
+    /// A minidump keeps a clear copy of the block at DebuggerDataOffset. No more than the
+    /// largest plausible block is read, whatever DebuggerDataSize claims.
+    static func debuggerData(triageCopy triage: TriageDump, source: ByteSource) -> DebuggerDataLookup {
         guard triage.debuggerDataOffset != 0, triage.debuggerDataSize != 0 else { return .unreadable("the minidump has no KDDEBUGGER_DATA64 copy") }
         do {
-            let bytes = try source.bytes(at: UInt64(triage.debuggerDataOffset), count: UInt64(triage.debuggerDataSize), "the KDDEBUGGER_DATA64 copy")
+            let length = min(triage.debuggerDataSize, DebuggerData.plausibleSizes.upperBound)
+            let bytes = try source.bytes(at: UInt64(triage.debuggerDataOffset), count: UInt64(length), "the KDDEBUGGER_DATA64 copy")
             return .found(try DebuggerData(bytes: bytes), source: "minidump copy at file offset 0x\(hex(triage.debuggerDataOffset))")
         } catch {
             return .unreadable("KDDEBUGGER_DATA64 copy at file offset 0x\(hex(triage.debuggerDataOffset)): \(error)")

@@ -35,8 +35,6 @@ public struct MemoryError: Error, Sendable, Equatable, CustomStringConvertible {
         case truncated
         /// A minidump: no captured block holds this VA.
         case notCaptured
-        /// The dump uses something this reader does not do (for example 5-level paging).
-        case unsupported
     }
 
     public var code: Code
@@ -48,24 +46,21 @@ public struct MemoryError: Error, Sendable, Equatable, CustomStringConvertible {
     public var entryAddress: UInt64?
     /// The entry's value.
     public var entry: UInt64?
-    private var detail: String?
+    /// The physical address whose page was missing, for `.physicalPageNotInDump` and `.truncated`.
+    public var physicalAddress: UInt64?
 
-    public init(_ code: Code, address: UInt64, level: PagingLevel? = nil, entryAddress: UInt64? = nil, entry: UInt64? = nil) {
+    public init(_ code: Code, address: UInt64, level: PagingLevel? = nil, entryAddress: UInt64? = nil, entry: UInt64? = nil, physicalAddress: UInt64? = nil) {
         self.code = code
         self.address = address
         self.level = level
         self.entryAddress = entryAddress
         self.entry = entry
-    }
-
-    init(_ code: Code, address: UInt64, _ detail: String) {
-        self.init(code, address: address)
-        self.detail = detail
+        self.physicalAddress = physicalAddress
     }
 
     public var description: String {
-        if let detail { return detail }
         let va = "0x\(hex(address))"
+        let page = physicalAddress.map { "physical page 0x\(hex($0 >> 12))" } ?? "a page it needs"
         let at = level.map { level in
             " (\(level) 0x\(hex(entry ?? 0)) at physical 0x\(hex(entryAddress ?? 0)))"
         } ?? ""
@@ -74,10 +69,9 @@ public struct MemoryError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notPresent: return "\(va) is not mapped\(at)"
         case .inPageFile: return "\(va) is paged out to the page file\(at)"
         case .prototype: return "\(va) is backed by a prototype PTE\(at)"
-        case .physicalPageNotInDump: return "\(va): a page it needs is not in the dump\(at)"
-        case .truncated: return "\(va): a page it needs lies past the end of the truncated file\(at)"
+        case .physicalPageNotInDump: return "\(va): \(page) is not in the dump\(at)"
+        case .truncated: return "\(va): \(page) lies past the end of the truncated file\(at)"
         case .notCaptured: return "\(va) is not among the memory the minidump captured"
-        case .unsupported: return "\(va) cannot be translated: unsupported paging mode"
         }
     }
 }

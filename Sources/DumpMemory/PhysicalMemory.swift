@@ -82,11 +82,12 @@ public struct PhysicalMemory: Sendable {
         }
     }
 
-    /// The stored page runs as (first PFN, page count), for reports.
-    public var runs: [(basePage: UInt64, pageCount: UInt64)] {
+    /// The first `limit` runs of stored pages as (first PFN, page count), and how many runs
+    /// there are in all; for reports.
+    public func runs(limit: Int = .max) -> (runs: [(basePage: UInt64, pageCount: UInt64)], total: Int) {
         switch index {
-        case .runs(let runs): runs.runs.map { ($0.basePage, $0.pageCount) }
-        case .bitmap(let bitmap): bitmap.presentRuns()
+        case .runs(let index): (index.runs.prefix(limit).map { ($0.basePage, $0.pageCount) }, index.runs.count)
+        case .bitmap(let bitmap): bitmap.presentRuns(limit: limit)
         }
     }
 
@@ -99,21 +100,31 @@ public struct PhysicalMemory: Sendable {
         }
     }
 
+    /// File offset of the byte at physical address `pa`, or the error for reading the (virtual or
+    /// physical) address `address` through it.
+    public func fileOffset(physical pa: UInt64, reading address: UInt64) throws(MemoryError) -> UInt64 {
+        switch locate(pfn: pa >> 12) {
+        case .inFile(let offset): return offset + (pa & 0xFFF)
+        case .notInDump: throw MemoryError(.physicalPageNotInDump, address: address, physicalAddress: pa)
+        case .beyondEndOfFile: throw MemoryError(.truncated, address: address, physicalAddress: pa)
+        }
+    }
+
     /// Copies `count` bytes at physical address `pa`; fails if any page is absent.
     public func read(physical pa: UInt64, count: Int) throws -> [UInt8] {
+        try gather(count: count, from: pa) { address in try fileOffset(physical: address, reading: address) }
+    }
+
+    /// Copies `count` bytes page by page from `start` on; `fileOffset` maps an address to the
+    /// file offset of its byte or throws. Allocation grows with what is actually read, so a huge
+    /// count fails at the first missing page, not in malloc.
+    func gather(count: Int, from start: UInt64, _ fileOffset: (UInt64) throws -> UInt64) throws -> [UInt8] {
         var result: [UInt8] = []
-        result.reserveCapacity(count)
-        var address = pa
+        result.reserveCapacity(min(max(count, 0), 0x1_0000))
+        var address = start
         while result.count < count {
             let inPage = Int(min(Self.pageSize - (address & 0xFFF), UInt64(count - result.count)))
-            switch locate(pfn: address >> 12) {
-            case .inFile(let offset):
-                result += try source.bytes(at: offset + (address & 0xFFF), count: UInt64(inPage))
-            case .notInDump:
-                throw MemoryError(.physicalPageNotInDump, address: address, "physical page 0x\(hex(address >> 12)) is not in the dump")
-            case .beyondEndOfFile(let offset):
-                throw MemoryError(.truncated, address: address, "physical page 0x\(hex(address >> 12)) would be at file offset 0x\(hex(offset)), past the end of the truncated file")
-            }
+            result += try source.bytes(at: fileOffset(address), count: UInt64(inPage))
             address &+= UInt64(inPage)
         }
         return result

@@ -82,7 +82,7 @@ public final class TriageMemory: KernelAddressSpace, Sendable {
 
     public func read(_ va: UInt64, count: Int) throws -> [UInt8] {
         var result: [UInt8] = []
-        result.reserveCapacity(count)
+        result.reserveCapacity(min(max(count, 0), 0x1_0000))
         var address = va
         while result.count < count {
             guard let segment = segment(containing: address) else { throw MemoryError(.notCaptured, address: address) }

@@ -11,6 +11,8 @@ public final class X64AddressSpace: KernelAddressSpace {
     public let physical: PhysicalMemory
     /// CR3 with the PCID bits (0-11) and bit 63 cleared.
     public let directoryTableBase: UInt64
+    /// Clears, in non-present entries, the bit Windows sets against L1TF (see `init`).
+    private let invalidEntryMask: UInt64
 
     /// A direct-mapped cache of VA page -> PA page. Kernel walks touch the same few pages over
     /// and over (list heads, KPRCBs, stacks), so even 1024 slots catch most lookups.
@@ -25,11 +27,20 @@ public final class X64AddressSpace: KernelAddressSpace {
     /// above it are software bits that Windows uses for other things.
     static let transitionFrameMask: UInt64 = 0x0000_FFFF_FFFF_F000
 
-    /// `cacheSlots` must be a power of two; 0 turns the cache off (benchmarks of the walk itself).
-    public init(physical: PhysicalMemory, directoryTableBase: UInt64, cacheSlots: Int = defaultCacheSlots) {
+    /// - Parameters:
+    ///   - cacheSlots: a power of two; 0 turns the cache off (benchmarks of the walk itself).
+    ///   - l1tfBit: KDDEBUGGER_DATA64's L1tfHighPhysicalBitIndex. Against L1 Terminal Fault,
+    ///     Windows (19H1 and later) may "swizzle" non-present PTEs so that their frame points
+    ///     above all installed RAM, by this high physical-address bit; the exact rule is in
+    ///     MiState.Hardware.InvalidPteMask, which no dump header carries. The bit lies above any
+    ///     real frame, so it is cleared from non-present entries before a transition frame is
+    ///     used or the entry is classified, whichever way it was set. 0 or nil means unset.
+    public init(physical: PhysicalMemory, directoryTableBase: UInt64, cacheSlots: Int = defaultCacheSlots, l1tfBit: UInt8? = nil) {
         precondition(cacheSlots == 0 || cacheSlots.nonzeroBitCount == 1, "cacheSlots must be 0 or a power of two")
         self.physical = physical
         self.directoryTableBase = directoryTableBase & Self.frameMask
+        let bit = UInt64(l1tfBit ?? 0)
+        invalidEntryMask = (12..<52).contains(bit) ? ~(1 << bit) : ~0
         cacheMask = cacheSlots - 1
         cacheTags = [UInt64](repeating: .max, count: max(cacheSlots, 1))
         cachePages = [UInt64](repeating: 0, count: max(cacheSlots, 1))
@@ -57,12 +68,13 @@ public final class X64AddressSpace: KernelAddressSpace {
             let entry: UInt64
             switch physical.u64(physical: entryAddress) {
             case .value(let value): entry = value
-            case .notInDump: return .failure(MemoryError(.physicalPageNotInDump, address: va, level: level, entryAddress: entryAddress))
-            case .beyondEndOfFile: return .failure(MemoryError(.truncated, address: va, level: level, entryAddress: entryAddress))
+            case .notInDump: return .failure(MemoryError(.physicalPageNotInDump, address: va, level: level, entryAddress: entryAddress, physicalAddress: entryAddress))
+            case .beyondEndOfFile: return .failure(MemoryError(.truncated, address: va, level: level, entryAddress: entryAddress, physicalAddress: entryAddress))
             }
             if entry & 1 == 0 {
-                guard let frame = Self.transitionFrame(entry) else {
-                    return .failure(MemoryError(Self.absenceReason(entry), address: va, level: level, entryAddress: entryAddress, entry: entry))
+                let invalid = entry & invalidEntryMask
+                guard let frame = Self.transitionFrame(invalid) else {
+                    return .failure(MemoryError(Self.absenceReason(invalid), address: va, level: level, entryAddress: entryAddress, entry: entry))
                 }
                 // In a non-present entry bit 7 is a protection bit, not PS: a transition entry
                 // always names a 4 KiB frame (a page, or the next table in transition).
@@ -93,34 +105,18 @@ public final class X64AddressSpace: KernelAddressSpace {
         return .notPresent
     }
 
+    /// File offset of the byte at `va`.
+    private func fileOffset(_ va: UInt64) throws -> UInt64 {
+        try physical.fileOffset(physical: translate(va).get(), reading: va)
+    }
+
     public func read(_ va: UInt64, count: Int) throws -> [UInt8] {
-        var result: [UInt8] = []
-        result.reserveCapacity(count)
-        var address = va
-        while result.count < count {
-            let inPage = Int(min(0x1000 - (address & 0xFFF), UInt64(count - result.count)))
-            let pa = try translate(address).get()
-            switch physical.locate(pfn: pa >> 12) {
-            case .inFile(let offset):
-                result += try physical.source.bytes(at: offset + (pa & 0xFFF), count: UInt64(inPage))
-            case .notInDump:
-                throw MemoryError(.physicalPageNotInDump, address: address)
-            case .beyondEndOfFile:
-                throw MemoryError(.truncated, address: address)
-            }
-            address &+= UInt64(inPage)
-        }
-        return result
+        try physical.gather(count: count, from: va, fileOffset)
     }
 
     /// Fast path for the most common read in list and stack walks.
     public func u64(_ va: UInt64) throws -> UInt64 {
         guard va & 0xFFF <= 0xFF8 else { return try littleEndian(va, 8) }
-        let pa = try translate(va).get()
-        switch physical.locate(pfn: pa >> 12) {
-        case .inFile(let offset): return physical.source.uncheckedU64(at: offset + (pa & 0xFFF))
-        case .notInDump: throw MemoryError(.physicalPageNotInDump, address: va)
-        case .beyondEndOfFile: throw MemoryError(.truncated, address: va)
-        }
+        return physical.source.uncheckedU64(at: try fileOffset(va))
     }
 }

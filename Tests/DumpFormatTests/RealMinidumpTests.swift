@@ -29,7 +29,12 @@ import TestSupport
         #expect(drivers[1].name?.lowercased() == "hal.dll")
         #expect(drivers[0].path?.hasPrefix("\\SystemRoot\\") == true)
         let unloaded = try triage.unloadedDrivers(in: source)
+        #expect(unloaded.count == 11)
+        #expect(unloaded.first?.name == "MSKSSRV.sys")
+        #expect(unloaded.first?.startAddress == 0xFFFF_F803_FA16_0000)
+        #expect(unloaded.first?.endAddress == 0xFFFF_F803_FA17_1000)
         #expect(unloaded.allSatisfy { !$0.name.isEmpty && $0.endAddress > $0.startAddress })
+        #expect(triage.driverEntrySizeIsExpected)
 
         let kdbg = try DebuggerData(bytes: source.bytes(at: UInt64(triage.debuggerDataOffset), count: UInt64(triage.debuggerDataSize)))
         #expect(kdbg.pteBase == 0xFFFF_A880_0000_0000)

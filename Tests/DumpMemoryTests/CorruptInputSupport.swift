@@ -83,7 +83,7 @@ func exercise(_ source: ByteSource, _ context: String = "", sourceLocation: Sour
     if let physical = dump.physical {
         outcome.storedPages = physical.storedPages
         outcome.missingPages = physical.missingPages
-        let runs = physical.runs
+        let runs = physical.runs(limit: 16).runs
         if let first = runs.first { outcome.firstRunLocation = physical.locate(pfn: first.basePage) }
         for pfn: UInt64 in [0, 1, 5, 0x9E, 0x100, 0x7FFF, 0x8000, header.kernelDirectoryTableBase >> 12, UInt64.max >> 12, .max] {
             _ = physical.locate(pfn: pfn)

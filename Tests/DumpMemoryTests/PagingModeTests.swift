@@ -22,22 +22,40 @@ import TestSupport
     }
 
     @Test func debuggerDataSayingFiveLevelsIsHonoured() throws {
-        let (_, source) = Fixtures.standard(.triage)
+        let (forged, source) = Fixtures.standard(.bitmapKernel)
+        let intact = try KernelDump(source: source)
+        let pa = try intact.addressSpace(directoryTableBase: forged.kernel.directoryTableBase).translate(forged.kernel.debuggerDataBlock).get()
+        guard case .inFile(let offset) = intact.physical?.locate(pfn: pa >> 12) else { Issue.record("KDBG page missing"); return }
         var bytes = try source.bytes(at: 0, count: source.count)
-        let triage = try TriageDump(parsing: source)
-        // KDBG+0x36 holds PaePresent:1, KiBugCheckRecoveryActive:1, PagingLevels:4.
-        bytes[Int(triage.debuggerDataOffset) + 0x36] = 5 << 2
+        // KDBG+0x36 holds PaeEnabled:1, KiBugCheckRecoveryActive:1, PagingLevels:4.
+        bytes[Int(offset + (pa & 0xFFF)) + 0x36] = 5 << 2
         let dump = try KernelDump(source: ByteSource(copying: bytes))
         #expect(dump.debuggerData.data?.pagingLevels == 5)
         #expect(dump.virtualMemoryUnavailable?.contains("5-level") == true)
     }
 
-    @Test func arm64DumpsKeepTheirFactsButNotTranslation() throws {
+    @Test func arm64MinidumpMemoryReadsWithoutPageTables() throws {
         guard let source = try Fixtures.realDump("triage_arm64_22000.dmp") else { return }
         let dump = try KernelDump(source: source)
-        #expect(dump.virtualMemoryUnavailable?.contains("ARM64") == true)
+        #expect(dump.virtualMemoryUnavailable == nil)
         #expect(dump.debuggerData.data?.pteBase == 0xFFFF_A880_0000_0000)
         #expect(dump.triage?.driverCount == 245)
+        #expect(dump.notes.isEmpty, "\(dump.notes)")
+        // The captured blocks answer by VA: the KDBG copy at its address, the stack window.
+        let space = try dump.kernelAddressSpace()
+        #expect(try space.read(dump.header.kdDebuggerDataBlock + 0x10, count: 4) == Array("KDBG".utf8))
+        let triage = try #require(dump.triage)
+        #expect(try space.read(triage.topOfStack, count: Int(triage.sizeOfCallStack)).count == Int(triage.sizeOfCallStack))
+        #expect((dump.triageMemory?.capturedBytes ?? 0) > 0x1_0000)
+    }
+
+    @Test func arm64FullDumpsAreNotTranslated() throws {
+        let (_, source) = Fixtures.standard(.bitmapKernel)
+        var bytes = try source.bytes(at: 0, count: source.count)
+        bytes.replaceSubrange(0x30..<0x34, with: [0x64, 0xAA, 0, 0])
+        let dump = try KernelDump(source: ByteSource(copying: bytes))
+        #expect(dump.virtualMemoryUnavailable?.contains("ARM64") == true)
+        #expect(throws: DumpError.self) { try dump.kernelAddressSpace() }
     }
 
     @Test func canonicalChecks() {

@@ -115,14 +115,16 @@ import TestSupport
         // Every stored page has its own place in the file, in PFN order.
         let physical = try #require(dump.physical)
         var last: UInt64 = 0
-        for run in physical.runs {
+        let (runs, total) = physical.runs()
+        #expect(total == runs.count)
+        for run in runs {
             for pfn in run.basePage..<run.basePage + run.pageCount {
                 guard case .inFile(let offset) = physical.locate(pfn: pfn) else { Issue.record("PFN \(pfn)"); continue }
                 #expect(offset > last)
                 last = offset
             }
         }
-        #expect(physical.runs.reduce(0) { $0 + $1.pageCount } == physical.storedPages)
+        #expect(runs.reduce(0) { $0 + $1.pageCount } == physical.storedPages)
     }
 
     @Test func minidumpMemoryServesCapturedBlocks() throws {
