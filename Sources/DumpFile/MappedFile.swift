@@ -16,7 +16,9 @@ public enum MappedFile {
         public var description: String { "\(path): \(operation) failed: \(String(cString: strerror(errno)))" }
     }
 
-    /// Maps `path` read-only. The mapping lives as long as the returned source.
+    /// Maps `path` read-only. The mapping lives as long as the returned source. The file must
+    /// not shrink meanwhile: touching a mapped page past a new end of file raises SIGBUS, which
+    /// no bounds check can catch (workers map private scratch copies for this reason).
     public static func open(_ path: String) throws -> ByteSource {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw Failure(path: path, operation: "open", errno: errno) }

@@ -44,6 +44,7 @@ public struct DumpDescription: Sendable {
     /// A VM's physical memory of `gibibytes` GiB: 636 KiB of low memory, then RAM from 1 MiB, with
     /// the PCI hole from 3 GiB to 4 GiB pushing the rest above 4 GiB, as QEMU/KVM lays it out.
     public static func vmMemory(gibibytes: UInt64) -> [Range<UInt64>] {
+        precondition((1...1 << 20).contains(gibibytes), "forge: 1 GiB to 1 PiB of RAM")
         let gib: UInt64 = 0x40000  // pages per GiB
         let total = gibibytes * gib
         var ranges: [Range<UInt64>] = [0x1..<0x9F]

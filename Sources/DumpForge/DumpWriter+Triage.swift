@@ -54,8 +54,9 @@ extension DumpWriter {
         // Driver list: 0x90-byte entries whose synthesized KLDR-like record sits at +8.
         var drivers = ByteBuffer(count: 0x90 * kernel.modules.count)
         let listOffset = place(drivers.bytes)
+        // The string pool follows the list directly (0x90 * n keeps the 8-byte alignment).
         var pool = ByteBuffer()
-        let poolOffset = (0x2000 + file.count + 7) & ~7
+        let poolOffset = listOffset + drivers.count
         for (index, module) in kernel.modules.enumerated() {
             pool.align(to: 8)
             drivers.put32(UInt32(poolOffset + pool.count), at: 0x90 * index)

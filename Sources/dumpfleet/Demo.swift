@@ -17,6 +17,10 @@ struct Demo: ParsableCommand {
     @Option(help: "Keep the dumps in this folder instead of deleting them.")
     var keep: String?
 
+    func validate() throws {
+        guard (1...1024).contains(memoryGiB) else { throw ValidationError("--memory-gib must be 1 to 1024") }
+    }
+
     func run() throws {
         let folder = keep ?? NSTemporaryDirectory() + "dumpfleet-demo-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
