@@ -48,6 +48,12 @@ extension DumpWriter {
         triage.put32(UInt32(stackBase - top), at: 0x2C)
         triage.put64(top, at: 0x48)
 
+        // The data page: one page the writer chose to keep whole (here the crashing KPRCB's first).
+        let dataPage = crashing.kprcb & ~0xFFF
+        triage.put64(dataPage, at: 0x60)
+        triage.put32(UInt32(place(read(dataPage, 0x1000))), at: 0x68)
+        triage.put32(0x1000, at: 0x6C)
+
         triage.put32(UInt32(place(read(kernel.debuggerDataBlock, Layout19041.KDBG.size))), at: 0x70)
         triage.put32(UInt32(Layout19041.KDBG.size), at: 0x74)
 

@@ -139,8 +139,9 @@ import TestSupport
         // The stack window: KeBugCheckEx (push rbx, push rsi, sub rsp 0x28) returns to frame 1.
         let crashing = kernel.processors[0]
         #expect(try space.u64(crashing.context.rsp + 0x28 + 16) == crashing.context.frames[1].rip)
-        // The current thread and its process are captured too.
+        // The current thread and its process are captured too, and the data page (the KPRCB's).
         #expect(try space.u8(crashing.currentThread) == 6)
+        #expect(try space.u64(crashing.kprcb + 0x8) == crashing.currentThread)
         let error = #expect(throws: MemoryError.self) { try space.read(0xFFFF_A800_0000_0000, count: 8) }
         #expect(error?.code == .notCaptured)
         #expect(throws: DumpError.self) { try dump.addressSpace(directoryTableBase: kernel.directoryTableBase) }
