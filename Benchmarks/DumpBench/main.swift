@@ -60,7 +60,7 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
         precondition(again.debuggerData.data != nil)
     }
     print("  open+index: first \(String(format: "%.3f", first * 1000)) ms, median \(String(format: "%.3f", median(times) * 1000)) ms over \(times.count) more;"
-          + " index \(dump.physical!.indexByteCount / 1024) KiB; RSS +\(anonGrowth) KiB anonymous, +\(fileGrowth) KiB of the mapping resident")
+          + " index \(dump.physical!.indexByteCount) bytes; RSS +\(anonGrowth) KiB anonymous, +\(fileGrowth) KiB of the mapping resident")
 
     // Translations: random VAs over every kernel mapping, each walk through the page tables.
     let mappings = forged.kernel.mappings.filter { $0.directoryTableBase == forged.kernel.directoryTableBase }
