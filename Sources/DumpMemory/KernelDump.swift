@@ -93,12 +93,11 @@ public final class KernelDump: Sendable {
         self.notes = notes
     }
 
-    /// A fresh reader of kernel virtual memory (each thread should take its own).
+    /// A reader of kernel virtual memory. Page-table readers keep a translation cache, so each
+    /// thread should take its own; a minidump's captured memory is one shared, stateless reader.
     public func kernelAddressSpace() throws -> any KernelAddressSpace {
-        if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
-        if let physical { return X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase, l1tfBit: debuggerData.data?.l1tfHighPhysicalBitIndex) }
-        guard let triageMemory else { throw DumpError(.unsupported, "the dump holds no memory") }
-        return triageMemory
+        if let triageMemory { return triageMemory }
+        return try addressSpace(directoryTableBase: header.directoryTableBase)
     }
 
     /// A reader of the address space whose page tables start at `directoryTableBase` (a
