@@ -13,6 +13,11 @@ extension DumpDescription {
     static let framed: [PrologStep] = [.pushNonvolatile(register: 3), .pushNonvolatile(register: 6), .allocate(bytes: 0x28)]
     static let leafish: [PrologStep] = [.allocate(bytes: 0x38)]
     static let trap: [PrologStep] = [.pushMachineFrame(errorCode: true), .pushNonvolatile(register: 5), .allocate(bytes: 0x158), .setFramePointer(register: 5, offset: 8)]
+    /// Traps without a CPU error code push a dummy one, so the KTRAP_FRAME has the same shape.
+    static let trapWithoutErrorCode: [PrologStep] = [.pushMachineFrame(errorCode: false), .allocate(bytes: 8), .pushNonvolatile(register: 5),
+                                                    .allocate(bytes: 0x158), .setFramePointer(register: 5, offset: 8)]
+    /// Exception dispatch keeps a CONTEXT and an EXCEPTION_RECORD in its locals.
+    static let dispatcher: [PrologStep] = [.pushNonvolatile(register: 3), .pushNonvolatile(register: 6), .allocate(bytes: 0x5C0)]
 
     static func functions(_ names: [String], prolog: [PrologStep] = framed, exported: Bool = true) -> [ForgedFunction] {
         names.map { ForgedFunction(name: $0, exported: exported, size: 0x400, prolog: prolog) }
@@ -25,8 +30,11 @@ extension DumpDescription {
                           functions: functions(["KeBugCheckEx", "KiBugCheckDispatch", "KiInsertTimerTable", "KiTimerExpiration",
                                                 "KiRetireDpcList", "KiIdleLoop", "KiSwapContext", "KeWaitForSingleObject",
                                                 "KiSystemServiceCopyEnd", "IofCallDriver", "ExAllocatePool2", "PspSystemThreadStartup",
-                                                "KiStartSystemThread", "KeAcquireSpinLockRaiseToDpc"])
-                              + functions(["KiPageFault", "KiGeneralProtectionFault"], prolog: trap)),
+                                                "KiStartSystemThread", "KeAcquireSpinLockRaiseToDpc", "KxWaitForSpinLockAndAcquire",
+                                                "KeSetTimerEx", "KiSetTimerEx", "NtSetTimerEx", "KiCancelTimer", "RtlpRemoveEntryList"])
+                              + functions(["KiPageFault", "KiGeneralProtectionFault"], prolog: trap)
+                              + functions(["KiRaiseSecurityCheckFailure", "KiNmiInterrupt"], prolog: trapWithoutErrorCode)
+                              + functions(["KiSystemServiceHandler", "KiDispatchException", "KiFastFailDispatch", "KiProcessNMI"], prolog: dispatcher)),
         ModuleDescription(name: "hal.dll", path: "\\SystemRoot\\system32\\hal.dll", timeDateStamp: 0x5E2C_3A11, checkSum: 0x8_1C2E,
                           functions: functions(["HalProcessorIdle", "HalpTimerClockInterrupt"])),
         ModuleDescription(name: "dxgkrnl.sys", timeDateStamp: 0x7A3B_C2D1, checkSum: 0x3F_0A11,
@@ -35,7 +43,7 @@ extension DumpDescription {
         ModuleDescription(name: "nvlddmkm.sys", timeDateStamp: 0x5F6A_9000, checkSum: 0x1F4_2B3C,
                           functions: functions(["NvDdiStartDevice", "NvRmProcessInterrupt", "NvRmUpdateTimer"], exported: false)),
         ModuleDescription(name: "ndis.sys", timeDateStamp: 0x6B21_0C44, checkSum: 0x14_AA01,
-                          functions: functions(["NdisMIndicateReceiveNetBufferLists", "ndisMDispatchReceiveNetBufferLists"])),
+                          functions: functions(["NdisMIndicateReceiveNetBufferLists", "ndisMDispatchReceiveNetBufferLists", "ndisInterruptDpc"])),
         ModuleDescription(name: "tcpip.sys", timeDateStamp: 0x6B21_0D90, checkSum: 0x2B_7711,
                           functions: functions(["TcpReceive", "IppReceiveHeaderBatch"], prolog: leafish)),
     ]

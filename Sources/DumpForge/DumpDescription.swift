@@ -20,7 +20,8 @@ public struct DumpDescription: Sendable {
     /// RAM as PFN ranges (see `vmMemory`).
     public var memory: [Range<UInt64>]
     public var bugCheckCode: UInt32 = 0x1E
-    public var bugCheckParameters: [UInt64] = [0xC000_0005, 0, 0, 0]
+    /// Up to four parameters; symbolic ones are resolved once the kernel is laid out.
+    public var bugCheckParameters: [BugCheckParameter] = [0xC000_0005, 0, 0, 0]
     /// The CPU that called KeBugCheckEx.
     public var crashingProcessor: Int = 0
     /// FILETIME of the crash (default 2024-03-01 20:00:00 UTC).
@@ -30,6 +31,11 @@ public struct DumpDescription: Sendable {
     public var modules: [ModuleDescription]
     public var processes: [ProcessDescription]
     public var unloadedDrivers: [UnloadedDriverDescription] = []
+    /// KTIMERs queued in the CPUs' timer tables.
+    public var timers: [TimerDescription] = []
+    /// Stacks for CPUs' idle threads, when a CPU crashed (or hung) in its idle thread, say in
+    /// a DPC; the others idle in nt!KiIdleLoop.
+    public var idleStacks: [Int: [CodeLocation]] = [:]
     /// Seeds the placement of images, pool, stacks and the PTE self-map (KASLR).
     public var layoutSeed: UInt64 = 1
     public var comment: String? = nil
@@ -93,12 +99,16 @@ public struct ThreadDescription: Sendable {
     public var runningOn: Int?
     /// Call stack, innermost frame first.
     public var stack: [CodeLocation]
+    /// Set when the thread spins waiting for the forge's one shared spin lock: its RCX (the
+    /// first argument of KeAcquireSpinLock*) then holds the lock's address.
+    public var waitsForSpinLock: Bool
 
-    public init(threadId: UInt64, state: UInt8 = 5, runningOn: Int? = nil, stack: [CodeLocation]) {
+    public init(threadId: UInt64, state: UInt8 = 5, runningOn: Int? = nil, stack: [CodeLocation], waitsForSpinLock: Bool = false) {
         self.threadId = threadId
         self.state = runningOn == nil ? state : 2
         self.runningOn = runningOn
         self.stack = stack
+        self.waitsForSpinLock = waitsForSpinLock
     }
 }
 
@@ -125,5 +135,44 @@ public struct UnloadedDriverDescription: Sendable {
         self.name = name
         self.startAddress = startAddress
         self.endAddress = endAddress
+    }
+}
+
+/// A bug-check parameter, by value or by what it points at in the forged kernel. Frame numbers
+/// index the crashing CPU's current thread's stack, innermost first.
+public enum BugCheckParameter: Sendable, Equatable, ExpressibleByIntegerLiteral {
+    case value(UInt64)
+    /// The address of a code location (a faulting instruction, say).
+    case code(CodeLocation)
+    /// The KTRAP_FRAME a trap handler frame built: its RSP once its prolog ran.
+    case trapFrame(frame: Int)
+    /// A CONTEXT describing frame `describing`, written into the locals of frame `storedIn`
+    /// (which must allocate at least 0x500 bytes), as exception dispatch leaves one on the stack.
+    case contextRecord(describing: Int, storedIn: Int)
+    /// An EXCEPTION_RECORD for a fault at frame `describing`, written 0x500 bytes into the
+    /// locals of frame `storedIn` (which must allocate at least 0x5A0 bytes).
+    case exceptionRecord(describing: Int, storedIn: Int, code: UInt32)
+
+    public init(integerLiteral value: UInt64) { self = .value(value) }
+}
+
+/// A KTIMER queued in a CPU's timer table.
+public struct TimerDescription: Sendable {
+    public var processor: Int
+    /// Which of KTIMER_TABLE.TimerEntries (0 ..< 512 on 19041).
+    public var list: Int
+    /// Interrupt time (100 ns) at which it fires.
+    public var dueTime: UInt64
+    public var period: UInt32
+    /// Bytes written over the KTIMER from its TimerListEntry on, after it is linked: a stray
+    /// write by someone else, the way the 0x3B case found a path in a timer list.
+    public var overwrite: [UInt8]?
+
+    public init(processor: Int, list: Int, dueTime: UInt64, period: UInt32 = 0, overwrite: [UInt8]? = nil) {
+        self.processor = processor
+        self.list = list
+        self.dueTime = dueTime
+        self.period = period
+        self.overwrite = overwrite
     }
 }

@@ -21,7 +21,7 @@ struct DumpWriter {
         h.put32(0x8664, at: 0x30)
         h.put32(UInt32(description.processors), at: 0x34)
         h.put32(description.bugCheckCode, at: 0x38)
-        for (index, parameter) in description.bugCheckParameters.prefix(4).enumerated() { h.put64(parameter, at: 0x40 + 8 * index) }
+        for (index, parameter) in kernel.bugCheckParameters.prefix(4).enumerated() { h.put64(parameter, at: 0x40 + 8 * index) }
         h.put64(kernel.debuggerDataBlock, at: 0x80)
         let crashing = kernel.processors[description.crashingProcessor]
         h.put(KernelForge.context(crashing.context), at: 0x348)

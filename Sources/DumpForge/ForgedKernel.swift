@@ -53,6 +53,10 @@ public struct ForgedKernel: Sendable {
     }
 
     public var directoryTableBase: UInt64
+    /// The bug-check parameters, symbolic ones resolved.
+    public var bugCheckParameters: [UInt64]
+    /// Each described timer's KTIMER address, in description order.
+    public var timers: [UInt64]
     public var kernelBase: UInt64
     public var debuggerDataBlock: UInt64
     public var psLoadedModuleList: UInt64

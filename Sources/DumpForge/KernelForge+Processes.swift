@@ -21,7 +21,7 @@ extension KernelForge {
         // Every CPU has an idle thread, in the Idle process (PID 0), which runs when nothing
         // described runs there. Like Windows, the Idle process is not on PsActiveProcessHead.
         let idle = ProcessDescription(processId: 0, parentId: 0, imageName: "Idle", threads: (0..<cpus).map { cpu in
-            ThreadDescription(threadId: 0, state: 1, runningOn: running[cpu] == nil ? cpu : nil, stack: idleStack())  // 1 = Ready
+            ThreadDescription(threadId: 0, state: 1, runningOn: running[cpu] == nil ? cpu : nil, stack: description.idleStacks[cpu] ?? idleStack())  // 1 = Ready
         })
         let idleThreads = writeProcess(idle, kprcbs: kprcbs, running: &running).threads.map(\.ethread)
         for cpu in 0..<cpus {
@@ -88,9 +88,14 @@ extension KernelForge {
         let base = limit + 0x6000
         stackNext = base + 0x1000 * (1 + random.below(4))
         memory.mapFresh(root: root, va: limit, pages: 6)
-        let stack = StackForge.build(chain: thread.stack, top: base - 0x30, seed: thread.threadId, placement: placement) { address, value in
+        var stack = StackForge.build(chain: thread.stack, top: base - 0x30, seed: thread.threadId, placement: placement) { address, value in
             write64(address, value)
         }
+        if thread.waitsForSpinLock, !stack.frames.isEmpty {
+            stack.registers[1] = spinLock  // RCX: KeAcquireSpinLock*'s argument
+            stack.frames[0].registers[1] = spinLock
+        }
+        writeTrapFrames(stack)
 
         let ethread = allocatePool(Layout19041.ETHREAD.size)
         var record = ByteBuffer(count: Layout19041.ETHREAD.size)

@@ -40,6 +40,10 @@ final class KernelForge {
     static let processorBlockOffset: UInt64 = 0x440
     static let buildLabOffset: UInt64 = 0x800
     static let pfnDatabaseOffset: UInt64 = 0x900
+    static let spinLockOffset: UInt64 = 0xA00
+
+    /// The one KSPIN_LOCK scenarios contend on (a global in nt's data, like a driver's lock).
+    var spinLock: UInt64 { globals + Self.spinLockOffset }
 
     init(_ description: DumpDescription) {
         precondition(!description.modules.isEmpty, "forge: describe at least the kernel module")
@@ -67,13 +71,16 @@ final class KernelForge {
         memory.ram.write64(root | 0x63, at: root + 8 * selfMapIndex)  // self-map: present, writable, accessed, dirty
         placeImages()
         writeModuleList()
+        write64(spinLock, 1)  // held: whoever described waiters, someone holds it
         writeProcessesAndProcessors()
+        let timers = writeTimers()
+        let parameters = resolveBugCheckParameters()
         writeDebuggerData()
         mapDirectGigabyte()
         addFailureProbes()
         shareKernelHalf()
         return ForgedKernel(
-            directoryTableBase: root, kernelBase: kernelBase, debuggerDataBlock: globals + Self.kdbgOffset,
+            directoryTableBase: root, bugCheckParameters: parameters, timers: timers, kernelBase: kernelBase, debuggerDataBlock: globals + Self.kdbgOffset,
             psLoadedModuleList: globals + Self.loadedModuleListOffset, psActiveProcessHead: globals + Self.activeProcessHeadOffset,
             kiProcessorBlock: globals + Self.processorBlockOffset, pteBase: pteBase, selfMapIndex: selfMapIndex,
             modules: modules, processes: processes, processors: processors, mappings: memory.mappings, probes: probes)

@@ -62,7 +62,9 @@ struct StackForge {
                 }
             }
             if let framePointer { registers[framePointer.register] = rsp + framePointer.offset }
-            frames.append(ForgedFrame(rip: rip, rsp: rsp, location: location, viaTrap: interrupted))
+            var state = registers
+            state[4] = rsp
+            frames.append(ForgedFrame(rip: rip, rsp: rsp, location: location, viaTrap: interrupted, registers: state))
             interrupted = false
             callerRSP = rsp
             callerRIP = rip
@@ -79,6 +81,9 @@ public struct ForgedFrame: Sendable, Equatable {
     public var location: CodeLocation
     /// True when the frame was entered through a trap (its caller's RIP sits in a machine frame).
     public var viaTrap: Bool
+    /// The registers while this frame runs (RSP included), in x64 register-number order: what an
+    /// unwinder should recover for the nonvolatile ones.
+    public var registers: [UInt64]
 }
 
 /// A forged stack: the innermost register state (RSP included, in x64 register-number order)

@@ -27,8 +27,31 @@ struct Forge: ParsableCommand {
         }
     }
 
+    enum Scenario: String, ExpressibleByArgument, CaseIterable {
+        case standard
+        case displayDriver = "display-driver"
+        case timerCorruption = "timer-corruption"
+        case spinLockHang = "spinlock-hang"
+        case listCorruption = "list-corruption"
+        case networkDriver = "network-driver"
+
+        func description(kind: DumpDescription.DumpKind, seed: UInt64) -> DumpDescription {
+            switch self {
+            case .standard: .standard(kind: kind, layoutSeed: seed)
+            case .displayDriver: .displayDriverFault(kind: kind, layoutSeed: seed)
+            case .timerCorruption: .timerListCorruption(kind: kind, layoutSeed: seed)
+            case .spinLockHang: .spinLockHang(kind: kind, layoutSeed: seed)
+            case .listCorruption: .listEntryCorruption(kind: kind, layoutSeed: seed)
+            case .networkDriver: .networkDriverFault(kind: kind, layoutSeed: seed)
+            }
+        }
+    }
+
     @Argument(help: "Where to write the dump.")
     var output: String
+
+    @Option(help: "The crash to plant: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")). Scenarios set their own bug check.")
+    var scenario: Scenario = .standard
 
     @Option(help: "Dump type: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var kind: Kind = .full
@@ -48,11 +71,12 @@ struct Forge: ParsableCommand {
     }
 
     func run() throws {
-        var description = DumpDescription.standard(kind: kind.dumpKind, gibibytes: memoryGiB, layoutSeed: seed)
-        description.bugCheckCode = UInt32(bugcheck.replacingPrefix("0x"), radix: 16)!
+        var description = scenario.description(kind: kind.dumpKind, seed: seed)
+        description.memory = DumpDescription.vmMemory(gibibytes: memoryGiB)
+        if scenario == .standard { description.bugCheckCode = UInt32(bugcheck.replacingPrefix("0x"), radix: 16)! }
         let dump = DumpForge.Forge.dump(description)
         try MappedFile.writeSparse(output, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
-        print("wrote \(output): \(kind.rawValue), \(dump.size) bytes (\(dump.chunks.count) non-zero chunks)")
+        print("wrote \(output): \(kind.rawValue), \(scenario.rawValue), \(dump.size) bytes (\(dump.chunks.count) non-zero chunks)")
     }
 }
 

@@ -1,0 +1,74 @@
+/// What makes a forged dump a particular crash: trap frames on the stacks, the bug-check
+/// parameters that point into them, queued timers and stray writes over them.
+extension KernelForge {
+    /// A trap handler (KiPageFault and friends) builds a KTRAP_FRAME at its RSP once its prolog
+    /// ran: the CPU's machine frame is the frame's tail (Rip at 0x168 ... SegSs at 0x188, the
+    /// error code at 0x160), the handler's pushed RBP is at 0x158, and the handler saves the
+    /// interrupted code's volatile registers and RBX/RDI/RSI in between.
+    func writeTrapFrames(_ stack: ForgedStack) {
+        for (index, frame) in stack.frames.enumerated() where frame.viaTrap && index + 1 < stack.frames.count {
+            let interrupted = stack.frames[index + 1].registers
+            let trap = frame.rsp
+            for (register, offset) in [(0, 0x30), (1, 0x38), (2, 0x40), (8, 0x48), (9, 0x50), (10, 0x58), (11, 0x60), (3, 0x140), (7, 0x148), (6, 0x150)] {
+                write64(trap + UInt64(offset), interrupted[register])
+            }
+        }
+    }
+
+    /// Parameters the description gave symbolically, as addresses in the forged kernel.
+    func resolveBugCheckParameters() -> [UInt64] {
+        let crashing = processors[description.crashingProcessor]
+        let frames = crashing.context.frames
+        return description.bugCheckParameters.prefix(4).map { parameter in
+            switch parameter {
+            case .value(let value):
+                return value
+            case .code(let location):
+                return placement(location).address + UInt64(location.offset)
+            case .trapFrame(let frame):
+                precondition(frames.indices.contains(frame) && frames[frame].viaTrap, "forge: frame \(frame) is not a trap handler")
+                return frames[frame].rsp
+            case .contextRecord(let describing, let storedIn):
+                let address = frames[storedIn].rsp + 0x20
+                let state = ForgedStack(registers: frames[describing].registers, rip: frames[describing].rip, frames: [])
+                write(address, ByteBuffer(Self.context(state)))
+                return address
+            case .exceptionRecord(let describing, let storedIn, let code):
+                let address = frames[storedIn].rsp + 0x500
+                var record = ByteBuffer(count: 0x98)
+                record.put32(code, at: 0)
+                record.put64(frames[describing].rip, at: 0x10)
+                record.put32(2, at: 0x18)  // NumberParameters: read/write flag and the address
+                write(address, record)
+                return address
+            }
+        }
+    }
+
+    /// Queues each described KTIMER on its CPU's timer list, then applies the stray writes.
+    func writeTimers() -> [UInt64] {
+        typealias T = Layout19041.KTimerTable
+        var timers: [UInt64] = []
+        var byList: [Int: [(timer: UInt64, overwrite: [UInt8]?)]] = [:]
+        for (index, description) in description.timers.enumerated() {
+            precondition(processors.indices.contains(description.processor) && (0..<T.entryCount).contains(description.list), "forge: timer \(index) names no timer list")
+            let timer = allocatePool(0x40)
+            var ktimer = ByteBuffer(count: 0x40)
+            ktimer.put8(8, at: 0)  // DISPATCHER_HEADER.Type = TimerNotificationObject
+            ktimer.put64(description.dueTime, at: 0x18)
+            ktimer.put64(0x8A5C_3E11_97D4_2B60 ^ timer, at: 0x30)  // Dpc: encoded with KiWaitNever/KiWaitAlways
+            ktimer.put16(UInt16(description.processor), at: 0x38)
+            ktimer.put32(description.period, at: 0x3C)
+            write(timer, ktimer)
+            timers.append(timer)
+            byList[description.processor * T.entryCount + description.list, default: []].append((timer, description.overwrite))
+        }
+        for (key, queued) in byList.sorted(by: { $0.key < $1.key }) {
+            let kprcb = processors[key / T.entryCount].kprcb
+            let head = kprcb + UInt64(Layout19041.KPRCB.timerTable + T.entries + (key % T.entryCount) * T.entrySize + T.entryList)
+            link(head: head, queued.map { $0.timer + 0x20 })  // KTIMER.TimerListEntry
+            for (timer, overwrite) in queued { if let overwrite { write(timer + 0x20, ByteBuffer(overwrite)) } }
+        }
+        return timers
+    }
+}
