@@ -9,7 +9,12 @@ public enum DumpInspector {
         if source.count >= 8, try source.u32(at: 4) == 0x504D_5544 {  // "PAGEDUMP": 32-bit
             return try inspect32(source)
         }
-        let dump = try KernelDump(source: source)
+        return inspect(try KernelDump(source: source))
+    }
+
+    /// Inspects an opened 64-bit dump.
+    public static func inspect(_ dump: KernelDump) -> InspectionReport {
+        let source = dump.source
         let header = dump.header
         var notes = dump.notes
         var details: [String] = []

@@ -15,6 +15,19 @@ extension KernelForge {
         }
     }
 
+    /// Puts a `call rel32` (E8) just before each return site on the stack, aimed at the callee,
+    /// as the compiler would have: a stack scan checks for one before believing a return address.
+    func writeCallSites(_ stack: ForgedStack) {
+        for (index, frame) in stack.frames.enumerated().dropFirst() where !stack.frames[index - 1].viaTrap {
+            let target = placement(stack.frames[index - 1].location).address
+            precondition(frame.location.offset >= 0x10, "forge: return site \(frame.location.function)+\(frame.location.offset) leaves no room for its call")
+            var call = ByteBuffer(count: 5)
+            call.put8(0xE8, at: 0)
+            call.put32(UInt32(truncatingIfNeeded: target &- frame.rip), at: 1)
+            write(frame.rip - 5, call)
+        }
+    }
+
     /// Parameters the description gave symbolically, as addresses in the forged kernel.
     func resolveBugCheckParameters() -> [UInt64] {
         let crashing = processors[description.crashingProcessor]

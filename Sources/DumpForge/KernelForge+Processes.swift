@@ -96,6 +96,7 @@ extension KernelForge {
             stack.frames[0].registers[1] = spinLock
         }
         writeTrapFrames(stack)
+        writeCallSites(stack)
 
         let ethread = allocatePool(Layout19041.ETHREAD.size)
         var record = ByteBuffer(count: Layout19041.ETHREAD.size)

@@ -1,0 +1,92 @@
+import DumpFormat
+
+/// What the common bug checks' parameters mean and where each keeps the fault's context
+/// (Microsoft's bug-check reference; §8 of the format notes).
+public struct BugCheckKnowledge: Sendable {
+    /// Where the state of the faulting code can be found.
+    public enum FaultContext: Sendable, Equatable {
+        /// Nowhere in the parameters: walk from the crashing CPU's own context.
+        case none
+        /// Parameter `n` (0-based) is the address of a CONTEXT record.
+        case contextRecord(parameter: Int)
+        /// Parameter `n` is the address of a KTRAP_FRAME.
+        case trapFrame(parameter: Int)
+    }
+
+    public var code: UInt32
+    public var name: String?
+    /// One line per parameter, saying what it is.
+    public var parameterMeanings: [String]
+    /// Which parameter holds the faulting instruction's address, if any.
+    public var faultingIPParameter: Int?
+    public var faultContext: FaultContext
+    /// Bug checks that say the machine was stopped from outside (an NMI from the hypervisor
+    /// or a button, a watchdog) rather than by a fault: every CPU is worth a look.
+    public var externallyTriggered: Bool
+
+    public init(_ bugCheck: BugCheck) {
+        code = bugCheck.code
+        name = bugCheck.name
+        let p = bugCheck.parameters + Array(repeating: 0, count: max(0, 4 - bugCheck.parameters.count))
+        faultingIPParameter = nil
+        faultContext = .none
+        externallyTriggered = false
+        switch code {
+        case 0x0A, 0xD1:
+            parameterMeanings = ["memory referenced", "IRQL at the time", Self.accessKind(p[2]), "address of the instruction that referenced it"]
+            faultingIPParameter = 3
+        case 0x1A:
+            parameterMeanings = ["subtype 0x\(String(p[0], radix: 16)) of the memory-manager failure", "subtype-specific", "subtype-specific", "subtype-specific"]
+        case 0x1E, 0x8E:
+            parameterMeanings = ["exception code", "address of the exception", "exception parameter 0", code == 0x1E && p[0] == 0xC000_0005 ? "address accessed" : "exception parameter 1"]
+            faultingIPParameter = 1
+        case 0x3B:
+            parameterMeanings = ["exception code", "address of the instruction that caused the exception", "address of the exception's CONTEXT record", "reserved"]
+            faultingIPParameter = 1
+            faultContext = .contextRecord(parameter: 2)
+        case 0x50:
+            parameterMeanings = ["memory referenced", Self.accessKind(p[1]), "address of the instruction that referenced it (if known)", p[3] == 4 ? "the address is not canonical" : "type of fault"]
+            faultingIPParameter = 2
+        case 0x7E:
+            parameterMeanings = ["exception code", "address of the exception", "address of the EXCEPTION_RECORD", "address of the CONTEXT record"]
+            faultingIPParameter = 1
+            faultContext = .contextRecord(parameter: 3)
+        case 0x80:
+            parameterMeanings = ["(no documented parameters)", "", "", ""]
+            externallyTriggered = true
+        case 0x9F:
+            parameterMeanings = ["subtype \(p[0]) of the power failure", p[0] == 3 ? "the device object (PDO)" : "subtype-specific", "subtype-specific", p[0] == 3 ? "the blocked IRP" : "subtype-specific"]
+        case 0xEF:
+            parameterMeanings = ["the process that died", p[1] == 0 ? "the process died" : "a thread died", "reserved", "reserved"]
+        case 0x124:
+            parameterMeanings = ["error source type \(p[0])\(p[0] == 3 ? " (NMI)" : p[0] == 0 ? " (machine check)" : "")", "address of the WHEA_ERROR_RECORD", "source-specific", "source-specific"]
+            externallyTriggered = p[0] == 3
+        case 0x133:
+            parameterMeanings = [p[0] == 0 ? "a single DPC or ISR ran too long" : "the system spent too long at DISPATCH_LEVEL or above", "tick count / watchdog period", "allotment", "reserved"]
+        case 0x139:
+            parameterMeanings = ["failure type \(p[0]): \(Self.securityCheckTypes[p[0]] ?? "unknown")", "address of the KTRAP_FRAME", "address of the EXCEPTION_RECORD", "reserved"]
+            faultContext = .trapFrame(parameter: 1)
+        case 0xE2, 0x1C8, 0x161:
+            parameterMeanings = ["", "", "", ""]
+            externallyTriggered = true
+        default:
+            parameterMeanings = ["", "", "", ""]
+        }
+    }
+
+    static func accessKind(_ value: UInt64) -> String {
+        switch value & 0xF {
+        case 0: "read"
+        case 1: "write"
+        case 2, 8: "execute"
+        default: "access kind 0x\(String(value, radix: 16))"
+        }
+    }
+
+    /// KERNEL_SECURITY_CHECK_FAILURE types (the FAST_FAIL codes).
+    static let securityCheckTypes: [UInt64: String] = [
+        0: "legacy /GS stack buffer overrun", 2: "stack cookie check failed", 3: "a LIST_ENTRY was corrupted",
+        4: "stack cookie check failed", 5: "invalid parameter", 6: "incorrect stack", 7: "fatal exit", 8: "array index out of bounds",
+        10: "control-flow guard check failed", 14: "reference count corrupted", 28: "out-of-bounds access", 29: "red-black tree corrupted",
+    ]
+}

@@ -1,0 +1,46 @@
+import DumpFormat
+
+/// The engineer's closing summary: what to do about this crash.
+extension CrashAnalyzer {
+    /// A third-party image built this long before the crash counts as old.
+    static let oldImageSeconds: Int64 = 365 * 86_400
+
+    static func advice(culprit: CulpritDecision, module: LoadedModule?, header: DumpHeader64, knowledge: BugCheckKnowledge, verdict: String,
+                       missingPages: UInt64, evidence: [Evidence], hasStack: Bool) -> [String] {
+        var advice: [String] = []
+        if culprit.kind == .module, let module {
+            var line = "\(module.name) is a third-party driver on the faulting path: update it"
+            if module.timeDateStamp != 0, let crash = FileTime.unixSeconds(header.systemTime) {
+                let built = FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)).prefix(10)
+                let age = crash - Int64(module.timeDateStamp)
+                if age > oldImageSeconds {
+                    line = "update \(module.name), built \(built) (\(age / 86_400 / 365) year\(age / 86_400 / 365 == 1 ? "" : "s") before the crash): an old third-party driver is the likeliest cause"
+                } else {
+                    line += " (built \(built)) or ask its vendor"
+                }
+            }
+            advice.append(line)
+        }
+        if let attributed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
+            let text = evidence.first { $0.attributedTo == attributed }?.text.first ?? attributed.name
+            if attributed.kind == .module {
+                advice.append("kernel memory was overwritten with \"\(text)\": \(attributed.name) is the likely writer; update it or ask its vendor")
+            } else {
+                advice.append("kernel memory was overwritten with \"\(text)\", the path of the user-mode program \(attributed.name): the kernel component that serves it (its driver or filter) wrote there; ask \(attributed.name)'s vendor, and check whether the crash recurs on machines without it")
+            }
+        }
+        if knowledge.externallyTriggered {
+            advice.append("the dump was forced from outside (NMI, e.g. `virsh inject-nmi` on a hung VM, or a button): treat it as a hang and read what every CPU was doing")
+        }
+        if verdict == "minidump" {
+            advice.append("this is a kernel minidump: configure a complete (or kernel) memory dump for more detail (Startup and Recovery, CrashDumpEnabled)")
+        }
+        if missingPages > 0 || verdict == "truncated" {
+            advice.append("the dump is truncated (\(missingPages) pages missing): the page file or dedicated dump file is too small for the dump; enlarge it")
+        }
+        if !hasStack {
+            advice.append("no stack could be walked; the conclusions rest on the bug-check parameters")
+        }
+        return advice
+    }
+}

@@ -1,0 +1,80 @@
+import Dispatch
+import DumpFormat
+import DumpMemory
+
+/// Every CPU's current thread, and what each was doing.
+extension CrashAnalyzer {
+    /// Walks each CPU's saved context on its own thread: page-table readers and symbolizers
+    /// keep caches, so each worker makes its own over the shared, immutable dump.
+    func cpuStacks(dump: KernelDump, objects: KernelObjects, layout: KernelLayout?, walker: StackWalker) -> [CrashReport.CPU] {
+        let processors = objects.processors.filter { $0.context != nil }
+        guard !processors.isEmpty, dump.header.machine == .amd64 else { return [] }
+        let results = ResultSlots<CrashReport.CPU>(count: processors.count)
+        let modules = objects.modules
+        let names = Dictionary(objects.processes.map { ($0.address, $0.imageName ?? "pid \($0.processId)") }, uniquingKeysWith: { first, _ in first })
+        let work: @Sendable (Int) -> Void = { index in
+            guard let space = try? dump.kernelAddressSpace() else { return }
+            let processor = processors[index]
+            let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space)
+            results.set(index, CrashReport.CPU(
+                number: processor.number, thread: processor.currentThread.map { hexText($0.address) },
+                process: processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
+                activity: activity(of: stack, registers: processor.context), stack: stack))
+        }
+        if parallelism > 1 {
+            DispatchQueue.concurrentPerform(iterations: processors.count, execute: work)
+        } else {
+            processors.indices.forEach(work)
+        }
+        return results.values.compactMap { $0 }
+    }
+
+    /// What a CPU was doing, from the top of its stack: idle, spinning on a lock (with the
+    /// lock's address from RCX, the first argument), or running some module's code.
+    func activity(of stack: [StackFrame], registers: Context64? = nil) -> String {
+        let top = stack.prefix(3)
+        if top.contains(where: { ["KxWaitForSpinLockAndAcquire", "KeAcquireSpinLockRaiseToDpc", "KeAcquireSpinLockAtDpcLevel",
+                                  "KxAcquireSpinLock", "KeAcquireInStackQueuedSpinLock"].contains($0.function ?? "") }) {
+            return "waiting for spin lock" + (registers.map { " \(hexText($0.gpr[1]))" } ?? "")
+        }
+        if let first = stack.first, ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(first.function ?? "") { return "idle" }
+        if let busy = stack.first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+            return "running \(busy.module!) code (\(busy.symbol))"
+        }
+        return stack.first.map { "in \($0.symbol)" } ?? "unknown"
+    }
+
+    /// The image name of the process whose thread crashed.
+    func crashingProcessName(dump: KernelDump, objects: KernelObjects, layout: KernelLayout?, space: (any KernelAddressSpace)?) -> String? {
+        guard let space, let layout else { return nil }
+        var thread: UInt64?
+        if let triage = dump.triage, let offset = dump.debuggerData.data?.offsetPrcbCurrentThread {
+            thread = try? dump.source.u64(at: UInt64(triage.prcbOffset) + UInt64(offset))
+        } else {
+            thread = objects.processors.first { $0.number == 0 && dump.header.numberProcessors == 1 }?.currentThread?.address
+                ?? objects.processors.first { $0.context?.rip == dump.header.context.rip && $0.context?.rsp == dump.header.context.rsp }?.currentThread?.address
+        }
+        guard let thread, let process = try? space.u64(thread + layout.threadApcProcess) else { return nil }
+        if let known = objects.processes.first(where: { $0.address == process }) { return known.imageName }
+        guard let offset = layout.processImageFileName, let bytes = try? space.read(process + offset, count: 15) else { return nil }
+        let name = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        return name.isEmpty ? nil : name
+    }
+}
+
+/// Results written by concurrent workers, one slot each.
+final class ResultSlots<Value>: @unchecked Sendable {
+    private var slots: [Value?]
+    private let lock = DispatchSemaphore(value: 1)
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: Value) {
+        lock.wait()
+        slots[index] = value
+        lock.signal()
+    }
+    var values: [Value?] {
+        lock.wait()
+        defer { lock.signal() }
+        return slots
+    }
+}

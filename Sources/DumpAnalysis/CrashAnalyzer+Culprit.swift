@@ -1,0 +1,72 @@
+import DumpFormat
+import DumpMemory
+
+/// Who is to blame, and the bucket that names it.
+extension CrashAnalyzer {
+    struct CulpritDecision {
+        var kind: CrashReport.Culprit.Kind
+        var name: String
+        var reason: String
+        var module: LoadedModule?
+        var frame: StackFrame?
+        /// What the bucket and signature call it: `nvlddmkm+0x1091`, `nt!KiInsertTimerTable`, ...
+        var key: String
+
+        var report: CrashReport.Culprit { .init(kind: kind, name: name, reason: reason) }
+    }
+
+    /// The first frame from the faulting one on that the triage rules do not skip; for hangs,
+    /// the CPU running third-party code while others wait; when only OS frames remain,
+    /// corruption evidence attributed to a third party; else the faulting OS frame.
+    func findCulprit(stack: [StackFrame], faultingFrame: Int?, knowledge: BugCheckKnowledge, cpus: [CrashReport.CPU],
+                     evidence: [Evidence], modules: [LoadedModule]) -> CulpritDecision {
+        func module(of frame: StackFrame) -> LoadedModule? { modules.first { $0.contains(frame.rip) } }
+        func decision(_ frame: StackFrame, _ reason: String) -> CulpritDecision {
+            CulpritDecision(kind: rules.skips(module: frame.module ?? "", function: frame.function) ? .operatingSystem : .module,
+                            name: frame.module ?? frame.symbol, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
+        }
+        if knowledge.externallyTriggered, let busy = cpus.first(where: { $0.activity.hasPrefix("running") }),
+           let frame = busy.stack.first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+            let waiting = cpus.filter { $0.activity.hasPrefix("waiting for spin lock") }.map(\.number)
+            let others = waiting.isEmpty ? "" : "; CPU\(waiting.count == 1 ? "" : "s") \(waiting.map(String.init).joined(separator: ", ")) wait for a spin lock"
+            return decision(frame, "the dump was forced from outside (a hang): CPU \(busy.number) runs \(frame.module!) code\(others)")
+        }
+        let start = min(faultingFrame ?? 0, stack.count)
+        if let frame = stack[start...].first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+            return decision(frame, "the first frame from the fault outward that is not the operating system's")
+        }
+        if let blamed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
+            let item = evidence.first { $0.attributedTo == blamed }!
+            return CulpritDecision(kind: blamed.kind == .module ? .module : .process, name: blamed.name,
+                                   reason: "only operating-system frames are on the stack; \(item.location) held \"\(item.text.first ?? "")\" instead of pointers",
+                                   module: modules.first { $0.name.lowercased() == blamed.name.lowercased() }, frame: nil, key: "CORRUPTION_\(blamed.name)")
+        }
+        if stack.indices.contains(start) {
+            return decision(stack[start], "only operating-system frames are on the stack; the faulting one is named")
+        }
+        return CulpritDecision(kind: .unknown, name: "unknown", reason: "no stack could be walked", module: nil, frame: nil, key: "UNKNOWN")
+    }
+
+    /// A frame as buckets name it: `module!function` when an export names it, else module+RVA.
+    static func frameKey(_ frame: StackFrame) -> String {
+        guard let module = frame.moduleKey, let rva = frame.rva else { return frame.symbol }
+        if let function = frame.function { return "\(module)!\(function)" }
+        return "\(module)+0x\(String(rva, radix: 16))"
+    }
+
+    /// The bug check's class: code plus what distinguishes its kinds (exception code,
+    /// 0x139's failure type, an NMI).
+    static func bugCheckClass(_ bugCheck: BugCheck, knowledge: BugCheckKnowledge) -> String {
+        let code = "0x" + String(bugCheck.code, radix: 16, uppercase: true)
+        let p = bugCheck.parameters
+        switch bugCheck.code {
+        case 0x1E, 0x3B, 0x7E, 0x8E: return "\(code)_\(String(p[0] & 0xFFFF_FFFF, radix: 16))"
+        case 0x139, 0x1A, 0x9F: return "\(code)_\(String(p[0], radix: 16))"
+        default: return knowledge.externallyTriggered ? "\(code)_NMI" : code
+        }
+    }
+
+    static func bucket(class bugCheckClass: String, culprit: CulpritDecision) -> String {
+        "\(bugCheckClass)_\(culprit.key)"
+    }
+}

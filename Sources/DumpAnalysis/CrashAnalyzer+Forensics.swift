@@ -1,0 +1,36 @@
+import DumpFormat
+import DumpMemory
+
+/// Corruption forensics over the lists the analysis walked and each CPU's timer table.
+extension CrashAnalyzer {
+    func forensics(dump: KernelDump, objects: KernelObjects, layout: KernelLayout?, space: any KernelAddressSpace) -> [Evidence] {
+        var evidence: [Evidence] = []
+        for (list, broken) in objects.brokenLists {
+            evidence.append(examine(broken, location: list, space: space))
+        }
+        // KPRCB.TimerTable.TimerEntries[i].Entry: per-CPU lists of KTIMER.TimerListEntry.
+        if let layout, let table = layout.prcbTimerTable, layout.timerListCount > 0 {
+            for processor in objects.processors {
+                for list in 0..<layout.timerListCount {
+                    let head = processor.kprcb + table + 0x200 + 0x20 * UInt64(list) + 8
+                    if let broken = ListWalker.walk(head: head, in: space, limit: 4096).broken {
+                        evidence.append(examine(broken, location: "CPU \(processor.number) timer list \(list)", space: space))
+                    }
+                }
+            }
+        }
+        return evidence
+    }
+
+    /// A broken link as evidence: for a bad Flink, the value and the memory around the entry
+    /// holding it; for a Flink whose target does not point back, that target's own links.
+    func examine(_ broken: ListBreak, location: String, space: any KernelAddressSpace) -> Evidence {
+        switch broken.reason {
+        case .backLinkMismatch:
+            let value = (try? space.u64(broken.flink)) ?? 0
+            return CorruptionForensics.examine(value: value, at: broken.flink, location: "\(location): entry \(hexText(broken.flink)) does not link back", space: space)
+        default:
+            return CorruptionForensics.examine(value: broken.flink, at: broken.entry, location: "\(location): \(broken.reason.rawValue) link \(hexText(broken.flink)) at \(hexText(broken.entry))", space: space)
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Dispatch
+import DumpFormat
+import DumpMemory
+
+/// From an opened dump to a `CrashReport`: kernel objects, the faulting stack, every CPU's
+/// stack (walked in parallel), corruption forensics, the culprit, advice and a signature.
+/// Whatever cannot be read becomes a note; only a dump that cannot be opened at all throws.
+public struct CrashAnalyzer: Sendable {
+    public var rules: TriageRules
+    /// Threads for the per-CPU walk (Dispatch's concurrentPerform); 1 walks serially.
+    public var parallelism: Int
+
+    public init(rules: TriageRules = .shipped, parallelism: Int = 2) {
+        self.rules = rules
+        self.parallelism = max(1, parallelism)
+    }
+
+    public func analyze(_ dump: KernelDump) -> CrashReport {
+        var notes = dump.notes
+        let header = dump.header
+        let bugCheck = BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters)
+        let knowledge = BugCheckKnowledge(bugCheck)
+        let inspection = DumpInspector.inspect(dump)
+
+        let space: (any KernelAddressSpace)?
+        do { space = try dump.kernelAddressSpace() } catch {
+            notes.append("kernel memory is unreadable: \(error)")
+            space = nil
+        }
+        var layout: KernelLayout?
+        if let space {
+            layout = KernelLayout.known(build: header.buildNumber, debuggerData: dump.debuggerData.data)
+                ?? KernelObjects.discoverLayout(dump: dump, space: space)
+        }
+        let objects = space.map { KernelObjects.read(from: dump, layout: layout, space: $0) }
+            ?? KernelObjects(modules: dump.triage.map { KernelObjects.modules(fromMinidump: $0, source: dump.source) } ?? [],
+                             processes: [], processors: [], brokenLists: [], problems: [])
+        notes += objects.problems
+        if header.machine != .amd64 { notes.append("\(header.machine) stacks are not unwound (x64 is the analysis target)") }
+
+        // The faulting stack: from the context the bug check points at, else the crashing CPU's.
+        let faultingIP = knowledge.faultingIPParameter.map { bugCheck.parameters[$0] }
+        var walker = StackWalker()
+        if let faultingIP { walker.knownFaultAddresses.insert(faultingIP) }
+        var stack: [StackFrame] = []
+        var crashingStack: [StackFrame] = []
+        if let space, header.machine == .amd64 {
+            let symbolizer = Symbolizer(modules: objects.modules, space: space)
+            crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space)
+            if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
+                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space)
+            } else {
+                stack = crashingStack
+            }
+        }
+        let faultingFrame = Self.faultingFrame(in: stack, faultingIP: faultingIP)
+
+        // Every CPU's current thread, in parallel (full dumps; a minidump has only the crashing one).
+        var cpus = cpuStacks(dump: dump, objects: objects, layout: layout, walker: walker)
+        if cpus.isEmpty, !crashingStack.isEmpty {
+            cpus = [CrashReport.CPU(number: 0, thread: nil, process: nil, activity: activity(of: crashingStack), stack: crashingStack)]
+        }
+
+        // Corruption forensics over the lists walked and the CPUs' timer tables.
+        var evidence = space.map { forensics(dump: dump, objects: objects, layout: layout, space: $0) } ?? []
+        for index in evidence.indices {
+            evidence[index].attributedTo = CorruptionForensics.attribute(evidence[index], processes: objects.processes, modules: objects.modules, rules: rules)
+        }
+
+        let processName = crashingProcessName(dump: dump, objects: objects, layout: layout, space: space)
+        let culprit = findCulprit(stack: stack, faultingFrame: faultingFrame, knowledge: knowledge, cpus: cpus, evidence: evidence, modules: objects.modules)
+        let culpritModule = culprit.module
+        let bugCheckClass = Self.bugCheckClass(bugCheck, knowledge: knowledge)
+        let bucket = Self.bucket(class: bugCheckClass, culprit: culprit)
+        let faultingKey = faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0] : nil }.flatMap { frame in
+            frame.moduleKey.map { "\($0)+0x\(String(frame.rva ?? 0, radix: 16))" }
+        }
+        let signature = CrashSignature(bucket: bucket, bugCheckClass: bugCheckClass, culprit: culprit.key, faultingKey: faultingKey,
+                                       frames: stack, faultingFrame: faultingFrame ?? 0, evidence: evidence)
+
+        let verdict = inspection.completeness.verdict
+        let advice = Self.advice(culprit: culprit, module: culpritModule, header: header, knowledge: knowledge, verdict: verdict,
+                                 missingPages: dump.physical?.missingPages ?? 0, evidence: evidence, hasStack: !stack.isEmpty)
+        return CrashReport(
+            dumpType: header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
+            processors: header.numberProcessors, systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
+            completeness: verdict, bugCheckCode: bugCheckText(bugCheck.rawCode), bugCheckName: bugCheck.name,
+            parameters: zip(bugCheck.parameters, knowledge.parameterMeanings).map { .init(value: hexText($0), meaning: $1) },
+            processName: processName, imageName: culpritModule?.name ?? (culprit.kind == .process ? culprit.name : nil),
+            moduleName: culpritModule.map { TriageRules.moduleKey($0.name) },
+            imageTimestamp: culpritModule.flatMap { $0.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64($0.timeDateStamp)) },
+            faultingIP: faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0].symbol : nil } ?? faultingIP.map(hexText),
+            followupFrame: culprit.frame?.symbol, culprit: culprit.report, failureBucketId: bucket,
+            stack: stack, faultingFrame: faultingFrame, cpus: cpus, evidence: evidence, advice: advice,
+            modules: objects.modules.map { module in
+                .init(name: module.name, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
+                      timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)))
+            },
+            signature: signature, layoutSource: layout?.source, notes: notes)
+    }
+
+    // MARK: contexts and frames
+
+    /// The register state the bug check's parameters point at (a CONTEXT or a KTRAP_FRAME).
+    static func faultContext(_ source: BugCheckKnowledge.FaultContext, bugCheck: BugCheck, space: any KernelAddressSpace, notes: inout [String]) -> RegisterState? {
+        switch source {
+        case .none:
+            return nil
+        case .contextRecord(let parameter):
+            let address = bugCheck.parameters[parameter]
+            do { return RegisterState(try Context64(bytes: space.read(address, count: Int(Context64.size)))) } catch {
+                notes.append("the CONTEXT record at \(hexText(address)) (parameter \(parameter + 1)) is unreadable: \(error)")
+                return nil
+            }
+        case .trapFrame(let parameter):
+            let address = bugCheck.parameters[parameter]
+            do { return try trapFrameState(at: address, space: space) } catch {
+                notes.append("the KTRAP_FRAME at \(hexText(address)) (parameter \(parameter + 1)) is unreadable: \(error)")
+                return nil
+            }
+        }
+    }
+
+    /// A KTRAP_FRAME's registers (§5.5): volatile ones, RBX/RDI/RSI/RBP, and the machine frame.
+    static func trapFrameState(at address: UInt64, space: any KernelAddressSpace) throws -> RegisterState {
+        var gpr = [UInt64](repeating: 0, count: 16)
+        for (register, offset) in [(0, 0x30), (1, 0x38), (2, 0x40), (8, 0x48), (9, 0x50), (10, 0x58), (11, 0x60),
+                                   (3, 0x140), (7, 0x148), (6, 0x150), (5, 0x158), (4, 0x180)] as [(Int, UInt64)] {
+            gpr[register] = try space.u64(address + offset)
+        }
+        return RegisterState(gpr: gpr, rip: try space.u64(address + 0x168))
+    }
+
+    /// The frame that faulted: the one at the faulting IP, else the first entered by a trap.
+    static func faultingFrame(in stack: [StackFrame], faultingIP: UInt64?) -> Int? {
+        guard !stack.isEmpty else { return nil }
+        if let faultingIP, let index = stack.firstIndex(where: { $0.rip == faultingIP }) { return index }
+        return stack.firstIndex { $0.trust == .trapFrame } ?? 0
+    }
+}

@@ -1,0 +1,72 @@
+/// What `dumpfleet analyze` concludes about a dump: the shape of WinDbg's `!analyze -v`, plus
+/// corruption evidence, advice and a signature. Codable; the JSON contract is written down in
+/// DumpAnalysis.docc/AnalyzeJSON.md (every field optional for readers).
+public struct CrashReport: Sendable, Codable, Equatable {
+    public static let schemaVersion = 1
+
+    public struct Parameter: Sendable, Codable, Equatable {
+        public var value: String
+        public var meaning: String
+    }
+
+    public struct Culprit: Sendable, Codable, Equatable {
+        public enum Kind: String, Sendable, Codable { case module, process, operatingSystem = "os", unknown }
+        public var kind: Kind
+        /// Image or process name (`nvlddmkm.sys`, `VideoAccelerator.exe`, `ntoskrnl.exe`).
+        public var name: String
+        /// Why it was chosen, in words.
+        public var reason: String
+    }
+
+    public struct ModuleSummary: Sendable, Codable, Equatable {
+        public var name: String
+        public var base: String
+        public var size: UInt32
+        public var timeDateStamp: UInt32
+        public var timestamp: String?
+    }
+
+    public struct CPU: Sendable, Codable, Equatable {
+        public var number: Int
+        public var thread: String?
+        public var process: String?
+        /// "idle", "waiting for spin lock 0x...", "running nvlddmkm", ...
+        public var activity: String
+        public var stack: [StackFrame]
+    }
+
+    public var schemaVersion = CrashReport.schemaVersion
+    public var dumpType: String
+    public var machine: String
+    public var buildNumber: UInt32
+    public var processors: UInt32
+    public var systemTime: String?
+    public var systemUpTime: String?
+    public var completeness: String
+
+    public var bugCheckCode: String
+    public var bugCheckName: String?
+    public var parameters: [Parameter]
+
+    public var processName: String?
+    public var imageName: String?
+    public var moduleName: String?
+    public var imageTimestamp: String?
+    public var faultingIP: String?
+    public var followupFrame: String?
+    public var culprit: Culprit
+    public var failureBucketId: String
+
+    /// The faulting thread's stack, from the fault's own context when the bug check gives one.
+    public var stack: [StackFrame]
+    /// Index in `stack` of the frame that faulted.
+    public var faultingFrame: Int?
+    public var cpus: [CPU]
+    public var evidence: [Evidence]
+    public var advice: [String]
+    public var modules: [ModuleSummary]
+    public var signature: CrashSignature
+    /// Where structure offsets came from, and anything the analysis could not read.
+    public var layoutSource: String?
+    public var notes: [String]
+}

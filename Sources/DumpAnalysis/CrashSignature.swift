@@ -1,0 +1,63 @@
+/// A crash's identity for clustering: deterministic, independent of ASLR (module-relative
+/// offsets only) and, where the frames allow, of the dump type (full dumps unwind by .pdata,
+/// minidumps scan the stack; both see the same modules and the same faulting instruction).
+public struct CrashSignature: Sendable, Codable, Equatable {
+    /// A frame position-tagged for similarity: 0 is the faulting frame.
+    public struct Frame: Sendable, Codable, Equatable {
+        public var position: Int
+        public var module: String
+        /// `module+0xRVA` of the instruction: exact, ASLR-independent.
+        public var key: String
+    }
+
+    /// 16 hex digits: FNV-1a over `canonical`.
+    public var id: String
+    /// The text hashed: bug-check class, culprit, faulting instruction, the modules of the
+    /// frames above it.
+    public var canonical: String
+    public var bucket: String
+    public var bugCheckClass: String
+    public var frames: [Frame]
+    public var modules: [String]
+    public var evidenceTokens: [String]
+
+    /// How many frames from the faulting one the signature keeps: enough to separate callers,
+    /// few enough that an extra frame further out does not matter.
+    public static let signatureFrames = 4
+
+    public init(bucket: String, bugCheckClass: String, culprit: String, faultingKey: String?, frames: [StackFrame], faultingFrame: Int, evidence: [Evidence]) {
+        let tail = frames.dropFirst(min(faultingFrame, frames.count))
+        self.frames = tail.prefix(16).enumerated().compactMap { position, frame in
+            guard let module = frame.moduleKey, let rva = frame.rva else { return nil }
+            return Frame(position: position, module: module, key: "\(module)+0x\(String(rva, radix: 16))")
+        }
+        let moduleRun = tail.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
+        canonical = [bugCheckClass, culprit, faultingKey ?? "-", moduleRun.joined(separator: ",")].joined(separator: "|")
+        id = Self.fnv1a(canonical)
+        self.bucket = bucket
+        self.bugCheckClass = bugCheckClass
+        modules = Array(Set(self.frames.map(\.module))).sorted()
+        var tokens: Set<String> = []
+        for item in evidence {
+            for text in item.text { tokens.formUnion(Self.words(text)) }
+            if let name = item.attributedTo?.name { tokens.insert(name.lowercased()) }
+        }
+        evidenceTokens = tokens.sorted()
+    }
+
+    /// Lower-case words of three or more letters, digits or dots (`videoaccelerator.exe`).
+    static func words(_ text: String) -> [String] {
+        let parts = text.lowercased().split { !$0.isLetter && !$0.isNumber && $0 != "." }
+        return parts.map(String.init).filter { $0.count >= 3 }
+    }
+
+    static func fnv1a(_ text: String) -> String {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}

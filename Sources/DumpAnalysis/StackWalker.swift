@@ -1,0 +1,101 @@
+import DumpFormat
+import DumpMemory
+
+/// How a frame was found; signatures and culprit rules trust them in this order.
+public enum FrameTrust: String, Sendable, Codable {
+    /// From a saved CPU context (the first frame).
+    case context
+    /// By undoing the caller's prolog with its UNWIND_INFO.
+    case unwindInfo = "unwind info"
+    /// Through a machine frame or KTRAP_FRAME: the interrupted instruction, not a return site.
+    case trapFrame = "trap frame"
+    /// By scanning the stack for a value that points into code; no unwind data was readable.
+    case scan
+}
+
+public struct StackFrame: Sendable, Equatable, Codable {
+    public var rip: UInt64
+    public var rsp: UInt64
+    public var trust: FrameTrust
+    /// `nt!KeBugCheckEx+0x30` or `nvlddmkm+0x1091`, or the bare address outside any module.
+    public var symbol: String
+    /// The module's file name, when the address is inside one.
+    public var module: String?
+    /// The module's short name and the address's offset in it: ASLR-independent.
+    public var moduleKey: String?
+    public var rva: UInt32?
+    /// The function name when an export gives it.
+    public var function: String?
+}
+
+/// Walks one stack: from a context through the images' unwind data, into trap frames, and by a
+/// marked scan where no unwind data exists (minidumps hold no .pdata).
+public struct StackWalker: Sendable {
+    public var maximumFrames = 64
+    /// Candidate return addresses a scan may accept without a call instruction before them:
+    /// known faulting instructions (a machine frame's RIP is not a return site).
+    public var knownFaultAddresses: Set<UInt64> = []
+
+    public init() {}
+
+    public func walk(from start: RegisterState, symbolizer: Symbolizer, space: any KernelAddressSpace) -> [StackFrame] {
+        var frames: [StackFrame] = []
+        var state = start
+        var trust = FrameTrust.context
+        while frames.count < maximumFrames, state.rip != 0, isCanonical(state.rip) {
+            frames.append(frame(state, trust: trust, symbolizer))
+            // Unwind with the function's UNWIND_INFO (a function missing from a module's .pdata
+            // is a leaf); a result that does not move up the stack is not believed.
+            if let (module, function) = symbolizer.runtimeFunction(at: state.rip), symbolizer.exceptionTable(module) != nil,
+               let unwound = try? unwindFrame(state, function: function, imageBase: module.base, space: space),
+               unwound.caller.rsp > state.rsp, unwound.caller.rip != 0 {
+                trust = unwound.poppedMachineFrame ? .trapFrame : .unwindInfo
+                state = unwound.caller
+                continue
+            }
+            // No unwind data (a minidump, a module whose .pdata is paged out, code outside any
+            // module): look up the stack for the next return address.
+            guard let (slot, value) = scan(above: state.rsp, symbolizer: symbolizer, space: space) else { break }
+            state.rip = value
+            state.rsp = slot &+ 8
+            trust = .scan
+        }
+        return frames
+    }
+
+    func frame(_ state: RegisterState, trust: FrameTrust, _ symbolizer: Symbolizer) -> StackFrame {
+        guard let location = symbolizer.locate(state.rip) else {
+            return StackFrame(rip: state.rip, rsp: state.rsp, trust: trust, symbol: "0x" + String(state.rip, radix: 16))
+        }
+        return StackFrame(rip: state.rip, rsp: state.rsp, trust: trust, symbol: location.text, module: location.module.name,
+                          moduleKey: location.moduleKey, rva: location.rva, function: location.export?.name)
+    }
+
+    /// The next stack slot above `rsp` holding a plausible return address: inside a module and,
+    /// when the code bytes are in the dump, just after a call instruction. Searches 8 KiB.
+    func scan(above rsp: UInt64, symbolizer: Symbolizer, space: any KernelAddressSpace) -> (UInt64, UInt64)? {
+        var slot = rsp
+        for _ in 0..<1024 {
+            guard let value = try? space.u64(slot) else { return nil }
+            if isCanonical(value), symbolizer.module(containing: value) != nil,
+               knownFaultAddresses.contains(value) || Self.followsCall(value, space: space) != false {
+                return (slot, value)
+            }
+            slot &+= 8
+        }
+        return nil
+    }
+
+    /// Whether the bytes before `address` end with a call instruction: nil when unreadable.
+    /// Forms: E8 rel32 (5 bytes), FF /2 with ModRM register or [reg] (2-3 bytes), FF 15 disp32
+    /// (6 bytes), FF /2 with disp8/disp32 (3/6/7 bytes), and the 7-byte REX FF 15 form.
+    static func followsCall(_ address: UInt64, space: any KernelAddressSpace) -> Bool? {
+        guard let bytes = try? space.read(address &- 7, count: 7) else { return nil }
+        if bytes[2] == 0xE8 { return true }
+        if bytes[1] == 0xFF, bytes[2] == 0x15 { return true }
+        if bytes[5] == 0xFF, (bytes[6] & 0x38) == 0x10, bytes[6] >> 6 == 3 { return true }
+        if bytes[4] == 0xFF, (bytes[5] & 0x38) == 0x10, bytes[5] >> 6 == 1 { return true }
+        if bytes[0] == 0x48, bytes[1] == 0xFF, bytes[2] == 0x15 { return true }
+        return false
+    }
+}

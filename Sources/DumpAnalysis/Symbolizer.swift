@@ -1,0 +1,104 @@
+import DumpFormat
+import DumpMemory
+
+/// Names code addresses without symbol files: the module from the loaded-module list, the
+/// function's start from the image's .pdata, its name from the export directory when the
+/// nearest export is that very function. Not thread-safe (it caches); one per thread.
+public final class Symbolizer {
+    public struct Location: Sendable, Equatable {
+        public var module: LoadedModule
+        /// The address's offset from the module base.
+        public var rva: UInt32
+        /// The containing function's start, from .pdata, when readable.
+        public var function: RuntimeFunction?
+        /// The export naming the containing function, when there is one.
+        public var export: PEImage.Export?
+
+        /// WinDbg's short module name (`nt`, `hal`, `nvlddmkm`).
+        public var moduleKey: String { TriageRules.moduleKey(module.name) }
+
+        /// `nt!KeBugCheckEx+0x30` when an export names the function, otherwise `nvlddmkm+0x1091`.
+        public var text: String {
+            if let export { return "\(moduleKey)!\(export.name)+0x\(String(rva - export.rva, radix: 16))" }
+            return "\(moduleKey)+0x\(String(rva, radix: 16))"
+        }
+
+        /// The function without the offset (`nt!KeBugCheckEx`), or module+RVA when unnamed.
+        public var functionText: String {
+            if let export { return "\(moduleKey)!\(export.name)" }
+            return "\(moduleKey)+0x\(String(rva, radix: 16))"
+        }
+    }
+
+    public let modules: [LoadedModule]
+    let space: any KernelAddressSpace
+    private var images: [UInt64: PEImage?] = [:]
+    private var exports: [UInt64: [PEImage.Export]] = [:]
+    private var tables: [UInt64: ExceptionTable?] = [:]
+
+    public init(modules: [LoadedModule], space: any KernelAddressSpace) {
+        self.modules = modules.sorted { $0.base < $1.base }
+        self.space = space
+    }
+
+    public func module(containing address: UInt64) -> LoadedModule? {
+        var low = 0
+        var high = modules.count
+        while low < high {
+            let middle = (low + high) / 2
+            if modules[middle].base <= address { low = middle + 1 } else { high = middle }
+        }
+        return low > 0 && modules[low - 1].contains(address) ? modules[low - 1] : nil
+    }
+
+    /// The image headers of `module`, if its first page is in the dump.
+    func image(_ module: LoadedModule) -> PEImage? {
+        if let cached = images[module.base] { return cached }
+        let image = try? PEImage(reading: space, base: module.base)
+        images[module.base] = image
+        return image
+    }
+
+    /// .pdata: KLDR's ExceptionTable first (it survives paged-out headers), else the headers'.
+    func exceptionTable(_ module: LoadedModule) -> ExceptionTable? {
+        if let cached = tables[module.base] { return cached }
+        var table: ExceptionTable?
+        if let address = module.exceptionTable, let size = module.exceptionTableSize, address != 0, size != 0 {
+            table = try? PEImage.exceptionTable(imageBase: module.base, exceptionTable: address, size: size)
+        }
+        if table == nil { table = (try? image(module)?.exceptionTable()) ?? nil }
+        tables[module.base] = table
+        return table
+    }
+
+    public func runtimeFunction(at address: UInt64) -> (LoadedModule, RuntimeFunction?)? {
+        guard let module = module(containing: address) else { return nil }
+        let function = try? exceptionTable(module)?.runtimeFunction(containing: UInt32(address - module.base), in: space)
+        return (module, function ?? nil)
+    }
+
+    func exportList(_ module: LoadedModule) -> [PEImage.Export] {
+        if let cached = exports[module.base] { return cached }
+        let list = ((try? image(module)?.exports(in: space)) ?? nil) ?? []
+        exports[module.base] = list
+        return list
+    }
+
+    public func locate(_ address: UInt64) -> Location? {
+        guard let module = module(containing: address) else { return nil }
+        let rva = UInt32(address - module.base)
+        let function = (try? exceptionTable(module)?.runtimeFunction(containing: rva, in: space)) ?? nil
+        let list = exportList(module)
+        // The nearest export at or below the address names it only when it is the function's own
+        // start (with .pdata) or, without .pdata, when it is the closest name below.
+        var low = 0
+        var high = list.count
+        while low < high {
+            let middle = (low + high) / 2
+            if list[middle].rva <= rva { low = middle + 1 } else { high = middle }
+        }
+        var export = low > 0 ? list[low - 1] : nil
+        if let function, let candidate = export, candidate.rva != function.beginAddress { export = nil }
+        return Location(module: module, rva: rva, function: function, export: export)
+    }
+}

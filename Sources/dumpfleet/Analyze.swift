@@ -1,0 +1,68 @@
+import ArgumentParser
+import DumpAnalysis
+import DumpFile
+import DumpMemory
+import Foundation
+
+/// `dumpfleet analyze`: the `!analyze -v` of DumpFleet, offline.
+struct Analyze: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Analyze crash dumps: faulting stack, culprit, corruption evidence, advice and signature.",
+        discussion: """
+        Works offline: structure offsets come from the dump's KDDEBUGGER_DATA64 and built-in
+        per-build tables, function boundaries and unwinding from the .pdata of the images in
+        the dump. The culprit is the first frame from the fault outward that the triage rules
+        do not skip (see deploy/triage.rules; --rules uses your own copy). Exits 1 when a file
+        cannot be opened as a dump at all; damaged dumps give partial reports with notes.
+        """
+    )
+
+    @Argument(help: "Dump files (MEMORY.DMP, Mini*.dmp, ...).")
+    var files: [String]
+
+    @Flag(help: "Print one JSON document per file (schema: Sources/DumpAnalysis/DumpAnalysis.docc/AnalyzeJSON.md).")
+    var json = false
+
+    @Option(help: "Triage rules file (default: the shipped rules, as in deploy/triage.rules).")
+    var rules: String?
+
+    @Option(help: "Threads for walking the CPUs' stacks.")
+    var jobs: Int = 2
+
+    func validate() throws {
+        guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be 1 to 64") }
+    }
+
+    func run() throws {
+        var analyzer = CrashAnalyzer(parallelism: jobs)
+        if let rules {
+            analyzer.rules = try TriageRules(text: String(contentsOfFile: rules, encoding: .utf8))
+        }
+        var failed = false
+        for (index, path) in files.enumerated() {
+            do {
+                let report = analyzer.analyze(try KernelDump(source: MappedFile.open(path)))
+                if json {
+                    print(try JSONOutput.encode(AnalyzeOutput(file: path, report: report)))
+                } else {
+                    if index > 0 { print() }
+                    if files.count > 1 { print("== \(path)") }
+                    print(report.text)
+                }
+            } catch {
+                failed = true
+                if json {
+                    print(try JSONOutput.encode(InspectFailure(file: path, error: "\(error)")))
+                } else {
+                    FileHandle.standardError.write(Data("dumpfleet: \(path): \(error)\n".utf8))
+                }
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct AnalyzeOutput: Encodable {
+    var file: String
+    var report: CrashReport
+}
