@@ -30,7 +30,7 @@ extension CrashAnalyzer {
             }
         }
         if knowledge.externallyTriggered {
-            advice.append("the dump was forced from outside (NMI, e.g. `virsh inject-nmi` on a hung VM, or a button): treat it as a hang and read what every CPU was doing")
+            advice.append("the dump was forced from outside (an NMI such as `virsh inject-nmi` on a hung VM, a power-button hold or a manual crash): treat it as a hang and read what every CPU was doing")
         }
         if verdict == "minidump" {
             advice.append("this is a kernel minidump: configure a complete (or kernel) memory dump for more detail (Startup and Recovery, CrashDumpEnabled)")

@@ -18,7 +18,7 @@ extension CrashAnalyzer {
             let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space)
             results.set(index, CrashReport.CPU(
                 number: processor.number, thread: processor.currentThread.map { hexText($0.address) },
-                process: processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
+                process: processor.currentThread?.address == processor.idleThread ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
                 activity: activity(of: stack, registers: processor.context), stack: stack))
         }
         if parallelism > 1 {

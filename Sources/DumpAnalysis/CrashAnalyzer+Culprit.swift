@@ -47,10 +47,11 @@ extension CrashAnalyzer {
         return CulpritDecision(kind: .unknown, name: "unknown", reason: "no stack could be walked", module: nil, frame: nil, key: "UNKNOWN")
     }
 
-    /// A frame as buckets name it: `module!function` when an export names it, else module+RVA.
+    /// A frame as buckets name it: module and RVA of the instruction. Function names would read
+    /// better, but a minidump holds no export directory, and a full dump and a minidump of the
+    /// same crash must share their bucket; the RVA is the same in both, and under any ASLR.
     static func frameKey(_ frame: StackFrame) -> String {
         guard let module = frame.moduleKey, let rva = frame.rva else { return frame.symbol }
-        if let function = frame.function { return "\(module)!\(function)" }
         return "\(module)+0x\(String(rva, radix: 16))"
     }
 
@@ -62,7 +63,9 @@ extension CrashAnalyzer {
         switch bugCheck.code {
         case 0x1E, 0x3B, 0x7E, 0x8E: return "\(code)_\(String(p[0] & 0xFFFF_FFFF, radix: 16))"
         case 0x139, 0x1A, 0x9F: return "\(code)_\(String(p[0], radix: 16))"
-        default: return knowledge.externallyTriggered ? "\(code)_NMI" : code
+        case 0x80: return "\(code)_NMI"
+        case 0x124: return p[0] == 3 ? "\(code)_NMI" : "\(code)_\(String(p[0], radix: 16))"
+        default: return code
         }
     }
 

@@ -28,7 +28,7 @@ public struct CrashAnalyzer: Sendable {
             space = nil
         }
         var layout: KernelLayout?
-        if let space {
+        if let space, header.machine == .amd64 {  // the tables and invariants are x64's
             layout = KernelLayout.known(build: header.buildNumber, debuggerData: dump.debuggerData.data)
                 ?? KernelObjects.discoverLayout(dump: dump, space: space)
         }

@@ -31,6 +31,7 @@ public struct KernelLayout: Sendable, Equatable {
     // KPRCB
     public var prcbCurrentThread: UInt64 = 0x8
     public var prcbNumber: UInt64 = 0x24
+    public var prcbIdleThread: UInt64 = 0x18
     /// ProcessorState.ContextFrame: the CONTEXT the CPU saved when the dump was taken.
     public var prcbContextFrame: UInt64
     public var prcbDpcStack: UInt64?
@@ -107,6 +108,7 @@ public struct KernelLayout: Sendable, Equatable {
         set(kdbg.sizeEThread, \.threadSize)
         set(kdbg.offsetPrcbCurrentThread, \.prcbCurrentThread)
         set(kdbg.offsetPrcbNumber, \.prcbNumber)
+        set(kdbg.offsetPrcbIdleThread, \.prcbIdleThread)
         set(kdbg.offsetPrcbProcStateContext, \.prcbContextFrame)
         if let limit = kdbg.offsetKThreadStackLimit, limit != 0 { threadStackLimit = UInt64(limit) }
         if let base = kdbg.offsetKThreadStackBase, base != 0 { threadStackBase = UInt64(base) }

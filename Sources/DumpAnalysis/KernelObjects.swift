@@ -40,6 +40,9 @@ public struct Processor: Sendable {
     public var number: Int
     public var kprcb: UInt64
     public var currentThread: KernelThread?
+    /// KPRCB.IdleThread: when it is the current thread, the CPU is idle (the Idle process is
+    /// not on the process list).
+    public var idleThread: UInt64?
     public var context: Context64?
 }
 
@@ -120,7 +123,7 @@ extension KernelObjects {
             }
             let current = (try? space.u64(kprcb + layout.prcbCurrentThread)).map { thread(at: $0, layout: layout, in: space) }
             let context = (try? space.read(kprcb + layout.prcbContextFrame, count: Int(Context64.size))).flatMap { try? Context64(bytes: $0) }
-            return Processor(number: cpu, kprcb: kprcb, currentThread: current, context: context)
+            return Processor(number: cpu, kprcb: kprcb, currentThread: current, idleThread: try? space.u64(kprcb + layout.prcbIdleThread), context: context)
         }
     }
 }

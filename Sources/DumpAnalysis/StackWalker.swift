@@ -55,10 +55,10 @@ public struct StackWalker: Sendable {
             }
             // No unwind data (a minidump, a module whose .pdata is paged out, code outside any
             // module): look up the stack for the next return address.
-            guard let (slot, value) = scan(above: state.rsp, symbolizer: symbolizer, space: space) else { break }
+            guard let (slot, value, interrupted) = scan(above: state.rsp, symbolizer: symbolizer, space: space) else { break }
             state.rip = value
             state.rsp = slot &+ 8
-            trust = .scan
+            trust = interrupted ? .trapFrame : .scan
         }
         return frames
     }
@@ -72,18 +72,27 @@ public struct StackWalker: Sendable {
     }
 
     /// The next stack slot above `rsp` holding a plausible return address: inside a module and,
-    /// when the code bytes are in the dump, just after a call instruction. Searches 8 KiB.
-    func scan(above rsp: UInt64, symbolizer: Symbolizer, space: any KernelAddressSpace) -> (UInt64, UInt64)? {
+    /// when the code bytes are in the dump, just after a call instruction; or an interrupted
+    /// instruction in a machine frame (then `interrupted` is true). Searches 8 KiB.
+    func scan(above rsp: UInt64, symbolizer: Symbolizer, space: any KernelAddressSpace) -> (slot: UInt64, value: UInt64, interrupted: Bool)? {
         var slot = rsp
         for _ in 0..<1024 {
             guard let value = try? space.u64(slot) else { return nil }
-            if isCanonical(value), symbolizer.module(containing: value) != nil,
-               knownFaultAddresses.contains(value) || Self.followsCall(value, space: space) != false {
-                return (slot, value)
+            if isCanonical(value), symbolizer.module(containing: value) != nil {
+                if knownFaultAddresses.contains(value) || Self.isMachineFrame(at: slot, space: space) { return (slot, value, true) }
+                if Self.followsCall(value, space: space) != false { return (slot, value, false) }
             }
             slot &+= 8
         }
         return nil
+    }
+
+    /// Whether `slot` starts a machine frame the CPU pushed on a trap or interrupt: RIP, then
+    /// the kernel code selector 0x10, then RFLAGS with its always-one bit 1 set. The RIP there
+    /// is an interrupted instruction, not a return address, so no call precedes it.
+    static func isMachineFrame(at slot: UInt64, space: any KernelAddressSpace) -> Bool {
+        guard let cs = try? space.u64(slot &+ 8), let flags = try? space.u64(slot &+ 16) else { return false }
+        return cs == 0x10 && flags & 0x2 != 0 && flags < 0x40_0000
     }
 
     /// Whether the bytes before `address` end with a call instruction: nil when unreadable.
