@@ -74,7 +74,7 @@ extension DumpDescription {
     ]
 
     /// A user thread blocked in a system call.
-    static func waiting(_ threadId: UInt64) -> ThreadDescription {
+    public static func waiting(_ threadId: UInt64) -> ThreadDescription {
         ThreadDescription(threadId: threadId, stack: [
             CodeLocation("ntoskrnl.exe", "KiSwapContext", 0x76),
             CodeLocation("ntoskrnl.exe", "KeWaitForSingleObject", 0x233),

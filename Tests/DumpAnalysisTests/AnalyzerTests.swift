@@ -1,0 +1,101 @@
+import DumpAnalysis
+import DumpFormat
+import DumpForge
+import DumpMemory
+import Testing
+import TestSupport
+
+/// The crash scenarios of the forge, analyzed: culprit, bucket, evidence and advice.
+@Suite struct AnalyzerTests {
+    static func analyze(_ description: DumpDescription) throws -> CrashReport {
+        var small = description
+        small.memory = [0x1..<0x9F, 0x100..<0x8000]
+        return CrashAnalyzer().analyze(try KernelDump(source: Fixtures.source(Forge.dump(small))))
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
+    func timerListOverwrittenWithAProgramPathNamesTheProgram(kind: DumpDescription.DumpKind) throws {
+        let report = try Self.analyze(.timerListCorruption(kind: kind))
+        #expect(report.bugCheckCode == "0x0000003B")
+        #expect(report.stack.allSatisfy { $0.moduleKey == "nt" }, "only kernel frames: \(report.stack.map(\.symbol))")
+        #expect(report.faultingIP == "nt!KiInsertTimerTable+0x8e")
+        let evidence = try #require(report.evidence.first)
+        #expect(evidence.text.contains("\\HDPServer\\VideoAccelerator.exe"))
+        #expect(evidence.value == 0x0050_0044_0048_005C, "the bad Flink is the path's first four UTF-16 characters")
+        #expect(evidence.location.contains("timer list"))
+        #expect(evidence.attributedTo?.kind == .process)
+        #expect(evidence.attributedTo?.name == "VideoAccelerator.exe")
+        #expect(evidence.attributedTo?.thirdParty == true)
+        #expect(report.culprit.kind == .process)
+        #expect(report.culprit.name == "VideoAccelerator.exe")
+        #expect(report.failureBucketId == "0x3B_c0000005_CORRUPTION_VideoAccelerator.exe")
+        #expect(report.advice.contains { $0.contains("VideoAccelerator.exe") && $0.contains("vendor") })
+        #expect(report.processName == "svchost.exe")
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .triage])
+    func displayDriverBelowDxgkrnlIsTheCulprit(kind: DumpDescription.DumpKind) throws {
+        let report = try Self.analyze(.displayDriverFault(kind: kind))
+        #expect(report.imageName == "nvlddmkm.sys")
+        #expect(report.moduleName == "nvlddmkm")
+        #expect(report.imageTimestamp == "2020-09-23T00:00:00Z")
+        #expect(report.failureBucketId == "0x1E_c0000005_nvlddmkm+0x1091")
+        #expect(report.advice.contains { $0.contains("update nvlddmkm.sys, built 2020-09-23") })
+        let fault = try #require(report.faultingFrame)
+        #expect(report.stack[fault].moduleKey == "nvlddmkm")
+        #expect(report.stack[fault + 1].moduleKey == "dxgkrnl")
+        #expect(report.parameters[3].meaning == "address accessed")
+        if kind == .triage {
+            #expect(report.advice.contains { $0.contains("complete (or kernel) memory dump") })
+            #expect(report.stack.dropFirst().allSatisfy { $0.trust == .scan || $0.trust == .trapFrame }, "a minidump has no .pdata")
+        } else {
+            #expect(report.stack[fault].trust == .trapFrame)
+            #expect(report.stack[fault + 1].trust == .unwindInfo)
+        }
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
+    func nmiHangBlamesTheSpinningDriver(kind: DumpDescription.DumpKind) throws {
+        let report = try Self.analyze(.spinLockHang(kind: kind))
+        #expect(report.bugCheckName == "NMI_HARDWARE_FAILURE")
+        #expect(report.cpus.count == 4)
+        #expect(report.cpus[0].activity.hasPrefix("running vfstor.sys"))
+        let lock = report.cpus[1].activity
+        #expect(lock.hasPrefix("waiting for spin lock 0x"))
+        #expect(report.cpus[2].activity == lock && report.cpus[3].activity == lock, "all three wait on the same lock")
+        #expect(report.imageName == "vfstor.sys")
+        #expect(report.failureBucketId == "0x80_NMI_vfstor+0x1044")
+        #expect(report.culprit.reason.contains("CPUs 1, 2, 3 wait for a spin lock"))
+        #expect(report.advice.contains { $0.contains("forced from outside") })
+    }
+
+    @Test func listCorruptionInANetworkDriver() throws {
+        let report = try Self.analyze(.listEntryCorruption(kind: .full))
+        #expect(report.bugCheckName == "KERNEL_SECURITY_CHECK_FAILURE")
+        #expect(report.parameters[0].meaning.contains("LIST_ENTRY"))
+        #expect(report.stack.first?.moduleKey == "rtnet64x", "the walk starts at the KTRAP_FRAME of parameter 2")
+        #expect(report.imageName == "rtnet64x.sys")
+        #expect(report.failureBucketId.hasPrefix("0x139_3_rtnet64x+0x"))
+    }
+
+    @Test func irqlFaultInANetworkDriver() throws {
+        let report = try Self.analyze(.networkDriverFault(kind: .full))
+        #expect(report.bugCheckName == "DRIVER_IRQL_NOT_LESS_OR_EQUAL")
+        #expect(report.imageName == "rtnet64x.sys")
+        #expect(report.failureBucketId == "0xD1_rtnet64x+0x11b7")
+        #expect(report.parameters[1].meaning == "IRQL at the time")
+        #expect(report.cpus.first { $0.number == 1 }?.process == "Idle")
+    }
+
+    @Test func realArm64MinidumpListsModulesAndSaysWhatItCannotDo() throws {
+        guard let source = try Fixtures.realDump("triage_arm64_22000.dmp") else { return }
+        let report = CrashAnalyzer().analyze(try KernelDump(source: source))
+        #expect(report.bugCheckName == "MANUALLY_INITIATED_POWER_BUTTON_HOLD")
+        #expect(report.machine == "ARM64")
+        #expect(report.modules.count == 245)
+        #expect(report.modules.first?.name.lowercased() == "ntoskrnl.exe")
+        #expect(report.notes.contains { $0.contains("ARM64 stacks are not unwound") })
+        #expect(report.advice.contains { $0.contains("minidump") })
+        #expect(report.advice.contains { $0.contains("forced from outside") })
+    }
+}

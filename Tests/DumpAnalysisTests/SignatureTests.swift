@@ -1,0 +1,67 @@
+import DumpAnalysis
+import DumpForge
+import DumpMemory
+import Testing
+import TestSupport
+
+/// Same cause, same signature; different cause, different signature.
+@Suite struct SignatureTests {
+    typealias Scenario = @Sendable (DumpDescription.DumpKind, UInt64, Bool) -> DumpDescription
+
+    static let scenarios: [(String, Scenario)] = [
+        ("display", { .displayDriverFault(kind: $0, layoutSeed: $1, extraFrame: $2) }),
+        ("timer", { .timerListCorruption(kind: $0, layoutSeed: $1, extraFrame: $2) }),
+        ("hang", { .spinLockHang(kind: $0, layoutSeed: $1, extraFrame: $2) }),
+        ("list", { .listEntryCorruption(kind: $0, layoutSeed: $1, extraFrame: $2) }),
+        ("irql", { .networkDriverFault(kind: $0, layoutSeed: $1, extraFrame: $2) }),
+    ]
+
+    static func signature(_ description: DumpDescription, moreProcesses: Bool = false) throws -> CrashSignature {
+        var small = description
+        small.memory = [0x1..<0x9F, 0x100..<0x8000]
+        if moreProcesses {
+            small.processes.append(ProcessDescription(processId: 0x2000, parentId: 0xF10, imageName: "notepad.exe", threads: [DumpDescription.waiting(0x2004)]))
+        }
+        return CrashAnalyzer().analyze(try KernelDump(source: Fixtures.source(Forge.dump(small)))).signature
+    }
+
+    @Test(arguments: 0..<5)
+    func sameCauseUnderOtherLayoutsProcessesAndAnExtraFrame(scenario: Int) throws {
+        let (name, make) = Self.scenarios[scenario]
+        let reference = try Self.signature(make(.full, 1, false))
+        let variants = [
+            try Self.signature(make(.full, 77, false)),  // other ASLR bases and pool addresses
+            try Self.signature(make(.full, 5, true)),  // one more frame
+            try Self.signature(make(.bitmapKernel, 9, false), moreProcesses: true),  // another dump type and process list
+        ]
+        for variant in variants {
+            #expect(variant.id == reference.id, "\(name): \(variant.canonical) vs \(reference.canonical)")
+            #expect(variant.bucket == reference.bucket)
+        }
+    }
+
+    @Test func fullDumpAndMinidumpOfTheSameCrashShareTheirSignature() throws {
+        for (name, make) in Self.scenarios where name != "timer" {  // a minidump holds no timer tables
+            let full = try Self.signature(make(.full, 3, false))
+            let mini = try Self.signature(make(.triage, 4, false))
+            #expect(full.id == mini.id, "\(name): \(full.canonical) vs \(mini.canonical)")
+            #expect(full.bucket == mini.bucket)
+        }
+    }
+
+    @Test func differentCausesDiffer() throws {
+        let signatures = try Self.scenarios.map { try Self.signature($0.1(.full, 1, false)) }
+        #expect(Set(signatures.map(\.id)).count == signatures.count)
+        #expect(Set(signatures.map(\.bucket)).count == signatures.count)
+    }
+
+    @Test func featuresCarryFramesModulesAndEvidence() throws {
+        let signature = try Self.signature(.timerListCorruption(kind: .full))
+        #expect(signature.frames.first?.position == 0)
+        #expect(signature.frames.first?.key.hasPrefix("nt+0x") == true)
+        #expect(signature.modules == ["nt"])
+        #expect(signature.evidenceTokens.contains("videoaccelerator.exe"))
+        #expect(signature.bugCheckClass == "0x3B_c0000005")
+        #expect(signature.id.count == 16)
+    }
+}
