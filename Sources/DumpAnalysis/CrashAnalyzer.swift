@@ -93,8 +93,13 @@ public struct CrashAnalyzer: Sendable {
             followupFrame: culprit.frame?.symbol, culprit: culprit.report, failureBucketId: bucket,
             stack: stack, faultingFrame: faultingFrame, cpus: cpus, evidence: evidence, advice: advice,
             modules: objects.modules.map { module in
-                .init(name: module.name, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
-                      timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)))
+                .init(name: module.name, path: module.path, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
+                      timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)), checkSum: hexText(module.checkSum))
+            },
+            unloadedDrivers: inspection.minidump?.unloadedDrivers.map { .init(name: $0.name, start: $0.start, end: $0.end) } ?? [],
+            processes: objects.processes.map { process in
+                .init(processId: process.processId, parentId: process.parentId, name: process.imageName,
+                      directoryTableBase: hexText(process.directoryTableBase), threads: process.threads.count)
             },
             signature: signature, layoutSource: layout?.source, notes: notes)
     }

@@ -20,10 +20,26 @@ public struct CrashReport: Sendable, Codable, Equatable {
 
     public struct ModuleSummary: Sendable, Codable, Equatable {
         public var name: String
+        public var path: String?
         public var base: String
         public var size: UInt32
         public var timeDateStamp: UInt32
         public var timestamp: String?
+        public var checkSum: String
+    }
+
+    public struct ProcessSummary: Sendable, Codable, Equatable {
+        public var processId: UInt64
+        public var parentId: UInt64?
+        public var name: String?
+        public var directoryTableBase: String
+        public var threads: Int
+    }
+
+    public struct UnloadedDriver: Sendable, Codable, Equatable {
+        public var name: String
+        public var start: String
+        public var end: String
     }
 
     public struct CPU: Sendable, Codable, Equatable {
@@ -65,6 +81,8 @@ public struct CrashReport: Sendable, Codable, Equatable {
     public var evidence: [Evidence]
     public var advice: [String]
     public var modules: [ModuleSummary]
+    public var unloadedDrivers: [UnloadedDriver]
+    public var processes: [ProcessSummary]
     public var signature: CrashSignature
     /// Where structure offsets came from, and anything the analysis could not read.
     public var layoutSource: String?

@@ -54,7 +54,8 @@ public struct UnwoundFrame: Sendable, Equatable {
 ///
 /// - `function` nil means a leaf function (no .pdata entry): it did not touch RSP, so the
 ///   return address is at [RSP].
-/// - Epilogs: when RIP (past the prolog) points at an epilog of the canonical shape —
+/// - Epilogs: when RIP lies in [BeginAddress, EndAddress) past the prolog of a function that
+///   has unwind codes, and points at an epilog of the canonical shape —
 ///   optionally `add rsp, imm8/imm32` (48 83 C4 ib, 48 81 C4 id), then any `pop reg`
 ///   (58+r, with a 40-4F REX prefix for R8-R15), then `ret` (C3, F3 C3 or C2 iw) — the
 ///   remaining instructions are simulated, because part of the frame may already be gone. Any
@@ -69,6 +70,11 @@ public struct UnwoundFrame: Sendable, Equatable {
 ///   otherwise RSP as it is when that UNWIND_INFO's codes start being undone.
 /// - UWOP_PUSH_MACHFRAME: RIP = [RSP (+8 with an error code)], RSP = [that + 24]; with no
 ///   machine frame, RIP = [RSP] and RSP += 8 once all codes are undone.
+///
+/// `state.rip` is used as is. For a frame reached through a return address, a caller looking
+/// up `function` (or a name) should use RIP - 1, as debuggers do, since a call that ends a
+/// function returns to the next one's first byte; after a popped machine frame RIP is the
+/// interrupted instruction itself and needs no adjustment.
 ///
 /// Every value read from memory goes through wrapping arithmetic; a bad value yields an
 /// absurd address, whose read then fails with a `MemoryError`, rather than a trap.

@@ -1,0 +1,68 @@
+import DumpAnalysis
+import DumpFormat
+import DumpForge
+import DumpMemory
+import Testing
+import TestSupport
+
+/// Damaged dumps and unknown builds give partial reports that say what is missing.
+@Suite struct AnalyzerRobustnessTests {
+    static func bytes(_ description: DumpDescription) -> [UInt8] {
+        var small = description
+        small.memory = [0x1..<0x9F, 0x100..<0x8000]
+        return Forge.dump(small).contiguousBytes()
+    }
+
+    @Test func buildWithoutATableFindsProcessesFromInvariants() throws {
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        description.buildNumber = 22631  // Windows 11 23H2: not in the tables
+        let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: Self.bytes(description))))
+        #expect(report.layoutSource?.contains("invariants") == true)
+        #expect(report.processes.map(\.name) == ["System", "smss.exe", "csrss.exe", "winlogon.exe", "explorer.exe"])
+        #expect(report.processes.first?.processId == 4)
+        #expect(report.imageName == "nvlddmkm.sys", "the stack does not need the tables")
+    }
+
+    @Test func truncatedDumpGivesAPartialReportAndSaysWhy() throws {
+        let bytes = Self.bytes(.displayDriverFault(kind: .full))
+        for cut in [bytes.count / 2, 0x2000 + 0x1000 * 0x200, 0x3000] {
+            let dump = try KernelDump(source: ByteSource(copying: Array(bytes.prefix(cut))))
+            let report = CrashAnalyzer().analyze(dump)
+            #expect(report.bugCheckName == "KMODE_EXCEPTION_NOT_HANDLED")
+            #expect(report.completeness == "truncated")
+            #expect(report.advice.contains { $0.contains("truncated") })
+            #expect(!report.failureBucketId.isEmpty)
+        }
+    }
+
+    @Test func encodedDebuggerDataStillGivesTheHeaderFacts() throws {
+        var bytes = Self.bytes(.displayDriverFault(kind: .bitmapFull))
+        let intact = try KernelDump(source: ByteSource(copying: bytes))
+        let space = try intact.addressSpace(directoryTableBase: intact.header.directoryTableBase)
+        let pa = try space.translate(intact.header.kdDebuggerDataBlock).get()
+        guard case .inFile(let offset) = intact.physical?.locate(pfn: pa >> 12) else { Issue.record("no KDBG page"); return }
+        for i in 0..<0x380 { bytes[Int(offset + (pa & 0xFFF)) + i] ^= 0xA5 }
+        let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: bytes)))
+        #expect(report.bugCheckCode == "0x0000001E")
+        #expect(report.modules.count == 6, "PsLoadedModuleList from the header")
+        #expect(report.imageName == "nvlddmkm.sys")
+    }
+
+    @Test(arguments: [DumpDescription.DumpKind.triage, .bitmapKernel])
+    func randomDamageNeverTraps(kind: DumpDescription.DumpKind) throws {
+        let intact = Self.bytes(.timerListCorruption(kind: kind))
+        var random = TestRandom()
+        print("seed: \(random.seed)")
+        for _ in 0..<60 {
+            var bytes = intact
+            for _ in 0..<(1 + random.below(24)) {
+                // Mostly the headers; sometimes anywhere (stacks, lists, KDBG, page tables).
+                let limit = random.below(3) == 0 ? UInt64(bytes.count) : 0x3000
+                bytes[Int(random.below(limit))] = UInt8(truncatingIfNeeded: random.next())
+            }
+            guard let dump = try? KernelDump(source: ByteSource(copying: bytes)) else { continue }
+            let report = CrashAnalyzer(parallelism: 1).analyze(dump)
+            #expect(!report.failureBucketId.isEmpty)
+        }
+    }
+}
