@@ -19,6 +19,8 @@ public struct BugCheckKnowledge: Sendable {
     public var parameterMeanings: [String]
     /// Which parameter holds the faulting instruction's address, if any.
     public var faultingIPParameter: Int?
+    /// Which parameter holds the memory address the faulting access referenced, if any.
+    public var referencedAddressParameter: Int?
     public var faultContext: FaultContext
     /// Bug checks that say the machine was stopped from outside (an NMI from the hypervisor
     /// or a button, a watchdog) rather than by a fault: every CPU is worth a look.
@@ -29,17 +31,20 @@ public struct BugCheckKnowledge: Sendable {
         name = bugCheck.name
         let p = bugCheck.parameters + Array(repeating: 0, count: max(0, 4 - bugCheck.parameters.count))
         faultingIPParameter = nil
+        referencedAddressParameter = nil
         faultContext = .none
         externallyTriggered = false
         switch code {
         case 0x0A, 0xD1:
             parameterMeanings = ["memory referenced", "IRQL at the time", Self.accessKind(p[2]), "address of the instruction that referenced it"]
             faultingIPParameter = 3
+            referencedAddressParameter = 0
         case 0x1A:
             parameterMeanings = ["subtype 0x\(String(p[0], radix: 16)) of the memory-manager failure", "subtype-specific", "subtype-specific", "subtype-specific"]
         case 0x1E, 0x8E:
             parameterMeanings = ["exception code", "address of the exception", "exception parameter 0", code == 0x1E && p[0] == 0xC000_0005 ? "address accessed" : "exception parameter 1"]
             faultingIPParameter = 1
+            referencedAddressParameter = code == 0x1E && p[0] == 0xC000_0005 ? 3 : nil
         case 0x3B:
             parameterMeanings = ["exception code", "address of the instruction that caused the exception", "address of the exception's CONTEXT record", "reserved"]
             faultingIPParameter = 1
@@ -47,6 +52,7 @@ public struct BugCheckKnowledge: Sendable {
         case 0x50:
             parameterMeanings = ["memory referenced", Self.accessKind(p[1]), "address of the instruction that referenced it (if known)", p[3] == 4 ? "the address is not canonical" : "type of fault"]
             faultingIPParameter = 2
+            referencedAddressParameter = 0
         case 0x7E:
             parameterMeanings = ["exception code", "address of the exception", "address of the EXCEPTION_RECORD", "address of the CONTEXT record"]
             faultingIPParameter = 1

@@ -63,6 +63,15 @@ public struct CrashAnalyzer: Sendable {
 
         // Corruption forensics over the lists walked and the CPUs' timer tables.
         var evidence = space.map { forensics(dump: dump, objects: objects, layout: layout, space: $0) } ?? []
+        // A faulting access to a non-canonical address: the "pointer" may be someone's data.
+        if let parameter = knowledge.referencedAddressParameter, !isCanonical(bugCheck.parameters[parameter]) {
+            let value = bugCheck.parameters[parameter]
+            let own = (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+            let text = CorruptionForensics.text(in: own + [0, 0])
+            if !text.isEmpty {
+                evidence.append(Evidence(location: "the faulting access (parameter \(parameter + 1))", address: 0, value: value, text: text, attributedTo: nil))
+            }
+        }
         for index in evidence.indices {
             evidence[index].attributedTo = CorruptionForensics.attribute(evidence[index], processes: objects.processes, modules: objects.modules, rules: rules)
         }

@@ -54,6 +54,15 @@ import TestSupport
         }
     }
 
+    @Test func nonCanonicalFaultingAccessIsDecoded() throws {
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        description.bugCheckParameters[3] = .value(0x0078_0065_002E_0072)  // UTF-16LE "r.ex" read as an address
+        let report = try Self.analyze(description)
+        let evidence = try #require(report.evidence.first { $0.location.contains("faulting access") })
+        #expect(evidence.text == ["r.ex"])
+        #expect(report.imageName == "nvlddmkm.sys", "the stack still decides when it has a third-party frame")
+    }
+
     @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
     func nmiHangBlamesTheSpinningDriver(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.spinLockHang(kind: kind))
