@@ -45,8 +45,11 @@ public struct StackWalker: Sendable {
         while frames.count < maximumFrames, state.rip != 0, isCanonical(state.rip) {
             frames.append(frame(state, trust: trust, symbolizer))
             // Unwind with the function's UNWIND_INFO (a function missing from a module's .pdata
-            // is a leaf); a result that does not move up the stack is not believed.
-            if let (module, function) = symbolizer.runtimeFunction(at: state.rip), symbolizer.exceptionTable(module) != nil,
+            // is a leaf); a result that does not move up the stack is not believed. A return
+            // address is looked up one byte back: when a call is a function's last instruction,
+            // the return address is already the next function's first byte.
+            let lookup = trust == .unwindInfo || trust == .scan ? state.rip &- 1 : state.rip
+            if let (module, function) = symbolizer.runtimeFunction(at: lookup), symbolizer.exceptionTable(module) != nil,
                let unwound = try? unwindFrame(state, function: function, imageBase: module.base, space: space),
                unwound.caller.rsp > state.rsp, unwound.caller.rip != 0 {
                 trust = unwound.poppedMachineFrame ? .trapFrame : .unwindInfo

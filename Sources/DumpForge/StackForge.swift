@@ -44,6 +44,12 @@ struct StackForge {
                 write(rsp, callerRIP)
             }
             var framePointer: (register: Int, offset: UInt64)?
+            // Saves and the frame pointer are placed relative to RSP here, which is the fixed
+            // allocation base the unwind codes refer to only when they follow every push and
+            // allocation, as compilers emit them.
+            let lastMove = place.prolog.lastIndex { if case .pushNonvolatile = $0 { true } else if case .allocate = $0 { true } else { false } } ?? -1
+            let firstFixed = place.prolog.firstIndex { if case .saveNonvolatile = $0 { true } else if case .setFramePointer = $0 { true } else { false } } ?? Int.max
+            precondition(firstFixed > lastMove, "forge: \(location.function)'s saves must follow its pushes and allocations")
             for step in place.prolog {
                 switch step {
                 case .pushNonvolatile(let register):
