@@ -57,6 +57,34 @@ import TestSupport
         #expect((report?["debuggerData"] as? [String: Any])?["status"] as? String == "clear")
     }
 
+    @Test func forgeThenAnalyze() throws {
+        let folder = Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/timer.dmp"
+        #expect(try run(["forge", "--scenario", "timer-corruption", "--kind", "bitmap-kernel", "--memory-gib", "2", path]).status == 0)
+        let text = try run(["analyze", path])
+        #expect(text.status == 0, "\(text.error)")
+        for line in ["SYSTEM_SERVICE_EXCEPTION (0x3B)", "STACK_TEXT:", "EVIDENCE:", "FAILURE_BUCKET_ID: 0x3B_c0000005_CORRUPTION_VideoAccelerator.exe", "ADVICE:"] {
+            #expect(text.output.contains(line), "missing \(line)")
+        }
+        let json = try run(["analyze", "--json", "--jobs", "1", path])
+        let document = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+        let report = document?["report"] as? [String: Any]
+        #expect(report?["schemaVersion"] as? Int == 1)
+        #expect((report?["culprit"] as? [String: Any])?["name"] as? String == "VideoAccelerator.exe")
+        #expect(((report?["signature"] as? [String: Any])?["id"] as? String)?.count == 16)
+
+        // Custom rules: blaming nt's timer code makes the kernel frame the culprit.
+        let rules = folder + "/rules"
+        try "skip nt\nblame nt!KiInsertTimerTable\n".write(toFile: rules, atomically: true, encoding: .utf8)
+        let blamed = try run(["analyze", "--rules", rules, path])
+        #expect(blamed.output.contains("FAILURE_BUCKET_ID: 0x3B_c0000005_nt+0x"), "\(blamed.output)")
+        try "forgive nt\n".write(toFile: rules, atomically: true, encoding: .utf8)
+        let bad = try run(["analyze", "--rules", rules, path])
+        #expect(bad.status != 0)
+        #expect(bad.error.contains("triage rules line 1"))
+    }
+
     @Test func notADumpExitsWithOneLine() throws {
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -76,7 +104,7 @@ import TestSupport
     @Test func helpTeaches() throws {
         let result = try run(["--help"])
         #expect(result.status == 0)
-        for word in ["inspect", "forge", "demo", "Examples"] { #expect(result.output.contains(word)) }
+        for word in ["analyze", "inspect", "forge", "demo", "Examples"] { #expect(result.output.contains(word)) }
         let inspect = try run(["inspect", "--help"])
         #expect(inspect.output.contains("--json"))
     }
