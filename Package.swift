@@ -39,7 +39,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "DumpBench",
-            dependencies: ["DumpFormat", "DumpMemory", "DumpForge", "DumpFile"],
+            dependencies: ["DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile"],
             path: "Benchmarks/DumpBench"
         ),
 

@@ -4,6 +4,7 @@
 // time and memory, and random VA translations per second with and without the translation cache.
 import DumpFile
 import DumpFormat
+import DumpAnalysis
 import DumpForge
 import DumpMemory
 import Foundation
@@ -100,6 +101,38 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
     if fromDisk { print("  translations right after dropping the page cache: \(String(format: "%.0f", diskRate))/s (table pages read from disk)") }
     print("  translations: \(String(format: "%.2f", uncached / 1e6))M/s walking the tables (no cache), "
           + "\(String(format: "%.2f", cached / 1e6))M/s cached (one core)   [checksum \(checksum & 0xFFFF)]")
+    unlink(path)
+}
+// analyze: a hung 32-CPU VM (the NMI scenario: every CPU's stack is walked), as a full dump and
+// as a complete bitmap dump of the same memory; the per-CPU walk on 1 and on 2 threads.
+func cpuSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmapFull)] {
+    var description = DumpDescription.spinLockHang(kind: kind, layoutSeed: 11)
+    description.processors = 32
+    description.memory = DumpDescription.vmMemory(gibibytes: gib)
+    let path = "\(folder)/analyze-\(name).dmp"
+    let forged = Forge.dump(description)
+    try MappedFile.writeSparse(path, size: forged.size, chunks: forged.chunks.map { ($0.offset, $0.bytes) })
+    var line = "\n[analyze \(name), 32 CPUs]"
+    for jobs in [1, 2] {
+        var walls: [Double] = []
+        var cpus: [Double] = []
+        var bucket = ""
+        for _ in 0..<7 {
+            let wall = now()
+            let cpu = cpuSeconds()
+            let report = CrashAnalyzer(parallelism: jobs).analyze(try KernelDump(source: MappedFile.open(path)))
+            walls.append(now() - wall)
+            cpus.append(cpuSeconds() - cpu)
+            bucket = report.failureBucketId
+        }
+        line += " jobs \(jobs): \(String(format: "%.1f", median(walls) * 1000)) ms wall, \(String(format: "%.1f", median(cpus) * 1000)) ms CPU (\(bucket));"
+    }
+    print(line)
     unlink(path)
 }
 print("\npeak RSS (VmHWM): \(status("VmHWM") / 1024) MiB")
