@@ -34,7 +34,7 @@ public struct CrashAnalyzer: Sendable {
         }
         let objects = space.map { KernelObjects.read(from: dump, layout: layout, space: $0) }
             ?? KernelObjects(modules: dump.triage.map { KernelObjects.modules(fromMinidump: $0, source: dump.source) } ?? [],
-                             processes: [], processors: [], brokenLists: [], problems: [])
+                             unloadedModules: [], processes: [], processors: [], brokenLists: [], problems: [])
         notes += objects.problems
         if header.machine != .amd64 { notes.append("\(header.machine) stacks are not unwound (x64 is the analysis target)") }
 
@@ -105,7 +105,7 @@ public struct CrashAnalyzer: Sendable {
                 .init(name: module.name, path: module.path, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
                       timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)), checkSum: hexText(module.checkSum))
             },
-            unloadedDrivers: inspection.minidump?.unloadedDrivers.map { .init(name: $0.name, start: $0.start, end: $0.end) } ?? [],
+            unloadedDrivers: objects.unloadedModules.map { .init(name: $0.name, start: hexText($0.start), end: hexText($0.end)) },
             processes: objects.processes.map { process in
                 .init(processId: process.processId, parentId: process.parentId, name: process.imageName,
                       directoryTableBase: hexText(process.directoryTableBase), threads: process.threads.count)

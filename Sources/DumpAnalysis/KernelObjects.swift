@@ -16,6 +16,13 @@ public struct LoadedModule: Sendable, Equatable, Codable {
     public func contains(_ address: UInt64) -> Bool { address >= base && address - base < UInt64(size) }
 }
 
+/// A driver the kernel remembers unloading (MmUnloadedDrivers).
+public struct UnloadedModule: Sendable, Equatable {
+    public var name: String
+    public var start: UInt64
+    public var end: UInt64
+}
+
 public struct KernelThread: Sendable, Equatable {
     public var address: UInt64
     public var threadId: UInt64?
@@ -51,6 +58,7 @@ public struct Processor: Sendable {
 /// `ListBreak` that corruption forensics examines.
 public struct KernelObjects: Sendable {
     public var modules: [LoadedModule]
+    public var unloadedModules: [UnloadedModule]
     public var processes: [KernelProcess]
     public var processors: [Processor]
     /// Broken lists, by name ("PsLoadedModuleList", "PsActiveProcessHead", ...).
@@ -160,7 +168,24 @@ extension KernelObjects {
         if let layout, let block = kdbg?.kiProcessorBlock, dump.triage == nil {
             processors = Self.processors(count: min(Int(dump.header.numberProcessors), 4096), processorBlock: block, layout: layout, in: space, problems: &problems)
         }
-        return KernelObjects(modules: modules, processes: processes, processors: processors, brokenLists: broken, problems: problems)
+        var unloaded: [UnloadedModule] = []
+        if let triage = dump.triage {
+            unloaded = ((try? triage.unloadedDrivers(in: dump.source)) ?? []).map { UnloadedModule(name: $0.name, start: $0.startAddress, end: $0.endAddress) }
+        } else if let array = kdbg?.mmUnloadedDrivers.flatMap({ try? space.u64($0) }), array != 0 {
+            unloaded = unloadedModules(array: array, in: space)
+        }
+        return KernelObjects(modules: modules, unloadedModules: unloaded, processes: processes, processors: processors, brokenLists: broken, problems: problems)
+    }
+
+    /// MmUnloadedDrivers' 50 slots of UNLOADED_DRIVERS (x64: UNICODE_STRING Name, StartAddress
+    /// at 0x10, EndAddress at 0x18, CurrentTime at 0x20); empty slots have no name.
+    static func unloadedModules(array: UInt64, in space: any KernelAddressSpace) -> [UnloadedModule] {
+        (0..<UInt64(50)).compactMap { index in
+            let entry = array &+ 0x28 * index
+            guard let name = try? space.unicodeString(entry, maximumLength: 520), !name.isEmpty,
+                  let start = try? space.u64(entry + 0x10), let end = try? space.u64(entry + 0x18) else { return nil }
+            return UnloadedModule(name: name, start: start, end: end)
+        }
     }
 
     /// Finds EPROCESS.UniqueProcessId (and so ActiveProcessLinks, 8 bytes on) without a table:

@@ -58,6 +58,26 @@ extension KernelForge {
         }
     }
 
+    /// MmUnloadedDrivers: an array of 50 UNLOADED_DRIVERS (UNICODE_STRING Name, StartAddress,
+    /// EndAddress, CurrentTime; 0x28 bytes each on x64) filled in unload order, and
+    /// MmLastUnloadedDriver, the next slot to fill.
+    func writeUnloadedDrivers() {
+        let array = allocatePool(50 * 0x28)
+        for (index, driver) in description.unloadedDrivers.prefix(50).enumerated() {
+            let (buffer, length) = poolString(driver.name)
+            var entry = ByteBuffer(count: 0x28)
+            entry.put16(length, at: 0)
+            entry.put16(length + 2, at: 2)
+            entry.put64(buffer, at: 8)
+            entry.put64(driver.startAddress, at: 0x10)
+            entry.put64(driver.endAddress, at: 0x18)
+            entry.put64(description.systemTime - UInt64(50 - index) * 600_000_000, at: 0x20)
+            write(array + 0x28 * UInt64(index), entry)
+        }
+        write64(globals + Self.unloadedDriversOffset, array)
+        write64(globals + Self.lastUnloadedDriverOffset, UInt64(min(description.unloadedDrivers.count, 50)))
+    }
+
     /// Queues each described KTIMER on its CPU's timer list, then applies the stray writes.
     func writeTimers() -> [UInt64] {
         typealias T = Layout19041.KTimerTable

@@ -14,6 +14,8 @@ extension KernelForge {
         kdbg.put64(globals + Self.pfnDatabaseOffset, at: D.mmPfnDatabase)
         kdbg.put64(globals + Self.buildLabOffset, at: D.ntBuildLab)
         kdbg.put64(globals + Self.processorBlockOffset, at: D.kiProcessorBlock)
+        kdbg.put64(globals + Self.unloadedDriversOffset, at: D.mmUnloadedDrivers)
+        kdbg.put64(globals + Self.lastUnloadedDriverOffset, at: D.mmLastUnloadedDriver)
         kdbg.put64(pteBase, at: D.pteBase)
         kdbg.put8(UInt8(D.l1tfBit), at: D.l1tfHighPhysicalBitIndex)
         for (offset, value) in D.offsets16 { kdbg.put16(value, at: offset) }

@@ -41,6 +41,9 @@ final class KernelForge {
     static let buildLabOffset: UInt64 = 0x800
     static let pfnDatabaseOffset: UInt64 = 0x900
     static let spinLockOffset: UInt64 = 0xA00
+    /// nt!MmUnloadedDrivers (a pointer to the array) and nt!MmLastUnloadedDriver (a ULONG).
+    static let unloadedDriversOffset: UInt64 = 0xA10
+    static let lastUnloadedDriverOffset: UInt64 = 0xA18
 
     /// The one KSPIN_LOCK scenarios contend on (a global in nt's data, like a driver's lock).
     var spinLock: UInt64 { globals + Self.spinLockOffset }
@@ -74,6 +77,7 @@ final class KernelForge {
         write64(spinLock, 1)  // held: whoever described waiters, someone holds it
         writeProcessesAndProcessors()
         let timers = writeTimers()
+        writeUnloadedDrivers()
         let parameters = resolveBugCheckParameters()
         writeDebuggerData()
         mapDirectGigabyte()

@@ -98,6 +98,8 @@ enum Layout19041 {
         static let mmPfnDatabase = 0xC0
         static let ntBuildLab = 0x208
         static let kiProcessorBlock = 0x218
+        static let mmUnloadedDrivers = 0x220
+        static let mmLastUnloadedDriver = 0x228
         static let pteBase = 0x360
         /// u8: the physical-address bit set in non-present PTEs against L1TF (19H1+).
         static let l1tfHighPhysicalBitIndex = 0x2C2

@@ -54,6 +54,18 @@ import TestSupport
         }
     }
 
+    @Test(arguments: [DumpDescription.DumpKind.full, .triage])
+    func unloadedDriversAreListed(kind: DumpDescription.DumpKind) throws {
+        var description = DumpDescription.displayDriverFault(kind: kind)
+        description.unloadedDrivers = [
+            UnloadedDriverDescription(name: "dam.sys", startAddress: 0xFFFF_F800_5000_0000, endAddress: 0xFFFF_F800_5001_2000),
+            UnloadedDriverDescription(name: "VideoAcc.sys", startAddress: 0xFFFF_F800_6000_0000, endAddress: 0xFFFF_F800_6000_8000),
+        ]
+        let report = try Self.analyze(description)
+        #expect(report.unloadedDrivers.map(\.name) == ["dam.sys", "VideoAcc.sys"])
+        #expect(report.unloadedDrivers.last?.end == "0xfffff80060008000")
+    }
+
     @Test func nonCanonicalFaultingAccessIsDecoded() throws {
         var description = DumpDescription.displayDriverFault(kind: .full)
         description.bugCheckParameters[3] = .value(0x0078_0065_002E_0072)  // UTF-16LE "r.ex" read as an address
