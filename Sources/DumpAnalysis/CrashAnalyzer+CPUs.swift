@@ -29,6 +29,43 @@ extension CrashAnalyzer {
         return results.values.compactMap { $0 }
     }
 
+    /// Every thread that is not on a CPU, from its KSWITCH_FRAME (KTHREAD.KernelStack points
+    /// at it: RBP at +0x30, the return address into SwapContext's caller at +0x38), walked in
+    /// parallel; those whose stacks pass through third-party code are returned.
+    func threadStacks(dump: KernelDump, objects: KernelObjects, walker: StackWalker) -> [CrashReport.ThreadSummary] {
+        let running = Set(objects.processors.compactMap { $0.currentThread?.address })
+        let threads = objects.processes.flatMap { process in process.threads.map { (process, $0) } }.filter { !running.contains($0.1.address) && $0.1.kernelStack != nil }
+        guard !threads.isEmpty, dump.header.machine == .amd64 else { return [] }
+        let results = ResultSlots<CrashReport.ThreadSummary>(count: threads.count)
+        let modules = objects.modules
+        let rules = rules
+        let chunks = max(1, min(parallelism * 4, threads.count))
+        let work: @Sendable (Int) -> Void = { chunk in
+            guard let space = try? dump.kernelAddressSpace() else { return }
+            let symbolizer = Symbolizer(modules: modules, space: space)
+            for index in stride(from: chunk, to: threads.count, by: chunks) {
+                let (process, thread) = threads[index]
+                let switchFrame = thread.kernelStack!
+                guard let rip = try? space.u64(switchFrame &+ 0x38), let rbp = try? space.u64(switchFrame &+ 0x30) else { continue }
+                var gpr = [UInt64](repeating: 0, count: 16)
+                gpr[4] = switchFrame &+ 0x40
+                gpr[5] = rbp
+                var limited = walker
+                limited.maximumFrames = 32
+                let stack = limited.walk(from: RegisterState(gpr: gpr, rip: rip), symbolizer: symbolizer, space: space)
+                guard stack.contains(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) else { continue }
+                results.set(index, .init(process: process.imageName, threadId: thread.threadId, address: hexText(thread.address), state: thread.state,
+                                         stack: stack.map(\.symbol)))
+            }
+        }
+        if parallelism > 1 {
+            DispatchQueue.concurrentPerform(iterations: chunks, execute: work)
+        } else {
+            (0..<chunks).forEach(work)
+        }
+        return results.values.compactMap { $0 }
+    }
+
     /// What a CPU was doing, from the top of its stack: idle, spinning on a lock (with the
     /// lock's address from RCX, the first argument), or running some module's code.
     func activity(of stack: [StackFrame], registers: Context64? = nil) -> String {

@@ -57,6 +57,7 @@ public struct CrashAnalyzer: Sendable {
 
         // Every CPU's current thread, in parallel (full dumps; a minidump has only the crashing one).
         var cpus = cpuStacks(dump: dump, objects: objects, layout: layout, walker: walker)
+        let threads = threadStacks(dump: dump, objects: objects, walker: walker)
         if cpus.isEmpty, !crashingStack.isEmpty {
             cpus = [CrashReport.CPU(number: 0, thread: nil, process: nil, activity: activity(of: crashingStack), stack: crashingStack)]
         }
@@ -100,7 +101,7 @@ public struct CrashAnalyzer: Sendable {
             imageTimestamp: culpritModule.flatMap { $0.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64($0.timeDateStamp)) },
             faultingIP: faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0].symbol : nil } ?? faultingIP.map(hexText),
             followupFrame: culprit.frame?.symbol, culprit: culprit.report, failureBucketId: bucket,
-            stack: stack, faultingFrame: faultingFrame, cpus: cpus, evidence: evidence, advice: advice,
+            stack: stack, faultingFrame: faultingFrame, cpus: cpus, threads: threads, evidence: evidence, advice: advice,
             modules: objects.modules.map { module in
                 .init(name: module.name, path: module.path, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
                       timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)), checkSum: hexText(module.checkSum))

@@ -46,6 +46,14 @@ extension CrashReport {
             }
             lines.append("")
         }
+        if !threads.isEmpty {
+            lines.append("THREADS IN THIRD-PARTY CODE:")
+            for thread in threads.prefix(16) {
+                lines.append("  \(thread.address) \(thread.process ?? "?")\(thread.threadId.map { " tid \(hexText($0))" } ?? ""): \(thread.stack.prefix(4).joined(separator: " <- "))")
+            }
+            if threads.count > 16 { lines.append("  ... \(counted(threads.count - 16, "more thread")) (see --json)") }
+            lines.append("")
+        }
         field("FOLLOWUP_IP", followupFrame)
         field("MODULE_NAME", moduleName)
         field("IMAGE_NAME", imageName)

@@ -42,6 +42,15 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var end: String
     }
 
+    public struct ThreadSummary: Sendable, Codable, Equatable {
+        public var process: String?
+        public var threadId: UInt64?
+        public var address: String
+        /// KTHREAD_STATE: 2 running, 5 waiting, ...
+        public var state: UInt8?
+        public var stack: [String]
+    }
+
     public struct CPU: Sendable, Codable, Equatable {
         public var number: Int
         public var thread: String?
@@ -78,6 +87,9 @@ public struct CrashReport: Sendable, Codable, Equatable {
     /// Index in `stack` of the frame that faulted.
     public var faultingFrame: Int?
     public var cpus: [CPU]
+    /// Threads not running on a CPU whose stacks pass through third-party code (the others
+    /// are walked too but not listed).
+    public var threads: [ThreadSummary]
     public var evidence: [Evidence]
     public var advice: [String]
     public var modules: [ModuleSummary]

@@ -104,7 +104,15 @@ extension KernelForge {
         record.put64(base, at: K.initialStack)
         record.put64(limit, at: K.stackLimit)
         record.put64(base, at: K.stackBase)
-        record.put64(stack.rsp, at: K.kernelStack)
+        // A thread that is not running was switched out by SwapContext, which left a
+        // KSWITCH_FRAME (0x40 bytes: RBP at +0x30, the return address at +0x38) just below the
+        // innermost frame; KernelStack points at it.
+        let switchFrame = stack.rsp - 0x40
+        if thread.runningOn == nil, !stack.frames.isEmpty {
+            write64(switchFrame + 0x30, stack.registers[5])
+            write64(switchFrame + 0x38, stack.rip)
+        }
+        record.put64(thread.runningOn == nil ? switchFrame : stack.rsp, at: K.kernelStack)
         record.put64(eprocess, at: K.apcStateProcess)
         record.put8(thread.state, at: K.state)
         record.put32(UInt32(thread.runningOn ?? 0), at: K.nextProcessor)

@@ -66,6 +66,24 @@ import TestSupport
         #expect(report.unloadedDrivers.last?.end == "0xfffff80060008000")
     }
 
+    @Test func waitingThreadsInThirdPartyCodeAreListed() throws {
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        description.processes[0].threads.append(ThreadDescription(threadId: 0x88, stack: [
+            CodeLocation("ntoskrnl.exe", "KiSwapContext", 0x76),
+            CodeLocation("ntoskrnl.exe", "KeWaitForSingleObject", 0x233),
+            CodeLocation("nvlddmkm.sys", "NvRmProcessInterrupt", 0x50),
+            CodeLocation("ntoskrnl.exe", "PspSystemThreadStartup", 0x55),
+            CodeLocation("ntoskrnl.exe", "KiStartSystemThread", 0x28),
+        ]))
+        let report = try Self.analyze(description)
+        let thread = try #require(report.threads.first { $0.threadId == 0x88 })
+        #expect(thread.process == "System")
+        #expect(thread.state == 5)
+        #expect(thread.stack == ["nt!KiSwapContext+0x76", "nt!KeWaitForSingleObject+0x233", "nvlddmkm+0x1450",
+                                 "nt!PspSystemThreadStartup+0x55", "nt!KiStartSystemThread+0x28"])
+        #expect(report.threads.allSatisfy { $0.stack.contains { $0.hasPrefix("nvlddmkm") } }, "threads only in the OS are not listed")
+    }
+
     @Test func nonCanonicalFaultingAccessIsDecoded() throws {
         var description = DumpDescription.displayDriverFault(kind: .full)
         description.bugCheckParameters[3] = .value(0x0078_0065_002E_0072)  // UTF-16LE "r.ex" read as an address
