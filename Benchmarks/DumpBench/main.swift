@@ -103,8 +103,9 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
           + "\(String(format: "%.2f", cached / 1e6))M/s cached (one core)   [checksum \(checksum & 0xFFFF)]")
     unlink(path)
 }
-// analyze: a hung 32-CPU VM (the NMI scenario: every CPU's stack is walked), as a full dump and
-// as a complete bitmap dump of the same memory; the per-CPU walk on 1 and on 2 threads.
+// analyze: a hung 32-CPU VM (the NMI scenario) running 200 processes of 10 threads, as a full
+// dump and as a complete bitmap dump of the same memory. Every CPU's and every thread's stack is
+// walked, on 1 and on 2 threads.
 func cpuSeconds() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
@@ -114,10 +115,15 @@ for (name, kind) in [("full", DumpDescription.DumpKind.full), ("bitmap", .bitmap
     var description = DumpDescription.spinLockHang(kind: kind, layoutSeed: 11)
     description.processors = 32
     description.memory = DumpDescription.vmMemory(gibibytes: gib)
+    for process in 0..<200 {
+        let pid = UInt64(0x4000 + 4 * process)
+        description.processes.append(ProcessDescription(processId: pid, parentId: 0xF10, imageName: "worker\(process).exe",
+                                                        threads: (0..<10).map { DumpDescription.waiting(pid * 16 + UInt64($0) * 4) }))
+    }
     let path = "\(folder)/analyze-\(name).dmp"
     let forged = Forge.dump(description)
     try MappedFile.writeSparse(path, size: forged.size, chunks: forged.chunks.map { ($0.offset, $0.bytes) })
-    var line = "\n[analyze \(name), 32 CPUs]"
+    var line = "\n[analyze \(name), 32 CPUs, 2,000 threads]"
     for jobs in [1, 2] {
         var walls: [Double] = []
         var cpus: [Double] = []
