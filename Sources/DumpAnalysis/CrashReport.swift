@@ -36,11 +36,7 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var threads: Int
     }
 
-    public struct UnloadedDriver: Sendable, Codable, Equatable {
-        public var name: String
-        public var start: String
-        public var end: String
-    }
+    public typealias UnloadedDriver = InspectionReport.UnloadedDriver
 
     public struct ThreadSummary: Sendable, Codable, Equatable {
         public var process: String?

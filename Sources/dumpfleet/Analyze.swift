@@ -38,31 +38,9 @@ struct Analyze: ParsableCommand {
         if let rules {
             analyzer.rules = try TriageRules(text: String(contentsOfFile: rules, encoding: .utf8))
         }
-        var failed = false
-        for (index, path) in files.enumerated() {
-            do {
-                let report = analyzer.analyze(try KernelDump(source: MappedFile.open(path)))
-                if json {
-                    print(try JSONOutput.encode(AnalyzeOutput(file: path, report: report)))
-                } else {
-                    if index > 0 { print() }
-                    if files.count > 1 { print("== \(path)") }
-                    print(report.text)
-                }
-            } catch {
-                failed = true
-                if json {
-                    print(try JSONOutput.encode(InspectFailure(file: path, error: "\(error)")))
-                } else {
-                    FileHandle.standardError.write(Data("dumpfleet: \(path): \(error)\n".utf8))
-                }
-            }
+        try ReportPrinter(files: files, json: json).run { path in
+            let report = analyzer.analyze(try KernelDump(source: MappedFile.open(path)))
+            return (report, report.text)
         }
-        if failed { throw ExitCode(1) }
     }
-}
-
-struct AnalyzeOutput: Encodable {
-    var file: String
-    var report: CrashReport
 }

@@ -20,21 +20,46 @@ struct Inspect: ParsableCommand {
     var json = false
 
     func run() throws {
+        try ReportPrinter(files: files, json: json).run { path in
+            let report = try DumpInspector.inspect(MappedFile.open(path))
+            return (report, report.text)
+        }
+    }
+}
+
+/// The per-file loop `analyze` and `inspect` share: one report per file as text or as a JSON
+/// document `{"file", "report"}`; a file that fails gives one line (or `{"file", "error"}`)
+/// and, once every file is done, exit status 1.
+struct ReportPrinter {
+    var files: [String]
+    var json: Bool
+
+    struct Document<Report: Encodable>: Encodable {
+        var file: String
+        var report: Report
+    }
+
+    struct Failure: Encodable {
+        var file: String
+        var error: String
+    }
+
+    func run<Report: Encodable>(_ report: (String) throws -> (Report, String)) throws {
         var failed = false
         for (index, path) in files.enumerated() {
             do {
-                let report = try DumpInspector.inspect(MappedFile.open(path))
+                let (value, text) = try report(path)
                 if json {
-                    print(try JSONOutput.encode(InspectOutput(file: path, report: report)))
+                    print(try JSONOutput.encode(Document(file: path, report: value)))
                 } else {
                     if index > 0 { print() }
                     if files.count > 1 { print("== \(path)") }
-                    print(report.text)
+                    print(text)
                 }
             } catch {
                 failed = true
                 if json {
-                    print(try JSONOutput.encode(InspectFailure(file: path, error: "\(error)")))
+                    print(try JSONOutput.encode(Failure(file: path, error: "\(error)")))
                 } else {
                     FileHandle.standardError.write(Data("dumpfleet: \(path): \(error)\n".utf8))
                 }
@@ -42,16 +67,6 @@ struct Inspect: ParsableCommand {
         }
         if failed { throw ExitCode(1) }
     }
-}
-
-struct InspectOutput: Encodable {
-    var file: String
-    var report: InspectionReport
-}
-
-struct InspectFailure: Encodable {
-    var file: String
-    var error: String
 }
 
 enum JSONOutput {
