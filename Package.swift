@@ -7,6 +7,7 @@
 //   DumpAnalysis -> DumpMemory     reports built from a dump (no Foundation)
 //   DumpForge                      writes synthetic dumps; shares no layout code with the parser
 //   DumpFile     -> DumpFormat     mmap and sparse writes (Glibc only)
+//   Store        -> CLibPQ         PostgreSQL: migrations, the job queue, reports
 //   dumpfleet                      the one executable; the only place that uses Foundation
 import PackageDescription
 
@@ -30,6 +31,7 @@ let package = Package(
         .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory"]),
         .target(name: "DumpForge"),
         .target(name: "DumpFile", dependencies: ["DumpFormat"]),
+        .target(name: "Store", dependencies: ["CLibPQ"]),
         .executableTarget(
             name: "dumpfleet",
             dependencies: [
@@ -50,5 +52,6 @@ let package = Package(
         .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store"]),
     ]
 )

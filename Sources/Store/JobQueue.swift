@@ -1,0 +1,177 @@
+/// The job queue in PostgreSQL. Claims take batches with `FOR UPDATE SKIP LOCKED`, so workers
+/// never wait on each other; a claim is a lease (job, attempt, worker) with an expiry on the
+/// database clock, and every later write is fenced on that triple, so a worker that was paused
+/// past its lease cannot overwrite the attempt that replaced it.
+public struct JobQueue: Sendable {
+    /// The channel workers LISTEN on; enqueues and retries NOTIFY it.
+    public static let channel = "dumpfleet_jobs"
+
+    public struct Lease: Sendable, Equatable, Hashable {
+        public var jobId: Int64
+        public var dumpId: Int64
+        public var attempt: Int
+        public var workerId: String
+        public var analyzerVersion: Int
+    }
+
+    /// The write was refused: the lease is no longer this worker's (it expired and the job was
+    /// reclaimed, or it finished). The worker must abandon the job.
+    public struct LeaseLost: Error, CustomStringConvertible, Equatable {
+        public var lease: Lease
+        public var description: String { "lease lost: job \(lease.jobId) attempt \(lease.attempt) no longer belongs to \(lease.workerId)" }
+    }
+
+    public var retry = RetryPolicy()
+
+    public init(retry: RetryPolicy = RetryPolicy()) { self.retry = retry }
+
+    /// Queues analysis of `dumpId` by analyzer `version`; a job that exists already is left
+    /// alone (dedup). Returns the job id when a new job was created.
+    @discardableResult
+    public func enqueue(dumpId: Int64, analyzerVersion: Int, priority: Int = 0, maxAttempts: Int = 5, on db: PostgresConnection) throws -> Int64? {
+        let rows = try db.execute("""
+            INSERT INTO jobs (dump_id, analyzer_version, priority, max_attempts) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (dump_id, analyzer_version) DO NOTHING RETURNING id
+            """, [String(dumpId), String(analyzerVersion), String(priority), String(maxAttempts)])
+        try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+        return rows.values.first?.first.flatMap { $0.flatMap { Int64($0) } }
+    }
+
+    /// Claims up to `limit` runnable jobs, highest priority first, and logs each attempt.
+    public func claim(workerId: String, limit: Int, leaseSeconds: Double, on db: PostgresConnection) throws -> [Lease] {
+        let rows = try db.execute("""
+            WITH picked AS (
+                SELECT id FROM jobs
+                WHERE state = 'queued' AND available_at <= now()
+                ORDER BY priority DESC, available_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED),
+            claimed AS (
+                UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $1,
+                                  lease_expires_at = now() + make_interval(secs => $3::double precision)
+                FROM picked WHERE j.id = picked.id
+                RETURNING j.id, j.dump_id, j.attempt, j.analyzer_version),
+            logged AS (
+                INSERT INTO job_attempts (job_id, attempt, worker_id) SELECT id, attempt, $1 FROM claimed)
+            SELECT id, dump_id, attempt, analyzer_version FROM claimed ORDER BY id
+            """, [workerId, String(limit), String(leaseSeconds)])
+        return rows.values.map { row in
+            Lease(jobId: Int64(row[0]!)!, dumpId: Int64(row[1]!)!, attempt: Int(row[2]!)!, workerId: workerId, analyzerVersion: Int(row[3]!)!)
+        }
+    }
+
+    /// Extends a lease; throws `LeaseLost` when it is no longer this worker's.
+    public func heartbeat(_ lease: Lease, leaseSeconds: Double, on db: PostgresConnection) throws {
+        let rows = try db.execute("""
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4::double precision)
+            WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+            """, [String(lease.jobId), String(lease.attempt), lease.workerId, String(leaseSeconds)])
+        if rows.affected != 1 { throw LeaseLost(lease: lease) }
+    }
+
+    /// Stores the result and finishes the job, atomically and only under a live lease. The
+    /// fenced UPDATE runs first and locks the job row, so a lost lease writes nothing; the
+    /// result writes are upserts, so a retried completion leaves one report and one signature.
+    public func complete(_ lease: Lease, report: String, signature: StoredSignature, on db: PostgresConnection) throws {
+        try db.transaction {
+            let fenced = try db.execute("""
+                UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
+                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+                """, [String(lease.jobId), String(lease.attempt), lease.workerId])
+            guard fenced.affected == 1 else { throw LeaseLost(lease: lease) }
+            try db.execute("""
+                INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report) VALUES ($1, $2, $3, $4, $5::jsonb)
+                ON CONFLICT (dump_id) DO UPDATE SET job_id = excluded.job_id, attempt = excluded.attempt,
+                    analyzer_version = excluded.analyzer_version, report = excluded.report, created_at = now()
+                """, [String(lease.dumpId), String(lease.jobId), String(lease.attempt), String(lease.analyzerVersion), report])
+            try db.execute("""
+                INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, $2, $3, $4, $5::jsonb)
+                ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
+                    bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()
+                """, [String(lease.dumpId), signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON])
+            try logAttempt(lease, outcome: "done", error: nil, on: db)
+        }
+    }
+
+    /// Records a failed attempt: the job is queued again after a backoff, or ends `failed` with
+    /// its error after the last attempt (dead letter). Fenced like every write.
+    public func fail(_ lease: Lease, error: String, random: Double = Double.random(in: 0..<1), on db: PostgresConnection) throws {
+        try db.transaction {
+            let rows = try db.execute("SELECT max_attempts FROM jobs WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running' FOR UPDATE",
+                                      [String(lease.jobId), String(lease.attempt), lease.workerId])
+            guard let maxAttempts = rows.values.first?.first.flatMap({ $0.flatMap { Int($0) } }) else { throw LeaseLost(lease: lease) }
+            switch retry.decide(attempt: lease.attempt, maxAttempts: maxAttempts, random: random) {
+            case .deadLetter:
+                try db.execute("UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = $2 WHERE id = $1",
+                               [String(lease.jobId), error])
+                try logAttempt(lease, outcome: "failed", error: error, on: db)
+            case .retry(let seconds):
+                try db.execute("""
+                    UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, last_error = $2,
+                                    available_at = now() + make_interval(secs => $3::double precision)
+                    WHERE id = $1
+                    """, [String(lease.jobId), error, String(seconds)])
+                try logAttempt(lease, outcome: "retry", error: error, on: db)
+            }
+        }
+    }
+
+    /// Returns jobs whose lease expired (their worker died or stalled) to the queue, or to
+    /// `failed` when that was the last attempt. Returns how many.
+    @discardableResult
+    public func reapExpiredLeases(on db: PostgresConnection) throws -> Int {
+        try db.transaction {
+            let rows = try db.execute("""
+                WITH expired AS (
+                    SELECT id, attempt, worker_id, max_attempts FROM jobs
+                    WHERE state = 'running' AND lease_expires_at < now() FOR UPDATE SKIP LOCKED),
+                updated AS (
+                    UPDATE jobs j SET state = CASE WHEN e.attempt >= e.max_attempts THEN 'failed'::job_state ELSE 'queued'::job_state END,
+                                      last_error = 'lease expired (worker ' || e.worker_id || ')', worker_id = NULL,
+                                      lease_expires_at = NULL, available_at = now(),
+                                      finished_at = CASE WHEN e.attempt >= e.max_attempts THEN now() END
+                    FROM expired e WHERE j.id = e.id RETURNING j.id),
+                logged AS (
+                    UPDATE job_attempts a SET finished_at = now(), outcome = 'expired', error = 'lease expired'
+                    FROM expired e WHERE a.job_id = e.id AND a.attempt = e.attempt AND a.outcome IS NULL)
+                SELECT count(*) FROM updated
+                """)
+            let count = Int((rows.values.first?.first ?? nil) ?? "0") ?? 0
+            if count > 0 { try db.execute("SELECT pg_notify($1, '')", [Self.channel]) }
+            return count
+        }
+    }
+
+    /// Queues every dump that has no job for `analyzerVersion` (after an analyzer upgrade).
+    @discardableResult
+    public func reprocess(analyzerVersion: Int, priority: Int = -1, on db: PostgresConnection) throws -> Int {
+        let rows = try db.execute("""
+            INSERT INTO jobs (dump_id, analyzer_version, priority)
+            SELECT d.id, $1, $2 FROM dumps d
+            WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dump_id = d.id AND j.analyzer_version = $1)
+            """, [String(analyzerVersion), String(priority)])
+        try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+        return rows.affected
+    }
+
+    func logAttempt(_ lease: Lease, outcome: String, error: String?, on db: PostgresConnection) throws {
+        try db.execute("UPDATE job_attempts SET finished_at = now(), outcome = $3, error = $4 WHERE job_id = $1 AND attempt = $2",
+                       [String(lease.jobId), String(lease.attempt), outcome, error])
+    }
+}
+
+/// What the signatures table keeps of a crash signature.
+public struct StoredSignature: Sendable, Equatable {
+    public var id: String
+    public var bucket: String
+    public var bugCheckClass: String
+    /// The signature's features (frames, modules, evidence tokens) as JSON.
+    public var featuresJSON: String
+
+    public init(id: String, bucket: String, bugCheckClass: String, featuresJSON: String) {
+        self.id = id
+        self.bucket = bucket
+        self.bugCheckClass = bugCheckClass
+        self.featuresJSON = featuresJSON
+    }
+}

@@ -1,0 +1,151 @@
+import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libpq connection. Every value travels as a text bind parameter (`$1`, `$2`, ...), never
+/// spliced into SQL. libpq is blocking: use a connection from one thread at a time, on a
+/// thread you own (not the cooperative async pool).
+public final class PostgresConnection: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        /// SQLSTATE, e.g. "40001" (serialization failure) or "08006" (connection failure).
+        public var sqlState: String?
+        public var message: String
+        public var description: String { sqlState.map { "\(message) [SQLSTATE \($0)]" } ?? message }
+    }
+
+    /// Rows of text values (nil for SQL NULL), in the order the query returned them.
+    public struct Rows: Sendable {
+        public var columns: [String]
+        public var values: [[String?]]
+        /// Rows an INSERT/UPDATE/DELETE touched.
+        public var affected: Int
+
+        public var count: Int { values.count }
+        public subscript(row: Int, column: String) -> String? {
+            guard let index = columns.firstIndex(of: column) else { return nil }
+            return values[row][index]
+        }
+    }
+
+    private var connection: OpaquePointer?
+    public let connectionString: String
+
+    public init(_ connectionString: String) throws {
+        self.connectionString = connectionString
+        connection = PQconnectdb(connectionString)
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = Self.errorText(connection)
+            PQfinish(connection)
+            connection = nil
+            throw Failure(sqlState: "08001", message: "cannot connect to PostgreSQL (\(connectionString)): \(message)")
+        }
+        _ = try execute("SET client_min_messages TO warning")
+    }
+
+    deinit { PQfinish(connection) }
+
+    public var isHealthy: Bool { PQstatus(connection) == CONNECTION_OK }
+
+    /// The server-side process id of this connection (for pg_terminate_backend in tests).
+    public var backendProcessId: Int32 { PQbackendPID(connection) }
+
+    /// Runs one statement with text parameters.
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [String?] = []) throws -> Rows {
+        let result = withTextParameters(parameters) { values in
+            PQexecParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK:
+            return Self.rows(result)
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = PQresultErrorMessage(result).map { String(cString: $0) } ?? Self.errorText(connection)
+            throw Failure(sqlState: state ?? (isHealthy ? nil : "08006"), message: message.trimmingTrailingNewlines)
+        }
+    }
+
+    /// Runs a script of several statements (no parameters: the simple query protocol), such as
+    /// a migration file.
+    public func executeScript(_ sql: String) throws {
+        let result = PQexec(connection, sql)
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY else {
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            throw Failure(sqlState: state, message: (PQresultErrorMessage(result).map { String(cString: $0) } ?? Self.errorText(connection)).trimmingTrailingNewlines)
+        }
+    }
+
+    /// Runs `body` in a transaction, committing on return and rolling back on a throw.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            _ = try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: LISTEN / NOTIFY
+
+    /// The socket to poll(2) for notifications.
+    public var socket: Int32 { PQsocket(connection) }
+
+    /// Notifications received so far (channel, payload); call after the socket turned readable.
+    public func notifications() throws -> [(channel: String, payload: String)] {
+        guard PQconsumeInput(connection) == 1 else {
+            throw Failure(sqlState: "08006", message: "connection lost: \(Self.errorText(connection))")
+        }
+        var received: [(String, String)] = []
+        while let notify = PQnotifies(connection) {
+            received.append((String(cString: notify.pointee.relname), String(cString: notify.pointee.extra)))
+            PQfreemem(notify)
+        }
+        return received
+    }
+
+    /// Waits up to `milliseconds` for a notification (or data) on the socket.
+    public func waitForNotification(milliseconds: Int32) throws -> [(channel: String, payload: String)] {
+        var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        _ = poll(&descriptor, 1, milliseconds)
+        return try notifications()
+    }
+
+    // MARK: helpers
+
+    static func rows(_ result: OpaquePointer?) -> Rows {
+        let columns = (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) }
+        let values = (0..<PQntuples(result)).map { row in
+            (0..<PQnfields(result)).map { column -> String? in
+                PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+            }
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return Rows(columns: columns, values: values, affected: affected)
+    }
+
+    static func errorText(_ connection: OpaquePointer?) -> String {
+        PQerrorMessage(connection).map { String(cString: $0) }?.trimmingTrailingNewlines ?? "unknown libpq error"
+    }
+
+    /// Calls `body` with C strings for the parameters, kept alive for the call.
+    private func withTextParameters<R>(_ parameters: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        let copies = parameters.map { $0.map { strdup($0) } ?? nil }
+        defer { copies.forEach { free($0) } }
+        return body(copies.map { $0.map { UnsafePointer($0) } })
+    }
+}
+
+extension String {
+    var trimmingTrailingNewlines: String {
+        var text = self
+        while text.last == "\n" || text.last == " " { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Store
+import Testing
+
+/// The queue against a real PostgreSQL: claims, leases, fencing, retries, dead letters.
+@Suite struct JobQueueTests {
+    static func dumps(_ count: Int, on db: PostgresConnection) throws -> [Int64] {
+        try (0..<count).map { index in
+            let hash = String(repeating: "0", count: 48) + String(format: "%016x", index)
+            return Int64(try db.execute("INSERT INTO dumps (sha256, size) VALUES ($1, 4096) RETURNING id", [hash]).values[0][0]!)!
+        }
+    }
+
+    static let signature = StoredSignature(id: "0123456789abcdef", bucket: "0x1E_c0000005_x+0x1", bugCheckClass: "0x1E_c0000005", featuresJSON: "{}")
+
+    @Test func enqueueDeduplicatesAndClaimsByPriority() throws {
+        let db = try PostgresConnection(TestDatabase.fresh())
+        let queue = JobQueue()
+        let ids = try Self.dumps(3, on: db)
+        #expect(try queue.enqueue(dumpId: ids[0], analyzerVersion: 1, on: db) != nil)
+        #expect(try queue.enqueue(dumpId: ids[0], analyzerVersion: 1, on: db) == nil, "the same dump and version is one job")
+        try queue.enqueue(dumpId: ids[1], analyzerVersion: 1, priority: 10, on: db)
+        try queue.enqueue(dumpId: ids[2], analyzerVersion: 1, on: db)
+        let leases = try queue.claim(workerId: "w1", limit: 2, leaseSeconds: 30, on: db)
+        #expect(leases.map(\.dumpId) == [ids[0], ids[1]].sorted())
+        #expect(leases.allSatisfy { $0.attempt == 1 })
+        #expect(try queue.claim(workerId: "w2", limit: 5, leaseSeconds: 30, on: db).map(\.dumpId) == [ids[2]])
+        #expect(try queue.claim(workerId: "w2", limit: 5, leaseSeconds: 30, on: db).isEmpty)
+        for lease in leases { try queue.complete(lease, report: "{\"ok\": true}", signature: Self.signature, on: db) }
+        #expect(try db.execute("SELECT count(*) FROM reports").values[0][0] == "2")
+    }
+
+    @Test func aLateWorkerCannotOverwriteTheAttemptThatReplacedIt() throws {
+        let db = try PostgresConnection(TestDatabase.fresh())
+        let queue = JobQueue()
+        let id = try Self.dumps(1, on: db)[0]
+        try queue.enqueue(dumpId: id, analyzerVersion: 1, on: db)
+        let stale = try #require(try queue.claim(workerId: "paused", limit: 1, leaseSeconds: 0.05, on: db).first)
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(try queue.reapExpiredLeases(on: db) == 1)
+        let fresh = try #require(try queue.claim(workerId: "live", limit: 1, leaseSeconds: 30, on: db).first)
+        #expect(fresh.attempt == 2)
+        #expect(throws: JobQueue.LeaseLost.self) { try queue.heartbeat(stale, leaseSeconds: 30, on: db) }
+        #expect(throws: JobQueue.LeaseLost.self) { try queue.complete(stale, report: "{}", signature: Self.signature, on: db) }
+        #expect(throws: JobQueue.LeaseLost.self) { try queue.fail(stale, error: "late", on: db) }
+        #expect(try db.execute("SELECT count(*) FROM reports").values[0][0] == "0", "the stale worker wrote nothing")
+        try queue.complete(fresh, report: "{}", signature: Self.signature, on: db)
+        let outcomes = try db.execute("SELECT attempt, outcome FROM job_attempts ORDER BY attempt").values
+        #expect(outcomes == [["1", "expired"], ["2", "done"]])
+    }
+
+    @Test func failuresBackOffThenEndInTheDeadLetterState() throws {
+        let db = try PostgresConnection(TestDatabase.fresh())
+        let queue = JobQueue(retry: RetryPolicy(baseSeconds: 0.01, capSeconds: 0.05, jitter: 0))
+        let id = try Self.dumps(1, on: db)[0]
+        try queue.enqueue(dumpId: id, analyzerVersion: 1, maxAttempts: 3, on: db)
+        for attempt in 1...3 {
+            var lease: JobQueue.Lease?
+            for _ in 0..<100 where lease == nil {
+                lease = try queue.claim(workerId: "w", limit: 1, leaseSeconds: 30, on: db).first
+                if lease == nil { Thread.sleep(forTimeInterval: 0.01) }
+            }
+            let claimed = try #require(lease)
+            #expect(claimed.attempt == attempt)
+            try queue.fail(claimed, error: "corrupt dump: attempt \(attempt)", on: db)
+        }
+        let job = try db.execute("SELECT state::text, attempt, last_error FROM jobs").values[0]
+        #expect(job == ["failed", "3", "corrupt dump: attempt 3"])
+        #expect(try db.execute("SELECT outcome FROM job_attempts ORDER BY attempt").values.map { $0[0]! } == ["retry", "retry", "failed"])
+    }
+
+    @Test func retryDelaysGrowAndAreCapped() {
+        let policy = RetryPolicy(baseSeconds: 5, capSeconds: 60, jitter: 0.25)
+        #expect(policy.delay(afterAttempt: 1, random: 0.5) == 5)
+        #expect(policy.delay(afterAttempt: 3, random: 0.5) == 20)
+        #expect(policy.delay(afterAttempt: 10, random: 0.5) == 60)
+        #expect(policy.delay(afterAttempt: 2, random: 0) == 7.5)
+        #expect(policy.decide(attempt: 5, maxAttempts: 5, random: 0) == .deadLetter)
+    }
+
+    @Test func concurrentWorkersDoEveryJobExactlyOnce() throws {
+        let setup = try TestDatabase.fresh()
+        let db = try PostgresConnection(setup)
+        let queue = JobQueue()
+        for id in try Self.dumps(200, on: db) { try queue.enqueue(dumpId: id, analyzerVersion: 1, on: db) }
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            guard let connection = try? PostgresConnection(setup) else { return }
+            while let leases = try? queue.claim(workerId: "worker-\(worker)", limit: 5, leaseSeconds: 30, on: connection), !leases.isEmpty {
+                for lease in leases { try? queue.complete(lease, report: "{}", signature: Self.signature, on: connection) }
+            }
+        }
+        #expect(try db.execute("SELECT count(*) FROM jobs WHERE state = 'done'").values[0][0] == "200")
+        #expect(try db.execute("SELECT count(*) FROM job_attempts").values[0][0] == "200", "one attempt per job: nobody claimed a job twice")
+    }
+
+    @Test func notificationsWakeListeners() throws {
+        let setup = try TestDatabase.fresh()
+        let listener = try PostgresConnection(setup)
+        try listener.execute("LISTEN \(JobQueue.channel)")
+        let db = try PostgresConnection(setup)
+        try JobQueue().enqueue(dumpId: try Self.dumps(1, on: db)[0], analyzerVersion: 1, on: db)
+        let received = try listener.waitForNotification(milliseconds: 5000)
+        #expect(received.contains { $0.channel == JobQueue.channel })
+    }
+}
