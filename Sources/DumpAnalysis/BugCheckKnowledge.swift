@@ -41,10 +41,14 @@ public struct BugCheckKnowledge: Sendable {
             referencedAddressParameter = 0
         case 0x1A:
             parameterMeanings = ["subtype 0x\(String(p[0], radix: 16)) of the memory-manager failure", "subtype-specific", "subtype-specific", "subtype-specific"]
-        case 0x1E, 0x8E:
-            parameterMeanings = ["exception code", "address of the exception", "exception parameter 0", code == 0x1E && p[0] == 0xC000_0005 ? "address accessed" : "exception parameter 1"]
+        case 0x1E:
+            parameterMeanings = ["exception code", "address of the exception", "exception parameter 0", p[0] == 0xC000_0005 ? "address accessed" : "exception parameter 1"]
             faultingIPParameter = 1
-            referencedAddressParameter = code == 0x1E && p[0] == 0xC000_0005 ? 3 : nil
+            referencedAddressParameter = p[0] == 0xC000_0005 ? 3 : nil
+        case 0x8E:
+            parameterMeanings = ["exception code", "address of the exception", "address of the KTRAP_FRAME", "reserved"]
+            faultingIPParameter = 1
+            faultContext = .trapFrame(parameter: 2)
         case 0x3B:
             parameterMeanings = ["exception code", "address of the instruction that caused the exception", "address of the exception's CONTEXT record", "reserved"]
             faultingIPParameter = 1
@@ -92,7 +96,7 @@ public struct BugCheckKnowledge: Sendable {
     /// KERNEL_SECURITY_CHECK_FAILURE types (the FAST_FAIL codes).
     static let securityCheckTypes: [UInt64: String] = [
         0: "legacy /GS stack buffer overrun", 2: "stack cookie check failed", 3: "a LIST_ENTRY was corrupted",
-        4: "stack cookie check failed", 5: "invalid parameter", 6: "incorrect stack", 7: "fatal exit", 8: "array index out of bounds",
+        4: "incorrect stack", 5: "invalid argument", 6: "stack cookie initialization failed", 7: "fatal exit", 8: "array index out of bounds",
         10: "control-flow guard check failed", 14: "reference count corrupted", 28: "out-of-bounds access", 29: "red-black tree corrupted",
     ]
 }

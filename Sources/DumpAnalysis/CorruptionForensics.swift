@@ -82,7 +82,9 @@ public enum CorruptionForensics {
         for text in evidence.text {
             let file = String(text.split(whereSeparator: { $0 == "\\" || $0 == "/" }).last ?? Substring(text)).lowercased()
             guard file.count >= 4 else { continue }
-            if let module = modules.first(where: { $0.name.lowercased() == file || ($0.path?.lowercased().hasSuffix(file) ?? false) }) {
+            if let module = modules.first(where: { module in
+                module.name.lowercased() == file || (module.path?.lowercased().split(separator: "\\").last.map(String.init) == file)
+            }) {
                 return Attribution(kind: .module, name: module.name, thirdParty: !rules.skips(module: module.name, function: nil))
             }
             // EPROCESS.ImageFileName keeps the first 15 characters of the name.

@@ -18,7 +18,8 @@ extension CrashAnalyzer {
             let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space)
             results.set(index, CrashReport.CPU(
                 number: processor.number, thread: processor.currentThread.map { hexText($0.address) },
-                process: processor.currentThread?.address == processor.idleThread ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
+                process: processor.idleThread != nil && processor.currentThread?.address == processor.idleThread
+                    ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
                 activity: activity(of: stack, registers: processor.context), stack: stack))
         }
         if parallelism > 1 {
@@ -91,7 +92,7 @@ extension CrashAnalyzer {
             thread = objects.processors.first { $0.number == 0 && dump.header.numberProcessors == 1 }?.currentThread?.address
                 ?? objects.processors.first { $0.context?.rip == dump.header.context.rip && $0.context?.rsp == dump.header.context.rsp }?.currentThread?.address
         }
-        guard let thread, let process = try? space.u64(thread + layout.threadApcProcess) else { return nil }
+        guard let thread, let process = try? space.u64(thread &+ layout.threadApcProcess) else { return nil }
         if let known = objects.processes.first(where: { $0.address == process }) { return known.imageName }
         guard let offset = layout.processImageFileName, let bytes = try? space.read(process + offset, count: 15) else { return nil }
         let name = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)

@@ -22,8 +22,13 @@ extension CrashAnalyzer {
                      evidence: [Evidence], modules: [LoadedModule]) -> CulpritDecision {
         func module(of frame: StackFrame) -> LoadedModule? { modules.first { $0.contains(frame.rip) } }
         func decision(_ frame: StackFrame, _ reason: String) -> CulpritDecision {
-            CulpritDecision(kind: rules.skips(module: frame.module ?? "", function: frame.function) ? .operatingSystem : .module,
-                            name: frame.module ?? frame.symbol, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
+            guard let name = frame.module else {
+                // Code outside every loaded module (an unloaded driver, pool): no stable name.
+                return CulpritDecision(kind: .unknown, name: "unknown module", reason: reason + "; the address is in no loaded module",
+                                       module: nil, frame: frame, key: "UNKNOWN_MODULE")
+            }
+            return CulpritDecision(kind: rules.skips(module: name, function: frame.function) ? .operatingSystem : .module,
+                                   name: name, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
         }
         if knowledge.externallyTriggered, let busy = cpus.first(where: { $0.activity.hasPrefix("running") }),
            let frame = busy.stack.first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {

@@ -5,15 +5,21 @@ import DumpMemory
 extension CrashAnalyzer {
     func forensics(dump: KernelDump, objects: KernelObjects, layout: KernelLayout?, space: any KernelAddressSpace) -> [Evidence] {
         var evidence: [Evidence] = []
-        for (list, broken) in objects.brokenLists {
+        // A list that is merely longer than the walk allows is not corrupt; every other break is.
+        for (list, broken) in objects.brokenLists where broken.reason != .tooLong {
             evidence.append(examine(broken, location: list, space: space))
         }
         // KPRCB.TimerTable.TimerEntries[i].Entry: per-CPU lists of KTIMER.TimerListEntry.
         if let layout, let table = layout.prcbTimerTable, layout.timerListCount > 0 {
-            for processor in objects.processors {
-                for list in 0..<layout.timerListCount {
-                    let head = processor.kprcb + table + 0x200 + 0x20 * UInt64(list) + 8
-                    if let broken = ListWalker.walk(head: head, in: space, limit: 4096).broken {
+            // A budget bounds the walk whatever a damaged dump claims (4096 CPUs x 512 lists x
+            // 4096 entries would be billions of reads): every timer list of 64 CPUs is plenty.
+            var budget = 200_000
+            for processor in objects.processors.prefix(64) {
+                for list in 0..<layout.timerListCount where budget > 0 {
+                    let head = processor.kprcb &+ table &+ 0x200 &+ 0x20 * UInt64(list) &+ 8
+                    let walk = ListWalker.walk(head: head, in: space, limit: min(4096, budget))
+                    budget -= walk.entries.count + 1
+                    if let broken = walk.broken, broken.reason != .tooLong {
                         evidence.append(examine(broken, location: "CPU \(processor.number) timer list \(list)", space: space))
                     }
                 }

@@ -48,7 +48,8 @@ public struct CrashAnalyzer: Sendable {
             let symbolizer = Symbolizer(modules: objects.modules, space: space)
             crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space)
             if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
-                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space)
+                // A fail-fast (0x139) stops at `int 29h`: its trap frame's RIP is the next instruction.
+                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space, startsAfterInstruction: bugCheck.code == 0x139)
             } else {
                 stack = crashingStack
             }
@@ -141,9 +142,9 @@ public struct CrashAnalyzer: Sendable {
         var gpr = [UInt64](repeating: 0, count: 16)
         for (register, offset) in [(0, 0x30), (1, 0x38), (2, 0x40), (8, 0x48), (9, 0x50), (10, 0x58), (11, 0x60),
                                    (3, 0x140), (7, 0x148), (6, 0x150), (5, 0x158), (4, 0x180)] as [(Int, UInt64)] {
-            gpr[register] = try space.u64(address + offset)
+            gpr[register] = try space.u64(address &+ offset)
         }
-        return RegisterState(gpr: gpr, rip: try space.u64(address + 0x168))
+        return RegisterState(gpr: gpr, rip: try space.u64(address &+ 0x168))
     }
 
     /// The frame that faulted: the one at the faulting IP, else the first entered by a trap.

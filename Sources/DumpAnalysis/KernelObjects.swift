@@ -69,16 +69,16 @@ public struct KernelObjects: Sendable {
 
 extension KernelObjects {
     static func kldrModule(at entry: UInt64, in space: any KernelAddressSpace) -> LoadedModule? {
-        guard let base = try? space.u64(entry + 0x30), let size = try? space.u32(entry + 0x40) else { return nil }
+        guard let base = try? space.u64(entry &+ 0x30), let size = try? space.u32(entry &+ 0x40) else { return nil }
         let name = (try? space.unicodeString(entry + 0x58, maximumLength: 520)) ?? ""
         return LoadedModule(
             name: name.isEmpty ? "module_\(String(base, radix: 16))" : name,
-            path: try? space.unicodeString(entry + 0x48, maximumLength: 1024),
+            path: try? space.unicodeString(entry &+ 0x48, maximumLength: 1024),
             base: base, size: size,
-            timeDateStamp: (try? space.u32(entry + 0x9C)) ?? 0,
-            checkSum: (try? space.u32(entry + 0x78)) ?? 0,
-            exceptionTable: try? space.u64(entry + 0x10),
-            exceptionTableSize: try? space.u32(entry + 0x18))
+            timeDateStamp: (try? space.u32(entry &+ 0x9C)) ?? 0,
+            checkSum: (try? space.u32(entry &+ 0x78)) ?? 0,
+            exceptionTable: try? space.u64(entry &+ 0x10),
+            exceptionTableSize: try? space.u32(entry &+ 0x18))
     }
 
     /// Modules from PsLoadedModuleList; KLDR_DATA_TABLE_ENTRY is the same in every build from
@@ -96,42 +96,47 @@ extension KernelObjects {
     }
 
     static func thread(at address: UInt64, layout: KernelLayout, in space: any KernelAddressSpace) -> KernelThread {
-        func read(_ offset: UInt64?) -> UInt64? { offset.flatMap { try? space.u64(address + $0) } }
+        func read(_ offset: UInt64?) -> UInt64? { offset.flatMap { try? space.u64(address &+ $0) } }
         return KernelThread(
-            address: address, threadId: layout.threadCid.flatMap { try? space.u64(address + $0 + 8) },
-            processAddress: read(layout.threadApcProcess), state: try? space.u8(address + layout.threadState),
+            address: address, threadId: layout.threadCid.flatMap { try? space.u64(address &+ $0 &+ 8) },
+            processAddress: read(layout.threadApcProcess), state: try? space.u8(address &+ layout.threadState),
             stackBase: read(layout.threadStackBase), stackLimit: read(layout.threadStackLimit),
             kernelStack: read(layout.threadKernelStack), trapFrame: read(layout.threadTrapFrame))
     }
 
     static func process(at eprocess: UInt64, layout: KernelLayout, in space: any KernelAddressSpace, problems: inout [String]) -> KernelProcess? {
-        guard let pid = try? space.u64(eprocess + layout.processUniqueId), let dtb = try? space.u64(eprocess + layout.processDirectoryTableBase) else { return nil }
+        guard let pid = try? space.u64(eprocess &+ layout.processUniqueId), let dtb = try? space.u64(eprocess &+ layout.processDirectoryTableBase) else { return nil }
         var name: String?
         if let offset = layout.processImageFileName, let bytes = try? space.read(eprocess + offset, count: 15) {
             name = String(decoding: bytes.prefix { $0 != 0 }.map { (0x20...0x7E).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
         }
         var threads: [KernelThread] = []
         if let head = layout.processThreadListHead, let entryOffset = layout.threadListEntry {
-            let walk = ListWalker.walk(head: eprocess + head, in: space, limit: 65_536)
-            threads = walk.entries.map { thread(at: $0 - entryOffset, layout: layout, in: space) }
+            let walk = ListWalker.walk(head: eprocess &+ head, in: space, limit: 65_536)
+            threads = walk.entries.map { thread(at: $0 &- entryOffset, layout: layout, in: space) }
             if let broken = walk.broken {
                 problems.append("the thread list of process \(pid) breaks at 0x\(hex(broken.entry)) (\(broken.reason.rawValue))")
             }
         }
-        return KernelProcess(address: eprocess, processId: pid, parentId: try? space.u64(eprocess + layout.processParentId),
+        return KernelProcess(address: eprocess, processId: pid, parentId: try? space.u64(eprocess &+ layout.processParentId),
                              imageName: name, directoryTableBase: dtb, threads: threads)
     }
 
     /// Each CPU's KPRCB through KiProcessorBlock, its current thread and saved CONTEXT.
     static func processors(count: Int, processorBlock: UInt64, layout: KernelLayout, in space: any KernelAddressSpace, problems: inout [String]) -> [Processor] {
-        (0..<count).compactMap { cpu in
-            guard let kprcb = try? space.u64(processorBlock + 8 * UInt64(cpu)), isCanonical(kprcb), kprcb != 0 else {
+        var seen: Set<UInt64> = []
+        return (0..<count).compactMap { cpu in
+            guard let kprcb = try? space.u64(processorBlock &+ 8 &* UInt64(cpu)), isCanonical(kprcb), kprcb != 0 else {
                 problems.append("KiProcessorBlock[\(cpu)] is unreadable")
                 return nil
             }
-            let current = (try? space.u64(kprcb + layout.prcbCurrentThread)).map { thread(at: $0, layout: layout, in: space) }
+            guard seen.insert(kprcb).inserted else {
+                problems.append("KiProcessorBlock[\(cpu)] repeats another CPU's KPRCB 0x\(String(kprcb, radix: 16))")
+                return nil
+            }
+            let current = (try? space.u64(kprcb &+ layout.prcbCurrentThread)).map { thread(at: $0, layout: layout, in: space) }
             let context = (try? space.read(kprcb + layout.prcbContextFrame, count: Int(Context64.size))).flatMap { try? Context64(bytes: $0) }
-            return Processor(number: cpu, kprcb: kprcb, currentThread: current, idleThread: try? space.u64(kprcb + layout.prcbIdleThread), context: context)
+            return Processor(number: cpu, kprcb: kprcb, currentThread: current, idleThread: try? space.u64(kprcb &+ layout.prcbIdleThread), context: context)
         }
     }
 }
@@ -158,7 +163,7 @@ extension KernelObjects {
         if let layout, dump.triage == nil {
             let head = kdbg?.psActiveProcessHead ?? dump.header.psActiveProcessHead
             let walk = ListWalker.walk(head: head, in: space, limit: 65_536)
-            processes = walk.entries.compactMap { process(at: $0 - layout.processActiveLinks, layout: layout, in: space, problems: &problems) }
+            processes = walk.entries.compactMap { process(at: $0 &- layout.processActiveLinks, layout: layout, in: space, problems: &problems) }
             if let breakage = walk.broken { broken.append(("PsActiveProcessHead", breakage)) }
         } else if layout == nil {
             problems.append("no structure offsets for build \(dump.header.buildNumber): processes are not listed")
@@ -183,7 +188,7 @@ extension KernelObjects {
         (0..<UInt64(50)).compactMap { index in
             let entry = array &+ 0x28 * index
             guard let name = try? space.unicodeString(entry, maximumLength: 520), !name.isEmpty,
-                  let start = try? space.u64(entry + 0x10), let end = try? space.u64(entry + 0x18) else { return nil }
+                  let start = try? space.u64(entry &+ 0x10), let end = try? space.u64(entry &+ 0x18) else { return nil }
             return UnloadedModule(name: name, start: start, end: end)
         }
     }
@@ -198,8 +203,8 @@ extension KernelObjects {
         let size = UInt64(kdbg.sizeEProcess ?? 0x1000)
         for linkOffset in stride(from: UInt64(0x100), to: size, by: 8) {
             let eprocess = first &- linkOffset
-            guard (try? space.u64(eprocess + linkOffset - 8)) == 4,
-                  let dtb = try? space.u64(eprocess + 0x28), dtb & 0x000F_FFFF_FFFF_F000 == kernelDTB else { continue }
+            guard (try? space.u64(eprocess &+ linkOffset &- 8)) == 4,
+                  let dtb = try? space.u64(eprocess &+ 0x28), dtb & 0x000F_FFFF_FFFF_F000 == kernelDTB else { continue }
             var imageName: UInt64?
             if let bytes = try? space.read(eprocess, count: Int(size)) {
                 let system = Array("System\0".utf8)

@@ -38,18 +38,23 @@ public struct StackWalker: Sendable {
 
     public init() {}
 
-    public func walk(from start: RegisterState, symbolizer: Symbolizer, space: any KernelAddressSpace) -> [StackFrame] {
+    /// - Parameter startsAfterInstruction: the start RIP is past the instruction that stopped it
+    ///   (a software interrupt such as the `int 29h` of a fail-fast), so it is looked up one byte
+    ///   back like a return address.
+    public func walk(from start: RegisterState, symbolizer: Symbolizer, space: any KernelAddressSpace, startsAfterInstruction: Bool = false) -> [StackFrame] {
         var frames: [StackFrame] = []
         var state = start
         var trust = FrameTrust.context
+        var firstLookupBack = startsAfterInstruction
         while frames.count < maximumFrames, state.rip != 0, isCanonical(state.rip) {
             frames.append(frame(state, trust: trust, symbolizer))
             // Unwind with the function's UNWIND_INFO (a function missing from a module's .pdata
             // is a leaf); a result that does not move up the stack is not believed. A return
             // address is looked up one byte back: when a call is a function's last instruction,
             // the return address is already the next function's first byte.
-            let lookup = trust == .unwindInfo || trust == .scan ? state.rip &- 1 : state.rip
-            if let (module, function) = symbolizer.runtimeFunction(at: lookup), symbolizer.exceptionTable(module) != nil,
+            let lookup = trust == .unwindInfo || trust == .scan || firstLookupBack ? state.rip &- 1 : state.rip
+            firstLookupBack = false
+            if let (module, function) = symbolizer.runtimeFunction(at: lookup),
                let unwound = try? unwindFrame(state, function: function, imageBase: module.base, space: space),
                unwound.caller.rsp > state.rsp, unwound.caller.rip != 0 {
                 trust = unwound.poppedMachineFrame ? .trapFrame : .unwindInfo
@@ -61,6 +66,8 @@ public struct StackWalker: Sendable {
             guard let (slot, value, interrupted) = scan(above: state.rsp, symbolizer: symbolizer, space: space) else { break }
             state.rip = value
             state.rsp = slot &+ 8
+            // A machine frame holds the interrupted RSP three slots above its RIP.
+            if interrupted, Self.isMachineFrame(at: slot, space: space), let rsp = try? space.u64(slot &+ 24), rsp > slot { state.rsp = rsp }
             trust = interrupted ? .trapFrame : .scan
         }
         return frames

@@ -71,10 +71,16 @@ public final class Symbolizer {
         return table
     }
 
+    /// The module holding `address` and its RUNTIME_FUNCTION: nil function means a leaf (no
+    /// entry in a readable .pdata). Nil altogether when outside any module, or when the module
+    /// has no readable .pdata or the lookup hit a missing page, so the caller must scan.
     public func runtimeFunction(at address: UInt64) -> (LoadedModule, RuntimeFunction?)? {
-        guard let module = module(containing: address) else { return nil }
-        let function = try? exceptionTable(module)?.runtimeFunction(containing: UInt32(address - module.base), in: space)
-        return (module, function ?? nil)
+        guard let module = module(containing: address), let table = exceptionTable(module) else { return nil }
+        do {
+            return (module, try table.runtimeFunction(containing: UInt32(address - module.base), in: space))
+        } catch {
+            return nil
+        }
     }
 
     func exportList(_ module: LoadedModule) -> [PEImage.Export] {

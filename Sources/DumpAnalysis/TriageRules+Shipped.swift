@@ -22,6 +22,11 @@ skip pshed
 skip mcupdate_*
 skip kd
 
+# Processor power management drivers: what an idle CPU runs.
+skip intelppm
+skip amdppm
+skip processr
+
 # Frameworks and class drivers that call into the real culprit.
 skip wdf01000
 skip wdfldr

@@ -22,7 +22,8 @@ public struct TriageRules: Sendable, Equatable {
             guard words.count == 2, let action = Rule.Action(rawValue: String(words[0]).lowercased()) else {
                 throw TriageRulesError(line: number + 1, text: String(raw))
             }
-            let parts = words[1].lowercased().split(separator: "!", maxSplits: 1).map(String.init)
+            let parts = words[1].lowercased().split(separator: "!", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else { throw TriageRulesError(line: number + 1, text: String(raw)) }
             rules.append(Rule(action: action, module: parts[0], function: parts.count > 1 ? parts[1] : nil, line: number + 1))
         }
         self.rules = rules

@@ -48,6 +48,16 @@ import TestSupport
         #expect(report.imageName == "nvlddmkm.sys")
     }
 
+    @Test(arguments: [DumpDescription.DumpKind.triage, .full])
+    func parametersPointingAtTheTopOfTheAddressSpaceDoNotTrap(kind: DumpDescription.DumpKind) throws {
+        var bytes = Self.bytes(.listEntryCorruption(kind: kind))
+        for (offset, value) in [(0x48, UInt64.max), (0x48, UInt64.max - 0x100), (0x50, UInt64.max)] {
+            for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+            let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: bytes)))
+            #expect(report.notes.contains { $0.contains("KTRAP_FRAME") }, "\(report.notes)")
+        }
+    }
+
     @Test(arguments: [DumpDescription.DumpKind.triage, .bitmapKernel])
     func randomDamageNeverTraps(kind: DumpDescription.DumpKind) throws {
         let intact = Self.bytes(.timerListCorruption(kind: kind))
