@@ -8,6 +8,7 @@
 //   DumpForge                      writes synthetic dumps; shares no layout code with the parser
 //   DumpFile     -> DumpFormat     mmap and sparse writes (Glibc only)
 //   Store        -> CLibPQ         PostgreSQL: migrations, the job queue, reports
+//   BlobStore    -> CLZ4, Crypto   content-addressed, LZ4-compressed dump files
 //   dumpfleet                      the one executable; the only place that uses Foundation
 import PackageDescription
 
@@ -21,6 +22,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
@@ -32,6 +34,7 @@ let package = Package(
         .target(name: "DumpForge"),
         .target(name: "DumpFile", dependencies: ["DumpFormat"]),
         .target(name: "Store", dependencies: ["CLibPQ"]),
+        .target(name: "BlobStore", dependencies: ["CLZ4", .product(name: "Crypto", package: "swift-crypto")]),
         .executableTarget(
             name: "dumpfleet",
             dependencies: [
@@ -53,5 +56,6 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore"]),
     ]
 )

@@ -1,0 +1,129 @@
+import Crypto
+import Foundation
+
+/// Content-addressed dump files on a directory (local disk or a shared mount): each blob is
+/// the LZ4 frame of a dump, named by the SHA-256 of the uncompressed bytes
+/// (`ab/abcdef….lz4`). A blob is written to a temporary name and renamed only once its hash is
+/// known to be right, so a crash mid-upload never leaves a name pointing at partial bytes.
+/// Nothing here holds a whole dump in memory: bytes stream through in chunks.
+public struct BlobStore: Sendable {
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        public var description: String
+    }
+
+    public let root: URL
+    /// Bytes per read; 4 MiB keeps the LZ4 blocks full.
+    public static let chunkSize = 4 << 20
+
+    public init(root: String) throws {
+        self.root = URL(fileURLWithPath: root)
+        try FileManager.default.createDirectory(at: self.root.appendingPathComponent("tmp"), withIntermediateDirectories: true)
+    }
+
+    /// A SHA-256 as 64 lower-case hex digits, and nothing else (names come from outside).
+    public static func validate(_ sha256: String) throws {
+        guard sha256.count == 64, sha256.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
+            throw Failure(description: "not a SHA-256: \"\(sha256.prefix(80))\"")
+        }
+    }
+
+    public func path(of sha256: String) throws -> URL {
+        try Self.validate(sha256)
+        return root.appendingPathComponent(String(sha256.prefix(2))).appendingPathComponent(sha256 + ".lz4")
+    }
+
+    public func contains(_ sha256: String) -> Bool {
+        (try? path(of: sha256)).map { FileManager.default.fileExists(atPath: $0.path) } ?? false
+    }
+
+    /// Stores the raw dump bytes that `read` yields chunk by chunk (nil at the end), hashing and
+    /// compressing as they come. When `expected` is given and the bytes hash differently,
+    /// nothing is kept. Returns the hash and the raw size.
+    public func store(expected: String? = nil, _ read: () throws -> [UInt8]?) throws -> (sha256: String, size: UInt64) {
+        if let expected { try Self.validate(expected) }
+        let temporary = root.appendingPathComponent("tmp").appendingPathComponent(UUID().uuidString + ".partial")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+            throw Failure(description: "cannot create \(temporary.path)")
+        }
+        var kept = false
+        defer { if !kept { try? FileManager.default.removeItem(at: temporary) } }
+        let output = try FileHandle(forWritingTo: temporary)
+        defer { try? output.close() }
+        let encoder = try LZ4FrameEncoder()
+        var hasher = SHA256()
+        var size: UInt64 = 0
+        while let chunk = try read() {
+            hasher.update(data: chunk)
+            size += UInt64(chunk.count)
+            let compressed = try chunk.withUnsafeBytes { try encoder.compress($0) }
+            try output.write(contentsOf: compressed)
+        }
+        try output.write(contentsOf: try encoder.finish())
+        try output.synchronize()
+        let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        if let expected, expected != sha256 {
+            throw Failure(description: "content hash mismatch: expected \(expected), got \(sha256)")
+        }
+        let final = try path(of: sha256)
+        try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: final.path) { return (sha256, size) }  // deduplicated
+        guard rename(temporary.path, final.path) == 0 else {
+            throw Failure(description: "cannot rename into \(final.path): \(String(cString: strerror(errno)))")
+        }
+        kept = true
+        return (sha256, size)
+    }
+
+    /// Stores a file, reading it chunk by chunk.
+    public func store(file: String, expected: String? = nil) throws -> (sha256: String, size: UInt64) {
+        guard let input = FileHandle(forReadingAtPath: file) else { throw Failure(description: "cannot open \(file)") }
+        defer { try? input.close() }
+        return try store(expected: expected) {
+            let data = try input.read(upToCount: Self.chunkSize) ?? Data()
+            return data.isEmpty ? nil : [UInt8](data)
+        }
+    }
+
+    /// Decompresses a blob into `destination` as a sparse file: pages of zeros are skipped, so
+    /// a 16 GiB dump that is mostly zeros takes little scratch space. Verifies the hash.
+    public func extract(_ sha256: String, to destination: String) throws -> UInt64 {
+        guard let input = FileHandle(forReadingAtPath: try path(of: sha256).path) else {
+            throw Failure(description: "no blob \(sha256)")
+        }
+        defer { try? input.close() }
+        let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(description: "cannot create \(destination): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let decoder = try LZ4FrameDecoder()
+        var hasher = SHA256()
+        var offset: UInt64 = 0
+        let zeroPage = [UInt8](repeating: 0, count: 4096)
+        while let data = try input.read(upToCount: Self.chunkSize), !data.isEmpty {
+            try [UInt8](data).withUnsafeBytes { compressed in
+                try decoder.decompress(compressed) { bytes in
+                    hasher.update(bufferPointer: bytes)
+                    var start = 0
+                    while start < bytes.count {
+                        let length = min(4096, bytes.count - start)
+                        let page = UnsafeRawBufferPointer(rebasing: bytes[start..<start + length])
+                        if length < 4096 || !page.elementsEqual(zeroPage) {
+                            var written = 0
+                            while written < length {
+                                let result = pwrite(fd, page.baseAddress! + written, length - written, off_t(offset) + off_t(start + written))
+                                guard result > 0 else { throw Failure(description: "cannot write \(destination): \(String(cString: strerror(errno)))") }
+                                written += result
+                            }
+                        }
+                        start += length
+                    }
+                    offset += UInt64(bytes.count)
+                }
+            }
+        }
+        guard decoder.finished else { throw Failure(description: "blob \(sha256) is cut short") }
+        guard ftruncate(fd, off_t(offset)) == 0 else { throw Failure(description: "cannot size \(destination)") }
+        let actual = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        guard actual == sha256 else { throw Failure(description: "blob \(sha256) holds bytes hashing to \(actual)") }
+        return offset
+    }
+}
