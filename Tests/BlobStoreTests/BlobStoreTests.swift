@@ -64,7 +64,9 @@ import Testing
     }
 
     @Test func hostileNamesAreRefused() throws {
-        let store = try BlobStore(root: Self.folder())
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let store = try BlobStore(root: folder)
         for name in ["../../etc/passwd", String(repeating: "A", count: 64), "", String(repeating: "0", count: 63) + "/"] {
             #expect(throws: BlobStore.Failure.self) { try store.path(of: name) }
         }
