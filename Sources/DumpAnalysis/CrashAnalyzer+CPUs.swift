@@ -54,7 +54,7 @@ extension CrashAnalyzer {
                 var limited = walker
                 limited.maximumFrames = 32
                 let stack = limited.walk(from: RegisterState(gpr: gpr, rip: rip), symbolizer: symbolizer, space: space)
-                guard stack.contains(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) else { continue }
+                guard stack.contains(where: rules.blames) else { continue }
                 results.set(index, .init(process: process.imageName, threadId: thread.threadId, address: hexText(thread.address), state: thread.state,
                                          stack: stack.map(\.symbol)))
             }
@@ -76,7 +76,7 @@ extension CrashAnalyzer {
             return "waiting for spin lock" + (registers.map { " \(hexText($0.gpr[1]))" } ?? "")
         }
         if let first = stack.first, ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(first.function ?? "") { return "idle" }
-        if let busy = stack.first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+        if let busy = stack.first(where: rules.blames) {
             return "running \(busy.module!) code (\(busy.symbol))"
         }
         return stack.first.map { "in \($0.symbol)" } ?? "unknown"

@@ -31,13 +31,13 @@ extension CrashAnalyzer {
                                    name: name, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
         }
         if knowledge.externallyTriggered, let busy = cpus.first(where: { $0.activity.hasPrefix("running") }),
-           let frame = busy.stack.first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+           let frame = busy.stack.first(where: rules.blames) {
             let waiting = cpus.filter { $0.activity.hasPrefix("waiting for spin lock") }.map(\.number)
             let others = waiting.isEmpty ? "" : "; CPU\(waiting.count == 1 ? "" : "s") \(waiting.map(String.init).joined(separator: ", ")) wait for a spin lock"
             return decision(frame, "the dump was forced from outside (a hang): CPU \(busy.number) runs \(frame.module!) code\(others)")
         }
         let start = min(faultingFrame ?? 0, stack.count)
-        if let frame = stack[start...].first(where: { $0.module != nil && !rules.skips(module: $0.module!, function: $0.function) }) {
+        if let frame = stack[start...].first(where: rules.blames) {
             return decision(frame, "the first frame from the fault outward that is not the operating system's")
         }
         if let blamed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
@@ -56,8 +56,7 @@ extension CrashAnalyzer {
     /// better, but a minidump holds no export directory, and a full dump and a minidump of the
     /// same crash must share their bucket; the RVA is the same in both, and under any ASLR.
     static func frameKey(_ frame: StackFrame) -> String {
-        guard let module = frame.moduleKey, let rva = frame.rva else { return frame.symbol }
-        return "\(module)+0x\(String(rva, radix: 16))"
+        frame.moduleOffsetKey ?? frame.symbol
     }
 
     /// The bug check's class: code plus what distinguishes its kinds (exception code,

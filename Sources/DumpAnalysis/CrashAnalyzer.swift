@@ -83,9 +83,7 @@ public struct CrashAnalyzer: Sendable {
         let culpritModule = culprit.module
         let bugCheckClass = Self.bugCheckClass(bugCheck, knowledge: knowledge)
         let bucket = Self.bucket(class: bugCheckClass, culprit: culprit)
-        let faultingKey = faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0] : nil }.flatMap { frame in
-            frame.moduleKey.map { "\($0)+0x\(String(frame.rva ?? 0, radix: 16))" }
-        }
+        let faultingKey = faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0].moduleOffsetKey : nil }
         let signature = CrashSignature(bucket: bucket, bugCheckClass: bugCheckClass, culprit: culprit.key, faultingKey: faultingKey,
                                        frames: stack, faultingFrame: faultingFrame ?? 0, evidence: evidence)
 

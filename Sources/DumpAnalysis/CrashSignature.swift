@@ -28,8 +28,8 @@ public struct CrashSignature: Sendable, Codable, Equatable {
     public init(bucket: String, bugCheckClass: String, culprit: String, faultingKey: String?, frames: [StackFrame], faultingFrame: Int, evidence: [Evidence]) {
         let tail = frames.dropFirst(min(faultingFrame, frames.count))
         self.frames = tail.prefix(16).enumerated().compactMap { position, frame in
-            guard let module = frame.moduleKey, let rva = frame.rva else { return nil }
-            return Frame(position: position, module: module, key: "\(module)+0x\(String(rva, radix: 16))")
+            guard let module = frame.moduleKey, let key = frame.moduleOffsetKey else { return nil }
+            return Frame(position: position, module: module, key: key)
         }
         let moduleRun = tail.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
         canonical = [bugCheckClass, culprit, faultingKey ?? "-", moduleRun.joined(separator: ",")].joined(separator: "|")

@@ -26,6 +26,13 @@ public struct StackFrame: Sendable, Equatable, Codable {
     public var rva: UInt32?
     /// The function name when an export gives it.
     public var function: String?
+
+    /// `nvlddmkm+0x1091`: the instruction as module and RVA, the same under any ASLR and in a
+    /// full dump or a minidump; nil outside every module.
+    public var moduleOffsetKey: String? {
+        guard let moduleKey, let rva else { return nil }
+        return "\(moduleKey)+0x\(String(rva, radix: 16))"
+    }
 }
 
 /// Walks one stack: from a context through the images' unwind data, into trap frames, and by a

@@ -22,12 +22,6 @@ public final class Symbolizer {
             if let export { return "\(moduleKey)!\(export.name)+0x\(String(rva - export.rva, radix: 16))" }
             return "\(moduleKey)+0x\(String(rva, radix: 16))"
         }
-
-        /// The function without the offset (`nt!KeBugCheckEx`), or module+RVA when unnamed.
-        public var functionText: String {
-            if let export { return "\(moduleKey)!\(export.name)" }
-            return "\(moduleKey)+0x\(String(rva, radix: 16))"
-        }
     }
 
     public let modules: [LoadedModule]

@@ -56,6 +56,12 @@ public struct TriageRules: Sendable, Equatable {
         return skip
     }
 
+    /// Whether `frame` may be blamed: it is inside a module and no rule skips it.
+    public func blames(_ frame: StackFrame) -> Bool {
+        guard let module = frame.module else { return false }
+        return !skips(module: module, function: frame.function)
+    }
+
     static func matches(_ pattern: String, _ value: String) -> Bool {
         pattern.hasSuffix("*") ? value.hasPrefix(pattern.dropLast()) : value == pattern
     }
