@@ -7,9 +7,13 @@
 //   DumpAnalysis -> DumpMemory     reports built from a dump (no Foundation)
 //   DumpForge                      writes synthetic dumps; shares no layout code with the parser
 //   DumpFile     -> DumpFormat     mmap and sparse writes (Glibc only)
-//   Store        -> CLibPQ         PostgreSQL: migrations, the job queue, reports
+//   Store        -> CLibPQ, FleetAPI   PostgreSQL: migrations, the job queue, uploads, reports
 //   BlobStore    -> CLZ4, Crypto   content-addressed, LZ4-compressed dump files
-//   dumpfleet                      the one executable; the only place that uses Foundation
+//   FleetAPI                       the HTTP API's request and response bodies (Codable)
+//   Coordinator  -> Store, BlobStore, FleetAPI, Hummingbird   uploads, status, blobs, metrics
+//   FleetClient  -> BlobStore, FleetAPI, AsyncHTTPClient      uploads and queries over HTTP
+//   Worker       -> Store, BlobStore, FleetClient, DumpAnalysis   claims jobs, analyzes, stores
+//   dumpfleet                      the one executable: subcommands over all of the above
 import PackageDescription
 
 let package = Package(
@@ -23,6 +27,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
@@ -33,12 +44,34 @@ let package = Package(
         .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory"]),
         .target(name: "DumpForge"),
         .target(name: "DumpFile", dependencies: ["DumpFormat"]),
-        .target(name: "Store", dependencies: ["CLibPQ"]),
+        .target(name: "Store", dependencies: ["CLibPQ", "FleetAPI"]),
         .target(name: "BlobStore", dependencies: ["CLZ4", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "FleetAPI"),
+        .target(name: "Coordinator", dependencies: [
+            "Store", "BlobStore", "FleetAPI",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "FleetClient", dependencies: [
+            "BlobStore", "FleetAPI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "Worker", dependencies: [
+            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpMemory", "DumpFile",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .executableTarget(
             name: "dumpfleet",
             dependencies: [
                 "DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile",
+                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

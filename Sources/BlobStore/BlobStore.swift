@@ -84,46 +84,93 @@ public struct BlobStore: Sendable {
         }
     }
 
-    /// Decompresses a blob into `destination` as a sparse file: pages of zeros are skipped, so
-    /// a 16 GiB dump that is mostly zeros takes little scratch space. Verifies the hash.
-    public func extract(_ sha256: String, to destination: String) throws -> UInt64 {
-        guard let input = FileHandle(forReadingAtPath: try path(of: sha256).path) else {
-            throw Failure(description: "no blob \(sha256)")
+    /// Where the compressed bytes of upload session `id` (a UUID) gather before they verify.
+    public func incomingPath(session id: String) throws -> String {
+        guard let uuid = UUID(uuidString: id) else { throw Failure(description: "not an upload session id: \"\(id.prefix(80))\"") }
+        let folder = root.appendingPathComponent("incoming")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder.appendingPathComponent(uuid.uuidString.lowercased() + ".part").path
+    }
+
+    /// Takes an uploaded LZ4 frame into the store: decodes it, checks that it ends properly, that
+    /// it holds `size` bytes and that they hash to `sha256`, then renames it into place (or drops
+    /// it, when the store has that blob already). Anything wrong removes the file and throws.
+    public func adopt(compressedFile: String, sha256: String, size: UInt64) throws {
+        let final = try path(of: sha256)
+        do {
+            let (actual, actualSize) = try Self.decode(blobAt: compressedFile, stopAfter: size) { _ in }
+            guard actualSize == size else { throw Failure(description: "the upload holds \(actualSize) bytes, not the \(size) announced") }
+            guard actual == sha256 else { throw Failure(description: "content hash mismatch: announced \(sha256), the bytes hash to \(actual)") }
+        } catch {
+            try? FileManager.default.removeItem(atPath: compressedFile)
+            throw error
         }
-        defer { try? input.close() }
+        try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: final.path) {
+            try? FileManager.default.removeItem(atPath: compressedFile)
+            return
+        }
+        guard rename(compressedFile, final.path) == 0 else {
+            throw Failure(description: "cannot rename into \(final.path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Decompresses a blob of this store into `destination` (see `extract(blobAt:sha256:to:)`).
+    public func extract(_ sha256: String, to destination: String) throws -> UInt64 {
+        try Self.extract(blobAt: try path(of: sha256).path, sha256: sha256, to: destination)
+    }
+
+    /// Decompresses the blob file at `blob` into `destination` as a sparse file: pages of zeros
+    /// are skipped, so a 16 GiB dump that is mostly zeros takes little scratch space. Verifies
+    /// the hash; returns the size.
+    public static func extract(blobAt blob: String, sha256: String, to destination: String) throws -> UInt64 {
         let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Failure(description: "cannot create \(destination): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        let zeroPage = [UInt8](repeating: 0, count: 4096)
+        var offset: UInt64 = 0
+        let (actual, size) = try decode(blobAt: blob, stopAfter: nil) { bytes in
+            var start = 0
+            while start < bytes.count {
+                let length = min(4096, bytes.count - start)
+                let page = UnsafeRawBufferPointer(rebasing: bytes[start..<start + length])
+                if length < 4096 || !page.elementsEqual(zeroPage) {
+                    var written = 0
+                    while written < length {
+                        let result = pwrite(fd, page.baseAddress! + written, length - written, off_t(offset) + off_t(start + written))
+                        guard result > 0 else { throw Failure(description: "cannot write \(destination): \(String(cString: strerror(errno)))") }
+                        written += result
+                    }
+                }
+                start += length
+            }
+            offset += UInt64(bytes.count)
+        }
+        guard ftruncate(fd, off_t(size)) == 0 else { throw Failure(description: "cannot size \(destination)") }
+        guard actual == sha256 else { throw Failure(description: "blob \(sha256) holds bytes hashing to \(actual)") }
+        return size
+    }
+
+    /// Streams the decompressed bytes of the LZ4 frame in `blob` through `output`, hashing
+    /// them; throws when the frame is damaged or cut short, or (with `stopAfter`) once it holds
+    /// more bytes than that, so an upload cannot expand without bound.
+    static func decode(blobAt blob: String, stopAfter limit: UInt64?, _ output: (UnsafeRawBufferPointer) throws -> Void) throws -> (sha256: String, size: UInt64) {
+        guard let input = FileHandle(forReadingAtPath: blob) else { throw Failure(description: "cannot open \(blob)") }
+        defer { try? input.close() }
         let decoder = try LZ4FrameDecoder()
         var hasher = SHA256()
-        var offset: UInt64 = 0
-        let zeroPage = [UInt8](repeating: 0, count: 4096)
-        while let data = try input.read(upToCount: Self.chunkSize), !data.isEmpty {
+        var size: UInt64 = 0
+        while let data = try input.read(upToCount: chunkSize), !data.isEmpty {
             try [UInt8](data).withUnsafeBytes { compressed in
                 try decoder.decompress(compressed) { bytes in
                     hasher.update(bufferPointer: bytes)
-                    var start = 0
-                    while start < bytes.count {
-                        let length = min(4096, bytes.count - start)
-                        let page = UnsafeRawBufferPointer(rebasing: bytes[start..<start + length])
-                        if length < 4096 || !page.elementsEqual(zeroPage) {
-                            var written = 0
-                            while written < length {
-                                let result = pwrite(fd, page.baseAddress! + written, length - written, off_t(offset) + off_t(start + written))
-                                guard result > 0 else { throw Failure(description: "cannot write \(destination): \(String(cString: strerror(errno)))") }
-                                written += result
-                            }
-                        }
-                        start += length
-                    }
-                    offset += UInt64(bytes.count)
+                    size += UInt64(bytes.count)
+                    if let limit, size > limit { throw Failure(description: "the upload holds more than the \(limit) bytes announced") }
+                    try output(bytes)
                 }
             }
         }
-        guard decoder.finished else { throw Failure(description: "blob \(sha256) is cut short") }
-        guard ftruncate(fd, off_t(offset)) == 0 else { throw Failure(description: "cannot size \(destination)") }
-        let actual = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        guard actual == sha256 else { throw Failure(description: "blob \(sha256) holds bytes hashing to \(actual)") }
-        return offset
+        guard decoder.finished else { throw Failure(description: "the LZ4 frame in \(blob) is cut short") }
+        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), size)
     }
 }

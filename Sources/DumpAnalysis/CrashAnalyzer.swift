@@ -6,6 +6,10 @@ import DumpMemory
 /// stack (walked in parallel), corruption forensics, the culprit, advice and a signature.
 /// Whatever cannot be read becomes a note; only a dump that cannot be opened at all throws.
 public struct CrashAnalyzer: Sendable {
+    /// The analyzer's version, stored with every job and report. Raise it when reports or
+    /// signatures change; `dumpfleet reprocess` then queues every dump again.
+    public static let version = 1
+
     public var rules: TriageRules
     /// Threads for the per-CPU walk (Dispatch's concurrentPerform); 1 walks serially.
     public var parallelism: Int

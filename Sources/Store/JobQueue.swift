@@ -12,6 +12,8 @@ public struct JobQueue: Sendable {
         public var attempt: Int
         public var workerId: String
         public var analyzerVersion: Int
+        /// How long the job waited between becoming runnable and this claim (queue lag).
+        public var queuedSeconds: Double = 0
     }
 
     /// The write was refused: the lease is no longer this worker's (it expired and the job was
@@ -37,12 +39,13 @@ public struct JobQueue: Sendable {
         return rows.values.first?.first.flatMap { $0.flatMap { Int64($0) } }
     }
 
-    /// Claims up to `limit` runnable jobs, highest priority first, and logs each attempt.
-    public func claim(workerId: String, limit: Int, leaseSeconds: Double, on db: PostgresConnection) throws -> [Lease] {
+    /// Claims up to `limit` runnable jobs, highest priority first, and logs each attempt. With
+    /// `analyzerVersion`, only jobs queued for that version (a worker claims what it can run).
+    public func claim(workerId: String, limit: Int, leaseSeconds: Double, analyzerVersion: Int? = nil, on db: PostgresConnection) throws -> [Lease] {
         let rows = try db.execute("""
             WITH picked AS (
                 SELECT id FROM jobs
-                WHERE state = 'queued' AND available_at <= now()
+                WHERE state = 'queued' AND available_at <= now() AND ($4::integer IS NULL OR analyzer_version = $4::integer)
                 ORDER BY priority DESC, available_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED),
@@ -50,13 +53,14 @@ public struct JobQueue: Sendable {
                 UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $1,
                                   lease_expires_at = now() + make_interval(secs => $3::double precision)
                 FROM picked WHERE j.id = picked.id
-                RETURNING j.id, j.dump_id, j.attempt, j.analyzer_version),
+                RETURNING j.id, j.dump_id, j.attempt, j.analyzer_version, extract(epoch FROM now() - j.available_at) AS waited),
             logged AS (
                 INSERT INTO job_attempts (job_id, attempt, worker_id) SELECT id, attempt, $1 FROM claimed)
-            SELECT id, dump_id, attempt, analyzer_version FROM claimed ORDER BY id
-            """, [workerId, String(limit), String(leaseSeconds)])
+            SELECT id, dump_id, attempt, analyzer_version, waited FROM claimed ORDER BY id
+            """, [workerId, String(limit), String(leaseSeconds), analyzerVersion.map { String($0) }])
         return rows.values.map { row in
-            Lease(jobId: Int64(row[0]!)!, dumpId: Int64(row[1]!)!, attempt: Int(row[2]!)!, workerId: workerId, analyzerVersion: Int(row[3]!)!)
+            Lease(jobId: Int64(row[0]!)!, dumpId: Int64(row[1]!)!, attempt: Int(row[2]!)!, workerId: workerId, analyzerVersion: Int(row[3]!)!,
+                  queuedSeconds: Double(row[4] ?? "0") ?? 0)
         }
     }
 
@@ -72,7 +76,11 @@ public struct JobQueue: Sendable {
     /// Stores the result and finishes the job, atomically and only under a live lease. The
     /// fenced UPDATE runs first and locks the job row, so a lost lease writes nothing; the
     /// result writes are upserts, so a retried completion leaves one report and one signature.
-    public func complete(_ lease: Lease, report: String, signature: StoredSignature, on db: PostgresConnection) throws {
+    /// `facts` fill in what the dump is (type, machine, build, bug check), known only once read.
+    /// `beforeCommit` runs inside the transaction once everything is written (a seam for
+    /// fault-injection tests: a worker killed there must leave no trace).
+    public func complete(_ lease: Lease, report: String, signature: StoredSignature, facts: DumpFacts? = nil,
+                         beforeCommit: () -> Void = {}, on db: PostgresConnection) throws {
         try db.transaction {
             let fenced = try db.execute("""
                 UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
@@ -89,7 +97,13 @@ public struct JobQueue: Sendable {
                 ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
                     bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()
                 """, [String(lease.dumpId), signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON])
+            if let facts {
+                try db.execute("UPDATE dumps SET dump_type = $2, machine = $3, build = $4, bugcheck_code = $5 WHERE id = $1",
+                               [String(lease.dumpId), facts.dumpType.map { String($0) }, facts.machine, facts.build.map { String($0) },
+                                facts.bugCheckCode.map { String(Int64(bitPattern: $0)) }])
+            }
             try logAttempt(lease, outcome: "done", error: nil, on: db)
+            beforeCommit()
         }
     }
 
@@ -173,5 +187,20 @@ public struct StoredSignature: Sendable, Equatable {
         self.bucket = bucket
         self.bugCheckClass = bugCheckClass
         self.featuresJSON = featuresJSON
+    }
+}
+
+/// What analysis learned about a dump itself, stored on its row.
+public struct DumpFacts: Sendable, Equatable {
+    public var dumpType: Int?
+    public var machine: String?
+    public var build: Int?
+    public var bugCheckCode: UInt64?
+
+    public init(dumpType: Int?, machine: String?, build: Int?, bugCheckCode: UInt64?) {
+        self.dumpType = dumpType
+        self.machine = machine
+        self.build = build
+        self.bugCheckCode = bugCheckCode
     }
 }

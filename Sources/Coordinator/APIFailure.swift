@@ -1,0 +1,33 @@
+import FleetAPI
+import Foundation
+import Hummingbird
+
+/// An error answer of the API: an HTTP status and `{"error": "..."}` (plus, for a PATCH at the
+/// wrong offset, where the upload really is).
+struct APIFailure: HTTPResponseError {
+    var status: HTTPResponse.Status
+    var body: APIError
+
+    init(_ status: HTTPResponse.Status, _ message: String, received: UInt64? = nil) {
+        self.status = status
+        body = APIError(error: message, received: received)
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSONBody.response(body, status: status)
+    }
+}
+
+/// JSON answers: compact, keys sorted, slashes left alone.
+enum JSONBody {
+    static func response(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data(#"{"error":"cannot encode the answer"}"#.utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func response(rawJSON text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}

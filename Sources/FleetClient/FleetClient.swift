@@ -1,0 +1,124 @@
+import AsyncHTTPClient
+import FleetAPI
+import Foundation
+import NIOCore
+
+/// The coordinator's API from the client side (deploy/API.md): uploads, status queries and
+/// blob downloads, each request carrying the bearer token.
+public struct FleetClient: Sendable {
+    /// An answer that was not a success, with the server's message.
+    public struct Failure: Error, CustomStringConvertible {
+        public var status: Int
+        public var message: String
+        /// For a PATCH at the wrong offset: where the upload really is.
+        public var received: UInt64?
+        public var description: String { status == 0 ? message : "\(message) (HTTP \(status))" }
+    }
+
+    /// The coordinator's base URL, e.g. http://coordinator:8080 (no trailing slash).
+    public let server: String
+    public let token: String
+    let http: HTTPClient
+
+    public init(server: String, token: String) {
+        var trimmed = server
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        self.server = trimmed
+        self.token = token
+        http = HTTPClient.shared
+    }
+
+    // MARK: uploads
+
+    public func announce(_ announcement: UploadAnnouncement) async throws -> UploadStatus {
+        try await send("POST", "/v1/uploads", json: announcement)
+    }
+
+    public func session(_ id: String) async throws -> UploadStatus {
+        try await send("GET", "/v1/uploads/\(id)")
+    }
+
+    /// Appends `body` (the next compressed bytes) to an upload session at `offset`.
+    public func append<Body: AsyncSequence & Sendable>(session id: String, offset: UInt64, body: Body) async throws -> UploadStatus
+    where Body.Element == ByteBuffer {
+        var request = makeRequest("PATCH", "/v1/uploads/\(id)")
+        request.headers.add(name: UploadHeaders.offset, value: String(offset))
+        request.headers.add(name: "Content-Type", value: "application/x-lz4")
+        request.body = .stream(body, length: .unknown)
+        return try await decode(try await http.execute(request, timeout: .hours(24)))
+    }
+
+    public func finish(session id: String) async throws -> UploadStatus {
+        try await send("POST", "/v1/uploads/\(id)/finish", timeout: .hours(1))
+    }
+
+    // MARK: reading
+
+    public func status() async throws -> QueueStatus { try await send("GET", "/v1/status") }
+    public func dump(_ id: Int64) async throws -> DumpStatus { try await send("GET", "/v1/dumps/\(id)") }
+    public func job(_ id: Int64) async throws -> JobStatus { try await send("GET", "/v1/jobs/\(id)") }
+
+    /// A dump's analyze report, as the JSON text the worker stored.
+    public func report(dumpId: Int64) async throws -> String {
+        let response = try await http.execute(makeRequest("GET", "/v1/dumps/\(dumpId)/report"), timeout: .seconds(60))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        guard response.status.code == 200 else { throw Self.failure(status: Int(response.status.code), body: body) }
+        return String(buffer: body)
+    }
+
+    /// Streams a blob (an LZ4 frame) into `path`; returns the bytes written.
+    public func download(blob sha256: String, to path: String) async throws -> UInt64 {
+        let response = try await http.execute(makeRequest("GET", "/v1/blobs/\(sha256)"), timeout: .hours(24))
+        guard response.status.code == 200 else {
+            throw Self.failure(status: Int(response.status.code), body: try await response.body.collect(upTo: 1 << 20))
+        }
+        guard let output = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
+            throw Failure(status: 0, message: "cannot create \(path)")
+        }
+        defer { try? output.close() }
+        try output.truncate(atOffset: 0)
+        var written: UInt64 = 0
+        for try await buffer in response.body {
+            try output.write(contentsOf: Data(buffer.readableBytesView))
+            written += UInt64(buffer.readableBytes)
+        }
+        return written
+    }
+
+    // MARK: plumbing
+
+    func makeRequest(_ method: String, _ path: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: server + path)
+        request.method = .RAW(value: method)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        return request
+    }
+
+    func send<Answer: Decodable>(_ method: String, _ path: String, timeout: TimeAmount = .seconds(60)) async throws -> Answer {
+        try await decode(try await http.execute(makeRequest(method, path), timeout: timeout))
+    }
+
+    func send<Answer: Decodable>(_ method: String, _ path: String, json: some Encodable) async throws -> Answer {
+        var request = makeRequest(method, path)
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(json)))
+        return try await decode(try await http.execute(request, timeout: .seconds(60)))
+    }
+
+    func decode<Answer: Decodable>(_ response: HTTPClientResponse) async throws -> Answer {
+        let body = try await response.body.collect(upTo: 16 << 20)
+        guard (200..<300).contains(Int(response.status.code)) else { throw Self.failure(status: Int(response.status.code), body: body) }
+        do {
+            return try JSONDecoder().decode(Answer.self, from: Data(body.readableBytesView))
+        } catch {
+            throw Failure(status: Int(response.status.code), message: "unexpected answer from the coordinator: \(String(buffer: body).prefix(200))")
+        }
+    }
+
+    static func failure(status: Int, body: ByteBuffer) -> Failure {
+        if let error = try? JSONDecoder().decode(APIError.self, from: Data(body.readableBytesView)) {
+            return Failure(status: status, message: error.error, received: error.received)
+        }
+        return Failure(status: status, message: String(buffer: body).prefix(200).description)
+    }
+}

@@ -1,0 +1,150 @@
+import BlobStore
+import DumpAnalysis
+import DumpFile
+import DumpMemory
+import FleetClient
+import Foundation
+import Logging
+import Store
+
+/// One job, start to end: fetch the blob, decompress it into a sparse scratch file, map it,
+/// analyze it, store report and signature under the lease, delete the scratch file. A dump
+/// that cannot be read at all fails the attempt (retried with backoff, then dead-lettered);
+/// a damaged one gives a partial report, which is a result like any other.
+struct JobRunner: Sendable {
+    let configuration: WorkerConfiguration
+    let pool: ConnectionPool
+    let queue: JobQueue
+    let keeper: LeaseKeeper
+    let metrics: WorkerMetrics
+    let logger: Logger
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func run(_ lease: JobQueue.Lease) {
+        keeper.hold(lease)
+        defer { keeper.release(lease) }
+        metrics.queueLagSeconds.set(lease.queuedSeconds)
+        Failpoint.reach("after-claim", job: lease.jobId)
+        let scratch = "\(configuration.scratch)/job-\(lease.jobId)-\(lease.attempt)"
+        defer {
+            try? FileManager.default.removeItem(atPath: scratch + ".dmp")
+            try? FileManager.default.removeItem(atPath: scratch + ".lz4")
+        }
+        let outcome: Result<(CrashReport, DumpFacts), any Error> = Result {
+            let sha256 = try dumpHash(lease)
+            try fetch(sha256, into: scratch)
+            Failpoint.reach("during-analysis", job: lease.jobId)
+            return try analyze(scratch + ".dmp")
+        }
+        if keeper.isLost(lease) {
+            metrics.jobsAbandoned.increment()
+            logger.warning("lease lost during analysis; job abandoned", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)"])
+            return
+        }
+        switch outcome {
+        case .success(let (report, facts)):
+            store(report, facts: facts, lease: lease)
+        case .failure(let error):
+            record(failure: "\(error)", lease: lease)
+        }
+    }
+
+    func dumpHash(_ lease: JobQueue.Lease) throws -> String {
+        let rows = try pool.withConnection { db in try db.execute("SELECT sha256 FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
+        guard let sha256 = rows.values.first?[0] else { throw Failure(description: "dump \(lease.dumpId) is not in the database") }
+        return sha256
+    }
+
+    /// Decompresses the dump into `scratch.dmp`, from the shared blob folder or, through
+    /// `scratch.lz4`, from the coordinator.
+    func fetch(_ sha256: String, into scratch: String) throws {
+        let size: UInt64
+        switch configuration.blobs {
+        case .directory(let root):
+            size = try BlobStore(root: root).extract(sha256, to: scratch + ".dmp")
+        case .coordinator(let url, let token):
+            let client = FleetClient(server: url, token: token)
+            _ = try AsyncBridge.wait { try await client.download(blob: sha256, to: scratch + ".lz4") }
+            size = try BlobStore.extract(blobAt: scratch + ".lz4", sha256: sha256, to: scratch + ".dmp")
+        }
+        metrics.bytesFetched.increment(by: Int64(clamping: size))
+    }
+
+    func analyze(_ path: String) throws -> (CrashReport, DumpFacts) {
+        let started = Date()
+        let dump = try KernelDump(source: MappedFile.open(path))
+        let report = CrashAnalyzer(parallelism: configuration.analysisThreads).analyze(dump)
+        metrics.analysisSeconds.record(Date().timeIntervalSince(started))
+        let header = dump.header
+        let facts = DumpFacts(dumpType: Int(header.dumpType.rawValue), machine: "\(header.machine)", build: Int(header.buildNumber),
+                              bugCheckCode: UInt64(header.bugCheckCode))
+        return (report, facts)
+    }
+
+    /// Stores the result under the lease. A dropped connection is retried (the write is
+    /// idempotent and fenced); a lost lease means another attempt owns the job now.
+    func store(_ report: CrashReport, facts: DumpFacts, lease: JobQueue.Lease) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let signature: StoredSignature
+        let reportJSON: String
+        do {
+            reportJSON = String(decoding: try encoder.encode(report), as: UTF8.self)
+            signature = StoredSignature(id: report.signature.id, bucket: report.signature.bucket, bugCheckClass: report.signature.bugCheckClass,
+                                        featuresJSON: String(decoding: try encoder.encode(report.signature), as: UTF8.self))
+        } catch {
+            return record(failure: "cannot encode the report: \(error)", lease: lease)
+        }
+        for attempt in 1...5 {
+            do {
+                try pool.withConnection { db in
+                    try queue.complete(lease, report: reportJSON, signature: signature, facts: facts,
+                                       beforeCommit: { Failpoint.reach("before-commit", job: lease.jobId) }, on: db)
+                }
+                metrics.jobsDone.increment()
+                logger.info("job done", metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "bucket": "\(report.failureBucketId)"])
+                return
+            } catch let lost as JobQueue.LeaseLost {
+                metrics.jobsAbandoned.increment()
+                logger.warning("\(lost); result dropped", metadata: ["job": "\(lease.jobId)"])
+                return
+            } catch {
+                logger.warning("cannot store the result (try \(attempt) of 5): \(error)", metadata: ["job": "\(lease.jobId)"])
+                Thread.sleep(forTimeInterval: 0.2 * Double(attempt * attempt))
+            }
+        }
+        logger.error("giving the job up; its lease will expire and another attempt will run", metadata: ["job": "\(lease.jobId)"])
+    }
+
+    func record(failure message: String, lease: JobQueue.Lease) {
+        metrics.jobsFailed.increment()
+        logger.warning("job attempt failed", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)", "error": "\(message)"])
+        do {
+            try pool.withConnection { db in try queue.fail(lease, error: message, on: db) }
+        } catch {
+            logger.warning("cannot record the failure (the lease will expire instead): \(error)", metadata: ["job": "\(lease.jobId)"])
+        }
+    }
+}
+
+/// Runs async work (the HTTP client's) from a worker thread and waits for it. Only for threads
+/// the worker owns: never call it from the cooperative pool.
+enum AsyncBridge {
+    static func wait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try box.result!.get()
+    }
+
+    final class ResultBox<T>: @unchecked Sendable {
+        var result: Result<T, any Error>?
+    }
+}
