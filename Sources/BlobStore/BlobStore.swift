@@ -134,7 +134,7 @@ public struct BlobStore: Sendable {
             while start < bytes.count {
                 let length = min(4096, bytes.count - start)
                 let page = UnsafeRawBufferPointer(rebasing: bytes[start..<start + length])
-                if length < 4096 || !page.elementsEqual(zeroPage) {
+                if length < 4096 || memcmp(page.baseAddress!, zeroPage, 4096) != 0 {
                     var written = 0
                     while written < length {
                         let result = pwrite(fd, page.baseAddress! + written, length - written, off_t(offset) + off_t(start + written))

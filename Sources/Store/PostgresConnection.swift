@@ -40,6 +40,9 @@ public final class PostgresConnection: @unchecked Sendable {
             connection = nil
             throw Failure(sqlState: "08001", message: "cannot connect to PostgreSQL (\(connectionString)): \(message)")
         }
+        // Server notices (and the FATAL a server sends as it shuts down) would go to stderr
+        // by default; errors reach callers as thrown Failures instead.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         _ = try execute("SET client_min_messages TO warning")
     }
 

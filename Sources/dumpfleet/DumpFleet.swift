@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct DumpFleet: ParsableCommand {
+struct DumpFleet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dumpfleet",
         abstract: "Reads Windows kernel crash dumps (full, kernel, bitmap and minidumps) offline.",
@@ -13,6 +13,7 @@ struct DumpFleet: ParsableCommand {
           dumpfleet forge --kind minidump x.dmp   write a realistic synthetic dump
           dumpfleet demo                          forge sample dumps and inspect them
         """,
-        subcommands: [Analyze.self, Inspect.self, Forge.self, Demo.self]
+        subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self,
+                      CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Forge.self, Demo.self]
     )
 }
