@@ -81,14 +81,19 @@ let package = Package(
             path: "Benchmarks/DumpBench"
         ),
 
-        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "Store"], path: "Tests/TestSupport"),
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
         .testTarget(name: "DumpMemoryTests", dependencies: ["DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "DumpForgeTests", dependencies: ["DumpForge", "DumpMemory", "TestSupport"]),
         .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),
+        .testTarget(name: "FleetTests", dependencies: [
+            "Coordinator", "FleetClient", "Worker", "Store", "BlobStore", "FleetAPI", "DumpForge", "DumpFile", "TestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        .testTarget(name: "DeployTests"),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore"]),
     ]
 )

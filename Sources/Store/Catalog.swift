@@ -19,6 +19,12 @@ public struct Catalog: Sendable {
         public var id: String
         public var announcement: UploadAnnouncement
         public var uploadedBy: String?
+
+        public init(id: String, announcement: UploadAnnouncement, uploadedBy: String?) {
+            self.id = id
+            self.announcement = announcement
+            self.uploadedBy = uploadedBy
+        }
     }
 
     // MARK: uploads

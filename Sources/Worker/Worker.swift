@@ -9,7 +9,7 @@ public final class Worker: @unchecked Sendable {
     public let configuration: WorkerConfiguration
     public let metrics = WorkerMetrics()
     let logger: Logger
-    let queue = JobQueue()
+    let queue: JobQueue
     let pool: ConnectionPool
     let keeper: LeaseKeeper
     let wakeUps: WakeUps
@@ -20,6 +20,7 @@ public final class Worker: @unchecked Sendable {
     public init(configuration: WorkerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        queue = JobQueue(retry: configuration.retry)
         pool = ConnectionPool(connectionString: configuration.database, capacity: configuration.concurrency + 1)
         keeper = LeaseKeeper(database: configuration.database, queue: queue, leaseSeconds: configuration.leaseSeconds, metrics: metrics, logger: logger)
         wakeUps = WakeUps(database: configuration.database, logger: logger)

@@ -1,4 +1,5 @@
 import Foundation
+import Store
 
 /// How a worker runs.
 public struct WorkerConfiguration: Sendable {
@@ -30,6 +31,8 @@ public struct WorkerConfiguration: Sendable {
     public var scratch: String
     /// The analyzer version this worker runs; it claims only jobs queued for it.
     public var analyzerVersion: Int
+    /// Backoff between attempts at a failing job, and when to give up on it.
+    public var retry = RetryPolicy()
 
     public init(database: String, blobs: BlobSource, scratch: String, analyzerVersion: Int) {
         self.database = database

@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import TestSupport
 import Testing
 
 /// The queue against a real PostgreSQL: claims, leases, fencing, retries, dead letters.

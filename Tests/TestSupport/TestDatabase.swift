@@ -1,16 +1,15 @@
 import Foundation
 import Store
-import Testing
 
 /// A real PostgreSQL server for the whole test run (never a mock): one private server started on
 /// first use, one fresh database per test. Set DUMPFLEET_TEST_PG to a libpq connection string
 /// to use a server of your own instead.
-enum TestDatabase {
+public enum TestDatabase {
     nonisolated(unsafe) static var server: EmbeddedPostgres?
     static let lock = NSLock()
     nonisolated(unsafe) static var counter = 0
 
-    static func serverConnectionString() throws -> String {
+    public static func serverConnectionString() throws -> String {
         if let given = ProcessInfo.processInfo.environment["DUMPFLEET_TEST_PG"] { return given }
         lock.lock()
         defer { lock.unlock() }
@@ -23,7 +22,7 @@ enum TestDatabase {
     }
 
     /// A new, empty, migrated database; its connection string.
-    static func fresh(migrated: Bool = true) throws -> String {
+    public static func fresh(migrated: Bool = true) throws -> String {
         let base = try serverConnectionString()
         lock.lock()
         counter += 1

@@ -1,0 +1,1 @@
+// The helper writes DeployValidationTests.swift here.

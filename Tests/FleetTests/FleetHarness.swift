@@ -1,0 +1,170 @@
+import BlobStore
+import Coordinator
+import DumpFile
+import DumpForge
+import FleetAPI
+import FleetClient
+import Foundation
+import Logging
+import Store
+import TestSupport
+import Worker
+
+/// One test's fleet: a fresh database on the test server, a blob folder, and (when asked) a
+/// coordinator on a free loopback port. Dumps are forged small (1 GiB machines, minidumps and
+/// kernel dumps), so each test moves megabytes, not gigabytes.
+final class FleetHarness: @unchecked Sendable {
+    static let token = "test-token-0123456789abcdef"
+    static let analyzerVersion = 1
+    let database: String
+    let folder: String
+    let blobRoot: String
+    let blobs: BlobStore
+    let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+    var coordinator: RunningCoordinator?
+
+    /// A fresh database on the shared test server, or `database` when given.
+    init(database: String? = nil) throws {
+        self.database = try database ?? TestDatabase.fresh()
+        folder = Fixtures.temporaryFolder()
+        blobRoot = folder + "/blobs"
+        blobs = try BlobStore(root: blobRoot)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: folder) }
+
+    func startCoordinator(maxUploadBytes: UInt64 = 1 << 30) async throws -> FleetClient {
+        var configuration = CoordinatorConfiguration(database: database, blobRoot: blobRoot,
+                                                     tokens: [AccessToken(name: "tester", secret: Self.token)], analyzerVersion: Self.analyzerVersion)
+        configuration.port = 0
+        configuration.maxUploadBytes = maxUploadBytes
+        configuration.reapIntervalSeconds = 0.5
+        let running = try await Coordinator(configuration: configuration, logger: logger).start()
+        coordinator = running
+        return FleetClient(server: running.url, token: Self.token)
+    }
+
+    func stop() async {
+        await coordinator?.stop()
+    }
+
+    /// Forges a crash into the harness folder; different seeds give different bytes.
+    func forge(seed: UInt64, kind: DumpDescription.DumpKind = .triage, scenario: (DumpDescription.DumpKind, UInt64) -> DumpDescription = { .displayDriverFault(kind: $0, layoutSeed: $1) }) throws -> String {
+        var description = scenario(kind, seed)
+        description.memory = DumpDescription.vmMemory(gibibytes: 1)
+        let dump = DumpForge.Forge.dump(description)
+        let path = "\(folder)/forged-\(seed)-\(UInt32.random(in: 0...UInt32.max)).dmp"
+        try MappedFile.writeSparse(path, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
+        return path
+    }
+
+    /// Puts a file in the blob store and queues it, as a finished upload would; returns the dump id.
+    func storeAndQueue(_ path: String, vm: String = "vm-1", maxAttempts: Int? = nil) throws -> Int64 {
+        let (sha256, size) = try blobs.store(file: path)
+        let db = try PostgresConnection(database)
+        let session = Catalog.Session(id: UUID().uuidString, announcement: UploadAnnouncement(sha256: sha256, size: size, vm: vm), uploadedBy: "test")
+        let status = try Catalog(analyzerVersion: Self.analyzerVersion).finish(session, on: db)
+        if let maxAttempts { try db.execute("UPDATE jobs SET max_attempts = $1", [String(maxAttempts)]) }
+        return status.dumpId!
+    }
+
+    func workerConfiguration(scratch: String? = nil) -> WorkerConfiguration {
+        var configuration = WorkerConfiguration(database: database, blobs: .directory(blobRoot),
+                                                scratch: scratch ?? folder + "/scratch-\(UInt32.random(in: 0...UInt32.max))",
+                                                analyzerVersion: Self.analyzerVersion)
+        configuration.leaseSeconds = 3
+        configuration.pollSeconds = 0.3
+        configuration.analysisThreads = 1
+        return configuration
+    }
+
+    /// Runs in-process workers until `done` holds (checked every 100 ms) or `timeout` passes.
+    func runWorkers(_ configurations: [WorkerConfiguration], timeout: Double = 60, until done: () throws -> Bool) throws -> Bool {
+        let workers = configurations.map { Worker(configuration: $0, logger: logger) }
+        let finished = DispatchGroup()
+        for worker in workers {
+            finished.enter()
+            Thread.detachNewThread {
+                try? worker.run()
+                finished.leave()
+            }
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        var reached = false
+        while Date() < deadline {
+            if try done() {
+                reached = true
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        workers.forEach { $0.drain() }
+        finished.wait()
+        return reached
+    }
+
+    func count(_ sql: String, _ parameters: [String?] = []) throws -> Int {
+        let value = try PostgresConnection(database).execute(sql, parameters).values.first?.first ?? nil
+        return Int(value ?? "0") ?? 0
+    }
+}
+
+/// A `dumpfleet worker` process, for the tests that kill or freeze workers. Its stderr goes to
+/// a file the test reads for the failpoint marker.
+final class WorkerProcess {
+    let process = Process()
+    let log: String
+
+    init(harness: FleetHarness, failpoint: String? = nil, lease: Double = 2, name: String) throws {
+        log = "\(harness.folder)/\(name).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = ["worker", "--database", harness.database, "--blobs", harness.blobRoot,
+                             "--scratch", "\(harness.folder)/scratch-\(name)", "--lease", String(lease), "--poll", "0.3",
+                             "--analysis-threads", "1"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["DUMPFLEET_FAILPOINT"] = failpoint
+        environment["DUMPFLEET_LOG_LEVEL"] = "info"
+        process.environment = environment
+        process.standardError = FileHandle(forWritingAtPath: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log contains `text`; false after `timeout` seconds.
+    func waitFor(_ text: String, timeout: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    func killAndWait() {
+        signal(SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// The built executable, found beside the test bundle.
+    static var executable: String {
+        var candidate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while candidate.path != "/" {
+            let path = candidate.appendingPathComponent("dumpfleet").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+            candidate.deleteLastPathComponent()
+        }
+        return "dumpfleet"
+    }
+}

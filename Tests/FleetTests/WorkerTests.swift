@@ -1,0 +1,164 @@
+import DumpForge
+import Foundation
+import Store
+import TestSupport
+import Testing
+import Worker
+
+/// Workers against a real PostgreSQL: exactly-once under concurrency, crashes and freezes at
+/// the worst moments, lost connections, a restarted server, polling without notifications,
+/// and dumps that cannot be read.
+@Suite struct WorkerTests {
+    @Test func everyJobIsDoneExactlyOnceByManyWorkers() throws {
+        let harness = try FleetHarness()
+        let jobs = 24
+        for seed in 0..<UInt64(jobs) { _ = try harness.storeAndQueue(try harness.forge(seed: 100 + seed)) }
+        var configurations = (0..<3).map { _ in harness.workerConfiguration() }
+        for index in configurations.indices { configurations[index].concurrency = 2 }
+        let finished = try harness.runWorkers(configurations) {
+            try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == jobs
+        }
+        #expect(finished)
+        #expect(try harness.count("SELECT count(*) FROM job_attempts") == jobs, "one attempt per job: nothing ran twice")
+        #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE outcome = 'done'") == jobs)
+        #expect(try harness.count("SELECT count(*) FROM reports") == jobs)
+        #expect(try harness.count("SELECT count(*) FROM signatures WHERE bucket = '0x1E_c0000005_nvlddmkm+0x1091'") == jobs)
+        #expect(try harness.count("SELECT count(*) FROM dumps WHERE build = 19041 AND bugcheck_code = 30") == jobs)
+        #expect(try harness.count("SELECT count(DISTINCT worker_id) FROM job_attempts") > 1, "the work was shared")
+    }
+
+    @Test(arguments: ["after-claim", "during-analysis", "before-commit"])
+    func aWorkerKilledMidJobLeavesOneResultAfterTheRetry(failpoint: String) throws {
+        let harness = try FleetHarness()
+        let dumpId = try harness.storeAndQueue(try harness.forge(seed: 7))
+        let doomed = try WorkerProcess(harness: harness, failpoint: failpoint, name: "doomed")
+        #expect(doomed.waitFor("failpoint \(failpoint) reached"), "\(doomed.output)")
+        doomed.killAndWait()
+        #expect(try harness.count("SELECT count(*) FROM reports") == 0, "nothing of the killed attempt is visible")
+        let rescuer = try WorkerProcess(harness: harness, name: "rescuer")
+        let deadline = Date().addingTimeInterval(30)
+        while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        rescuer.signal(SIGTERM)
+        rescuer.process.waitUntilExit()
+        #expect(rescuer.process.terminationStatus == 0, "SIGTERM drains and exits cleanly: \(rescuer.output)")
+        #expect(try harness.count("SELECT count(*) FROM reports WHERE dump_id = $1 AND attempt = 2", [String(dumpId)]) == 1)
+        #expect(try harness.count("SELECT count(*) FROM signatures") == 1)
+        #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE attempt = 1 AND outcome = 'expired'") == 1)
+        #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE attempt = 2 AND outcome = 'done'") == 1)
+    }
+
+    @Test func aFrozenWorkerPastItsLeaseIsFencedOut() throws {
+        let harness = try FleetHarness()
+        _ = try harness.storeAndQueue(try harness.forge(seed: 8))
+        // The frozen worker pauses 3 s inside the analysis; SIGSTOP holds it far longer.
+        let frozen = try WorkerProcess(harness: harness, failpoint: "during-analysis:3", lease: 2, name: "frozen")
+        #expect(frozen.waitFor("failpoint during-analysis reached"), "\(frozen.output)")
+        frozen.signal(SIGSTOP)
+        let other = try WorkerProcess(harness: harness, lease: 2, name: "other")
+        let deadline = Date().addingTimeInterval(30)
+        while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(try harness.count("SELECT count(*) FROM reports WHERE attempt = 2") == 1)
+        frozen.signal(SIGCONT)
+        #expect(frozen.waitFor("lease lost"), "the old worker learns it lost the job: \(frozen.output)")
+        frozen.signal(SIGTERM)
+        other.signal(SIGTERM)
+        frozen.process.waitUntilExit()
+        other.process.waitUntilExit()
+        #expect(try harness.count("SELECT count(*) FROM reports") == 1 && harness.count("SELECT count(*) FROM reports WHERE attempt = 2") == 1,
+                "the frozen attempt wrote nothing")
+        #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE attempt = 1 AND outcome = 'expired'") == 1)
+    }
+
+    @Test func workersRecoverFromKilledConnectionsAndAServerRestart() throws {
+        // A server of its own: this test restarts it.
+        let server = EmbeddedPostgres()
+        try server.start()
+        defer { server.stop() }
+        try Migrations.apply(PostgresConnection(server.connectionString))
+        let harness = try FleetHarness(database: server.connectionString)
+        let jobs = 30
+        for seed in 0..<UInt64(jobs) { _ = try harness.storeAndQueue(try harness.forge(seed: 200 + seed)) }
+        var configurations = [harness.workerConfiguration(), harness.workerConfiguration()]
+        configurations[0].concurrency = 2
+        var disruptions = 0
+        let finished = try harness.runWorkers(configurations, timeout: 90) {
+            let admin = try? PostgresConnection(server.connectionString)
+            let done = (try? admin?.execute("SELECT count(*) FROM jobs WHERE state = 'done'").values[0][0]).flatMap { $0.flatMap { Int($0) } } ?? 0
+            if disruptions < 3 && done > disruptions * 6 {
+                // Every other backend, workers' LISTEN, claim and heartbeat connections included.
+                _ = try? admin?.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname IS NOT NULL")
+                disruptions += 1
+            } else if disruptions == 3 {
+                try server.restart()
+                disruptions += 1
+            }
+            return done == jobs
+        }
+        #expect(finished, "all jobs done after \(disruptions) disruptions")
+        #expect(disruptions == 4)
+        #expect(try harness.count("SELECT count(*) FROM reports") == jobs)
+        #expect(try harness.count("SELECT count(*) FROM (SELECT job_id FROM job_attempts WHERE outcome = 'done' GROUP BY job_id HAVING count(*) = 1) once") == jobs)
+    }
+
+    @Test func withoutNotificationsJobsStartWithinThePollInterval() throws {
+        let harness = try FleetHarness()
+        var configuration = harness.workerConfiguration()
+        configuration.listen = false
+        configuration.pollSeconds = 0.5
+        let path = try harness.forge(seed: 9)
+        var queuedAt = Date()
+        var enqueued = false
+        var startLatency = 0.0
+        let finished = try harness.runWorkers([configuration]) {
+            if !enqueued {
+                Thread.sleep(forTimeInterval: 1)  // the worker is idle and polling by now
+                queuedAt = Date()
+                _ = try harness.storeAndQueue(path)
+                enqueued = true
+            }
+            if startLatency == 0, try harness.count("SELECT count(*) FROM job_attempts") > 0 { startLatency = Date().timeIntervalSince(queuedAt) }
+            return try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 1
+        }
+        #expect(finished)
+        #expect(startLatency > 0 && startLatency < 0.5 + 0.4, "claimed \(startLatency) s after queueing, poll every 0.5 s")
+    }
+
+    @Test func anUnreadableDumpEndsFailedWithItsErrorAfterBackedOffAttempts() throws {
+        let harness = try FleetHarness()
+        let garbage = harness.folder + "/garbage.dmp"
+        var random = SeededRandom(seed: 42)
+        FileManager.default.createFile(atPath: garbage, contents: Data((0..<65536).map { _ in UInt8(truncatingIfNeeded: random.next()) }))
+        _ = try harness.storeAndQueue(garbage, maxAttempts: 3)
+        var configuration = harness.workerConfiguration()
+        configuration.retry = RetryPolicy(baseSeconds: 0.3, capSeconds: 5, jitter: 0)
+        let finished = try harness.runWorkers([configuration]) {
+            try harness.count("SELECT count(*) FROM jobs WHERE state = 'failed'") == 1
+        }
+        #expect(finished)
+        let db = try PostgresConnection(harness.database)
+        let error = try db.execute("SELECT last_error FROM jobs").values[0][0] ?? ""
+        #expect(error.contains("PAGE") || error.contains("signature") || error.contains("dump"), "\(error)")
+        let outcomes = try db.execute("SELECT outcome FROM job_attempts ORDER BY attempt").values.map { $0[0] ?? "" }
+        #expect(outcomes == ["retry", "retry", "failed"])
+        // Backoff: 0.3 s after the first failure, 0.6 s after the second.
+        let gaps = try db.execute("""
+            SELECT extract(epoch FROM claimed_at - lag(finished_at) OVER (ORDER BY attempt)) FROM job_attempts ORDER BY attempt
+            """).values.compactMap { $0[0].flatMap(Double.init) }
+        #expect(gaps.count == 2 && gaps[0] >= 0.28 && gaps[1] >= 0.58, "\(gaps)")
+        #expect(try harness.count("SELECT count(*) FROM reports") == 0)
+    }
+
+    @Test func aTruncatedDumpGivesAPartialReport() throws {
+        let harness = try FleetHarness()
+        let path = try harness.forge(seed: 10, kind: .bitmapKernel)
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! NSNumber
+        truncate(path, off_t(size.int64Value * 2 / 3))
+        _ = try harness.storeAndQueue(path)
+        let finished = try harness.runWorkers([harness.workerConfiguration()]) {
+            try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 1
+        }
+        #expect(finished)
+        let report = try PostgresConnection(harness.database).execute("SELECT report->>'completeness', report->'notes' FROM reports").values[0]
+        #expect(report[0]?.contains("truncated") == true || report[1]?.contains("past the end") == true, "\(report)")
+    }
+}
