@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The fleet as an operator runs it: `coordinator` and `worker` processes, then `upload`,
+/// `status`, `wait` and `show` against them; and `demo`, end to end on its own PostgreSQL.
+@Suite struct FleetCommandTests {
+    let cli = CLITests()
+
+    @Test func uploadWaitAndShowAgainstACoordinatorAndAWorker() throws {
+        let database = try TestDatabase.fresh(migrated: false)
+        let folder = Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let token = "cli-test-token-0123456789"
+        try "uploader \(token)\n".write(toFile: folder + "/tokens", atomically: true, encoding: .utf8)
+        let port = 20000 + Int(getpid() % 20000)
+        let coordinator = try Service(["coordinator", "--database", database, "--port", String(port), "--blobs", folder + "/blobs",
+                                       "--tokens-file", folder + "/tokens"], log: folder + "/coordinator.log")
+        #expect(coordinator.waitFor("coordinator listening"), "\(coordinator.output)")
+        let server = ["--server", "http://127.0.0.1:\(port)", "--token", token]
+        let worker = try Service(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server,
+                                 log: folder + "/worker.log")
+
+        let dump = folder + "/timer.dmp"
+        #expect(try cli.run(["forge", "--kind", "bitmap-kernel", "--scenario", "timer-corruption", "--memory-gib", "1", dump]).status == 0)
+        let upload = try cli.run(["upload", dump, "--vm", "vdi-w10-0147", "--host", "kvm-12", "--tag", "pool=finance", "--json"] + server)
+        #expect(upload.status == 0, "\(upload.error)")
+        let answer = try JSONSerialization.jsonObject(with: Data(upload.output.utf8)) as? [String: Any]
+        let status = answer?["status"] as? [String: Any]
+        let dumpId = try #require(status?["dumpId"] as? Int, "\(upload.output)")
+        #expect(status?["state"] as? String == "stored")
+
+        let waited = try cli.run(["wait", String(dumpId), "--timeout", "60"] + server)
+        #expect(waited.status == 0, "\(waited.error) \(worker.output)")
+        #expect(waited.output.contains("0x3B_c0000005_CORRUPTION_VideoAccelerator.exe"))
+        let shown = try cli.run(["show", String(dumpId)] + server)
+        #expect(shown.output.contains("uploaded") && shown.output.contains("vdi-w10-0147 on kvm-12 by uploader [pool=finance]"))
+        #expect(shown.output.contains("done, attempt 1 of 5"))
+        let report = try cli.run(["show", String(dumpId), "--report"] + server)
+        #expect(report.output.contains("\\HDPServer\\VideoAccelerator.exe") || report.output.contains("VideoAccelerator.exe"))
+        let queue = try cli.run(["status"] + server)
+        #expect(queue.output.contains("jobs: queued 0, running 0, done 1, failed 0"))
+        let again = try cli.run(["upload", dump, "--vm", "vdi-w10-0200"] + server)
+        #expect(again.output.contains("already stored as dump \(dumpId)"))
+        let badToken = try cli.run(["status", "--server", "http://127.0.0.1:\(port)", "--token", "nope-nope-nope-nope"])
+        #expect(badToken.status != 0 && badToken.error.contains("bearer token"))
+
+        worker.process.terminate()
+        coordinator.process.terminate()
+        worker.process.waitUntilExit()
+        coordinator.process.waitUntilExit()
+        #expect(worker.process.terminationStatus == 0 && worker.output.contains("worker drained"))
+        #expect(coordinator.process.terminationStatus == 0, "graceful shutdown on SIGTERM: \(coordinator.output)")
+    }
+
+    @Test func demoRunsTheFleetEndToEnd() throws {
+        let result = try cli.run(["demo", "--vms", "5", "--memory-gib", "1"])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("What the fleet found"))
+        #expect(result.output.contains("failed 0"))
+        #expect(result.output.contains("known as dump 1, no second analysis"))
+        let perCause = result.output.components(separatedBy: "\n").filter { $0.contains(" of ") && $0.contains(" in 0x") }
+        #expect(!perCause.isEmpty)
+        for line in perCause {
+            let numbers = line.split(separator: ":").last!.split(separator: " ").compactMap { Int($0) }
+            #expect(numbers.count >= 2 && numbers[0] == numbers[1], "every dump of a cause lands in its bucket: \(line)")
+        }
+        #expect(result.output.contains("demo folder removed"))
+    }
+
+    /// A long-running `dumpfleet` process with its stderr in a file.
+    final class Service {
+        let process = Process()
+        let log: String
+
+        init(_ arguments: [String], log: String) throws {
+            self.log = log
+            FileManager.default.createFile(atPath: log, contents: nil)
+            process.executableURL = URL(fileURLWithPath: CLITests.executable)
+            process.arguments = arguments
+            let output = FileHandle(forWritingAtPath: log)
+            process.standardError = output
+            process.standardOutput = output
+            try process.run()
+        }
+
+        deinit {
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+
+        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+        func waitFor(_ text: String, timeout: Double = 60) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if output.contains(text) { return true }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            return false
+        }
+    }
+}
