@@ -80,6 +80,12 @@ let package = Package(
             dependencies: ["DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile"],
             path: "Benchmarks/DumpBench"
         ),
+        .executableTarget(
+            name: "FleetBench",
+            dependencies: ["Store", "BlobStore", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/FleetBench"
+        ),
 
         .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "Store"], path: "Tests/TestSupport"),
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
