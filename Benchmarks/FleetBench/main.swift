@@ -37,6 +37,29 @@ try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirecto
 defer { try? FileManager.default.removeItem(atPath: scratch) }
 
 // MARK: queue
+/// Seconds summed over the worker threads, to split a run into claiming and completing.
+final class Total: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sum = 0.0
+
+    func add(_ seconds: Double) {
+        lock.lock()
+        sum += seconds
+        lock.unlock()
+    }
+
+    /// The sum so far, reset to zero.
+    func take() -> Double {
+        lock.lock()
+        defer { lock.unlock() }
+        let value = sum
+        sum = 0
+        return value
+    }
+}
+
+let claimTime = Total()
+let completeTime = Total()
 
 /// Queues `count` jobs on fresh dump rows; returns nothing (the rows are the state).
 func refill(_ count: Int) throws {
@@ -61,9 +84,13 @@ func queueThroughput(workers: Int, batch: Int, jobs: Int) throws -> Double {
             do {
                 let db = try PostgresConnection(database)
                 while true {
+                    let t0 = now()
                     let leases = try queue.claim(workerId: "bench-\(index)", limit: batch, leaseSeconds: 60, on: db)
+                    claimTime.add(now() - t0)
                     if leases.isEmpty { break }
+                    let t1 = now()
                     for lease in leases { try queue.complete(lease, report: "{}", signature: signature, on: db) }
+                    completeTime.add(now() - t1)
                 }
             } catch {
                 print("worker \(index): \(error)")
@@ -81,7 +108,8 @@ if sections.contains("queue") {
     print("== queue: claim + complete (report and signature written, attempt logged), one transaction per job")
     for (workers, batch) in [(1, 10), (2, 10), (4, 10), (8, 10), (4, 1)] {
         let rate = try queueThroughput(workers: workers, batch: batch, jobs: 20000)
-        print(String(format: "   %d worker%@, batches of %2d: %7.0f jobs/s", workers, workers == 1 ? " " : "s", batch, rate))
+        print(String(format: "   %d worker%@, batches of %2d: %7.0f jobs/s   (thread-seconds claiming %.1f, completing %.1f)",
+                     workers, workers == 1 ? " " : "s", batch, rate, claimTime.take(), completeTime.take()))
     }
 }
 
@@ -110,6 +138,12 @@ if sections.contains("upload") {
     let hashing = now() - hashStarted
     print(String(format: "   SHA-256 alone (swift-crypto):        %6.2f s  %7.0f MB/s", hashing, size / hashing / 1e6))
 
+    let compressStarted = now()
+    var compressedBytes = 0
+    for try await chunk in CompressedFileChunks(path: path, skip: 0, progress: { _ in }) { compressedBytes += chunk.readableBytes }
+    let compressing = now() - compressStarted
+    print(String(format: "   client's LZ4 stream alone:           %6.2f s  %7.0f MB/s", compressing, size / compressing / 1e6))
+
     let token = "bench-token-0123456789abcdef"
     var configuration = CoordinatorConfiguration(database: database, blobRoot: scratch + "/blobs", tokens: [AccessToken(name: "bench", secret: token)],
                                                  analyzerVersion: 1)
@@ -129,6 +163,10 @@ if sections.contains("upload") {
     let blob = try BlobStore(root: scratch + "/blobs").path(of: try FileDigest.sha256(of: path).sha256).path
     let stored = (try FileManager.default.attributesOfItem(atPath: blob)[.size] as? NSNumber)?.doubleValue ?? 0
     print(String(format: "   stored as dump %lld: %.1f MiB compressed (ratio %.0f)", status.dumpId ?? 0, stored / 1_048_576, size / max(stored, 1)))
+    let verifyStarted = now()
+    try FrameVerifier(expectedSize: forged.size).catchUp(from: blob, upTo: UInt64(stored))
+    let verifying = now() - verifyStarted
+    print(String(format: "   server's decode + SHA-256 alone:     %6.2f s  %7.0f MB/s", verifying, size / verifying / 1e6))
     await coordinator.stop()
 }
 

@@ -92,15 +92,17 @@ public struct BlobStore: Sendable {
         return folder.appendingPathComponent(uuid.uuidString.lowercased() + ".part").path
     }
 
-    /// Takes an uploaded LZ4 frame into the store: decodes it, checks that it ends properly, that
-    /// it holds `size` bytes and that they hash to `sha256`, then renames it into place (or drops
-    /// it, when the store has that blob already). Anything wrong removes the file and throws.
-    public func adopt(compressedFile: String, sha256: String, size: UInt64) throws {
+    /// Takes an uploaded LZ4 frame into the store: lets `verifier` (one that watched the bytes
+    /// arrive, or a fresh one) decode whatever of the file it has not seen, checks that the
+    /// frame ended, held `size` bytes and hashes to `sha256`, then renames the file into place
+    /// (or drops it, when the store has that blob already). Anything wrong removes the file.
+    public func adopt(compressedFile: String, sha256: String, size: UInt64, verifier: FrameVerifier? = nil) throws {
         let final = try path(of: sha256)
         do {
-            let (actual, actualSize) = try Self.decode(blobAt: compressedFile, stopAfter: size) { _ in }
-            guard actualSize == size else { throw Failure(description: "the upload holds \(actualSize) bytes, not the \(size) announced") }
-            guard actual == sha256 else { throw Failure(description: "content hash mismatch: announced \(sha256), the bytes hash to \(actual)") }
+            let verifier = try verifier ?? FrameVerifier(expectedSize: size)
+            let length = try FileManager.default.attributesOfItem(atPath: compressedFile)[.size] as? NSNumber
+            try verifier.catchUp(from: compressedFile, upTo: length?.uint64Value ?? 0)
+            try verifier.check(sha256: sha256)
         } catch {
             try? FileManager.default.removeItem(atPath: compressedFile)
             throw error
@@ -129,7 +131,7 @@ public struct BlobStore: Sendable {
         defer { close(fd) }
         let zeroPage = [UInt8](repeating: 0, count: 4096)
         var offset: UInt64 = 0
-        let (actual, size) = try decode(blobAt: blob, stopAfter: nil) { bytes in
+        let (actual, size) = try decode(blobAt: blob) { bytes in
             var start = 0
             while start < bytes.count {
                 let length = min(4096, bytes.count - start)
@@ -152,9 +154,8 @@ public struct BlobStore: Sendable {
     }
 
     /// Streams the decompressed bytes of the LZ4 frame in `blob` through `output`, hashing
-    /// them; throws when the frame is damaged or cut short, or (with `stopAfter`) once it holds
-    /// more bytes than that, so an upload cannot expand without bound.
-    static func decode(blobAt blob: String, stopAfter limit: UInt64?, _ output: (UnsafeRawBufferPointer) throws -> Void) throws -> (sha256: String, size: UInt64) {
+    /// them; throws when the frame is damaged or cut short.
+    static func decode(blobAt blob: String, _ output: (UnsafeRawBufferPointer) throws -> Void) throws -> (sha256: String, size: UInt64) {
         guard let input = FileHandle(forReadingAtPath: blob) else { throw Failure(description: "cannot open \(blob)") }
         defer { try? input.close() }
         let decoder = try LZ4FrameDecoder()
@@ -165,7 +166,6 @@ public struct BlobStore: Sendable {
                 try decoder.decompress(compressed) { bytes in
                     hasher.update(bufferPointer: bytes)
                     size += UInt64(bytes.count)
-                    if let limit, size > limit { throw Failure(description: "the upload holds more than the \(limit) bytes announced") }
                     try output(bytes)
                 }
             }

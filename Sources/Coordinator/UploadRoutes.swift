@@ -17,6 +17,7 @@ struct UploadRoutes: Sendable {
     let maxUploadBytes: UInt64
     let metrics: CoordinatorMetrics
     let busy = SessionLocks()
+    let verifiers = LiveVerifiers()
     let logger: Logger
 
     func add(to group: RouterGroup<CoordinatorContext>) {
@@ -68,41 +69,56 @@ struct UploadRoutes: Sendable {
         // An LZ4 frame is at most a little larger than its content (incompressible blocks are
         // stored raw with a 4-byte header per 4 MiB block); allow that much and no more.
         let limit = session.announcement.size + session.announcement.size / 128 + (1 << 20)
+        // Verify as the bytes arrive, picking up where the last connection left off.
+        let verifier = try await work.run { [verifiers] in
+            let verifier = try verifiers.take(session.id).flatMap { $0.consumed <= received ? $0 : nil }
+                ?? FrameVerifier(expectedSize: session.announcement.size)
+            try verifier.catchUp(from: path, upTo: received)
+            return verifier
+        }
         let file = try AppendingFile(path: path)
         defer { file.close() }
         var total = received
-        for try await buffer in request.body {
-            total += UInt64(buffer.readableBytes)
-            guard total <= limit else {
-                try? FileManager.default.removeItem(atPath: path)
-                let message = "the upload is larger than its announced \(session.announcement.size) bytes allow"
-                _ = try? await work.database { [catalog] db in try catalog.reject(sessionId: session.id, error: message, on: db) }
-                metrics.uploadsRejected.increment()
-                throw APIFailure(.contentTooLarge, message)
+        do {
+            for try await buffer in request.body {
+                total += UInt64(buffer.readableBytes)
+                guard total <= limit else {
+                    throw APIFailure(.contentTooLarge, "the upload is larger than its announced \(session.announcement.size) bytes allow")
+                }
+                try buffer.withUnsafeReadableBytes { try file.write($0) }
+                metrics.uploadBytes.increment(by: Int64(buffer.readableBytes))
+                try await work.run { try buffer.withUnsafeReadableBytes { try verifier.feed($0) } }
             }
-            try buffer.withUnsafeReadableBytes { try file.write($0) }
-            metrics.uploadBytes.increment(by: Int64(buffer.readableBytes))
+        } catch let failure as FrameVerifier.Overflow {
+            try await refuse(session, path: path, APIFailure(.contentTooLarge, "upload rejected: \(failure)"))
+        } catch let failure as BlobStore.Failure {
+            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
+        } catch let failure as LZ4Error {
+            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
+        } catch let failure as APIFailure where failure.status == .contentTooLarge {
+            try await refuse(session, path: path, failure)
+        } catch {
+            verifiers.put(session.id, verifier)  // the connection dropped: what arrived is verified and kept
+            throw error
         }
+        verifiers.put(session.id, verifier)
         return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: total))
     }
 
-    /// Verifies the bytes (decoded size and SHA-256 must match the announcement), moves them
-    /// into the store and records dump, upload and job. A mismatch removes the bytes and closes
-    /// the session with the reason.
+    /// Checks the bytes (decoded size and SHA-256 must match the announcement; the PATCHes
+    /// verified them as they came, so this is quick), moves them into the store and records
+    /// dump, upload and job. A mismatch removes the bytes and closes the session with the reason.
     @Sendable func finish(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let session = try await openSession(context)
         guard busy.take(session.id) else { throw APIFailure(.conflict, "another connection is writing this upload") }
         defer { busy.release(session.id) }
         let path = try blobs.incomingPath(session: session.id)
         let announced = session.announcement
+        let verifier = verifiers.take(session.id)
         do {
-            try await work.run { [blobs] in try blobs.adopt(compressedFile: path, sha256: announced.sha256, size: announced.size) }
+            try await work.run { [blobs] in try blobs.adopt(compressedFile: path, sha256: announced.sha256, size: announced.size, verifier: verifier) }
         } catch {
-            let message = "\(error)"
-            _ = try? await work.database { [catalog] db in try catalog.reject(sessionId: session.id, error: message, on: db) }
-            metrics.uploadsRejected.increment()
-            logger.warning("upload rejected", metadata: ["session": "\(session.id)", "vm": "\(announced.vm)", "reason": "\(message)"])
-            throw APIFailure(.unprocessableContent, "upload rejected: \(message)")
+            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(error)"))
         }
         let status = try await work.database { [catalog] db in try catalog.finish(session, on: db) }
         metrics.uploadsStored.increment()
@@ -111,6 +127,17 @@ struct UploadRoutes: Sendable {
     }
 
     // MARK: helpers
+
+    /// Closes a session for good: its bytes are deleted and the reason kept. Always throws.
+    func refuse(_ session: Catalog.Session, path: String, _ failure: APIFailure) async throws -> Never {
+        try? FileManager.default.removeItem(atPath: path)
+        _ = verifiers.take(session.id)
+        let message = failure.body.error
+        _ = try? await work.database { [catalog] db in try catalog.reject(sessionId: session.id, error: message, on: db) }
+        metrics.uploadsRejected.increment()
+        logger.warning("upload rejected", metadata: ["session": "\(session.id)", "vm": "\(session.announcement.vm)", "reason": "\(message)"])
+        throw failure
+    }
 
     func openSession(_ context: CoordinatorContext) async throws -> Catalog.Session {
         let id = context.parameters.get("id") ?? ""
@@ -159,6 +186,23 @@ final class SessionLocks: Sendable {
 
     func take(_ id: String) -> Bool { taken.withLock { $0.insert(id).inserted } }
     func release(_ id: String) { _ = taken.withLock { $0.remove(id) } }
+}
+
+/// The verifiers of uploads in progress, by session, so the next PATCH or the finish goes on
+/// where the last request stopped. Bounded: a session whose verifier was dropped is verified
+/// from its file instead.
+final class LiveVerifiers: Sendable {
+    private let verifiers = Mutex<[String: FrameVerifier]>([:])
+    static let limit = 64
+
+    func take(_ id: String) -> FrameVerifier? { verifiers.withLock { $0.removeValue(forKey: id) } }
+
+    func put(_ id: String, _ verifier: FrameVerifier) {
+        verifiers.withLock { table in
+            if table.count >= Self.limit, let victim = table.keys.first { table.removeValue(forKey: victim) }
+            table[id] = verifier
+        }
+    }
 }
 
 /// A file opened for appending, written with write(2).

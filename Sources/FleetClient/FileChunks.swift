@@ -46,16 +46,22 @@ public enum FileDigest {
 /// slow network slows the reading instead of filling memory). The first `skip` compressed bytes
 /// are dropped: the frame is deterministic for the same bytes, so a resumed upload sends
 /// exactly the bytes the server lacks.
-struct CompressedFileChunks: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
+public struct CompressedFileChunks: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
     let path: String
     let skip: UInt64
     /// Called with the uncompressed bytes read so far.
     let progress: @Sendable (UInt64) -> Void
 
-    func makeAsyncIterator() -> Iterator { Iterator(path: path, skip: skip, progress: progress) }
+    public init(path: String, skip: UInt64, progress: @escaping @Sendable (UInt64) -> Void) {
+        self.path = path
+        self.skip = skip
+        self.progress = progress
+    }
 
-    struct Iterator: AsyncIteratorProtocol {
+    public func makeAsyncIterator() -> Iterator { Iterator(path: path, skip: skip, progress: progress) }
+
+    public struct Iterator: AsyncIteratorProtocol {
         let path: String
         var skip: UInt64
         let progress: @Sendable (UInt64) -> Void
@@ -69,7 +75,7 @@ struct CompressedFileChunks: AsyncSequence, Sendable {
             self.progress = progress
         }
 
-        mutating func next() async throws -> ByteBuffer? {
+        public mutating func next() async throws -> ByteBuffer? {
             if reader == nil {
                 reader = try ChunkReader(path: path)
                 encoder = try LZ4FrameEncoder()

@@ -42,10 +42,15 @@ public struct JobQueue: Sendable {
     /// Claims up to `limit` runnable jobs, highest priority first, and logs each attempt. With
     /// `analyzerVersion`, only jobs queued for that version (a worker claims what it can run).
     public func claim(workerId: String, limit: Int, leaseSeconds: Double, analyzerVersion: Int? = nil, on db: PostgresConnection) throws -> [Lease] {
+        // Two statement texts rather than "$4 IS NULL OR ...": each gets a plan of its own
+        // that walks the claimable index, prepared once.
+        let versionFilter = analyzerVersion == nil ? "" : "AND analyzer_version = $4::integer"
+        var parameters: [String?] = [workerId, String(limit), String(leaseSeconds)]
+        if let analyzerVersion { parameters.append(String(analyzerVersion)) }
         let rows = try db.execute("""
             WITH picked AS (
                 SELECT id FROM jobs
-                WHERE state = 'queued' AND available_at <= now() AND ($4::integer IS NULL OR analyzer_version = $4::integer)
+                WHERE state = 'queued' AND available_at <= now() \(versionFilter)
                 ORDER BY priority DESC, available_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED),
@@ -57,7 +62,7 @@ public struct JobQueue: Sendable {
             logged AS (
                 INSERT INTO job_attempts (job_id, attempt, worker_id) SELECT id, attempt, $1 FROM claimed)
             SELECT id, dump_id, attempt, analyzer_version, waited FROM claimed ORDER BY id
-            """, [workerId, String(limit), String(leaseSeconds), analyzerVersion.map { String($0) }])
+            """, parameters)
         return rows.values.map { row in
             Lease(jobId: Int64(row[0]!)!, dumpId: Int64(row[1]!)!, attempt: Int(row[2]!)!, workerId: workerId, analyzerVersion: Int(row[3]!)!,
                   queuedSeconds: Double(row[4] ?? "0") ?? 0)
@@ -73,37 +78,52 @@ public struct JobQueue: Sendable {
         if rows.affected != 1 { throw LeaseLost(lease: lease) }
     }
 
-    /// Stores the result and finishes the job, atomically and only under a live lease. The
-    /// fenced UPDATE runs first and locks the job row, so a lost lease writes nothing; the
-    /// result writes are upserts, so a retried completion leaves one report and one signature.
-    /// `facts` fill in what the dump is (type, machine, build, bug check), known only once read.
-    /// `beforeCommit` runs inside the transaction once everything is written (a seam for
-    /// fault-injection tests: a worker killed there must leave no trace).
+    /// Stores the result and finishes the job, atomically and only under a live lease, in one
+    /// statement (one round trip): the fenced UPDATE of the job feeds every other write, so a
+    /// lost lease writes nothing, and the result writes are upserts, so a retried completion
+    /// leaves one report and one signature. `facts` fill in what the dump is (type, machine,
+    /// build, bug check), known only once read. `beforeCommit`, when given, runs inside an
+    /// explicit transaction after the writes (a seam for fault-injection tests: a worker killed
+    /// there must leave no trace).
     public func complete(_ lease: Lease, report: String, signature: StoredSignature, facts: DumpFacts? = nil,
-                         beforeCommit: () -> Void = {}, on db: PostgresConnection) throws {
-        try db.transaction {
-            let fenced = try db.execute("""
-                UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
-                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
-                """, [String(lease.jobId), String(lease.attempt), lease.workerId])
-            guard fenced.affected == 1 else { throw LeaseLost(lease: lease) }
-            try db.execute("""
-                INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report) VALUES ($1, $2, $3, $4, $5::jsonb)
-                ON CONFLICT (dump_id) DO UPDATE SET job_id = excluded.job_id, attempt = excluded.attempt,
-                    analyzer_version = excluded.analyzer_version, report = excluded.report, created_at = now()
-                """, [String(lease.dumpId), String(lease.jobId), String(lease.attempt), String(lease.analyzerVersion), report])
-            try db.execute("""
-                INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, $2, $3, $4, $5::jsonb)
-                ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
-                    bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()
-                """, [String(lease.dumpId), signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON])
-            if let facts {
-                try db.execute("UPDATE dumps SET dump_type = $2, machine = $3, build = $4, bugcheck_code = $5 WHERE id = $1",
-                               [String(lease.dumpId), facts.dumpType.map { String($0) }, facts.machine, facts.build.map { String($0) },
-                                facts.bugCheckCode.map { String(Int64(bitPattern: $0)) }])
+                         beforeCommit: (() -> Void)? = nil, on db: PostgresConnection) throws {
+        let write = {
+            let rows = try db.execute("""
+                WITH fenced AS (
+                    UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
+                    WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+                    RETURNING id, dump_id),
+                report AS (
+                    INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report)
+                    SELECT dump_id, id, $2, $4, $5::jsonb FROM fenced
+                    ON CONFLICT (dump_id) DO UPDATE SET job_id = excluded.job_id, attempt = excluded.attempt,
+                        analyzer_version = excluded.analyzer_version, report = excluded.report, created_at = now()),
+                signature AS (
+                    INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features)
+                    SELECT dump_id, $6, $7, $8, $9::jsonb FROM fenced
+                    ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
+                        bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()),
+                facts AS (
+                    UPDATE dumps d SET dump_type = coalesce($10::integer, d.dump_type), machine = coalesce($11, d.machine),
+                                       build = coalesce($12::integer, d.build), bugcheck_code = coalesce($13::bigint, d.bugcheck_code)
+                    FROM fenced WHERE d.id = fenced.dump_id),
+                logged AS (
+                    UPDATE job_attempts a SET finished_at = now(), outcome = 'done', error = NULL
+                    FROM fenced WHERE a.job_id = fenced.id AND a.attempt = $2)
+                SELECT count(*) FROM fenced
+                """, [String(lease.jobId), String(lease.attempt), lease.workerId, String(lease.analyzerVersion), report,
+                      signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON,
+                      facts?.dumpType.map { String($0) }, facts?.machine, facts?.build.map { String($0) },
+                      facts?.bugCheckCode.map { String(Int64(bitPattern: $0)) }])
+            guard rows.values.first?.first == "1" else { throw LeaseLost(lease: lease) }
+        }
+        if let beforeCommit {
+            try db.transaction {
+                try write()
+                beforeCommit()
             }
-            try logAttempt(lease, outcome: "done", error: nil, on: db)
-            beforeCommit()
+        } else {
+            try write()
         }
     }
 

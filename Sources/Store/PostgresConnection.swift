@@ -29,6 +29,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private var connection: OpaquePointer?
+    private var prepared: [String: String] = [:]
     public let connectionString: String
 
     public init(_ connectionString: String) throws {
@@ -53,13 +54,37 @@ public final class PostgresConnection: @unchecked Sendable {
     /// The server-side process id of this connection (for pg_terminate_backend in tests).
     public var backendProcessId: Int32 { PQbackendPID(connection) }
 
-    /// Runs one statement with text parameters.
+    /// Runs one statement with text parameters. Statements are prepared on first use and
+    /// reused by name afterwards, so the server parses and plans each SQL text once per
+    /// connection (a queue completion is a five-part statement: planning it every time cost
+    /// more than running it).
     @discardableResult
     public func execute(_ sql: String, _ parameters: [String?] = []) throws -> Rows {
+        let name = try preparedName(sql, parameterCount: parameters.count)
         let result = withTextParameters(parameters) { values in
-            PQexecParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+            if let name { return PQexecPrepared(connection, name, Int32(parameters.count), values, nil, nil, 0) }
+            return PQexecParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
         defer { PQclear(result) }
+        return try check(result)
+    }
+
+    /// The prepared statement's name for `sql`, preparing it if new; nil once the cache is full.
+    private func preparedName(_ sql: String, parameterCount: Int) throws -> String? {
+        if let name = prepared[sql] { return name }
+        guard prepared.count < Self.preparedLimit else { return nil }
+        let name = "dumpfleet_\(prepared.count)"
+        let result = PQprepare(connection, name, sql, Int32(parameterCount), nil)
+        defer { PQclear(result) }
+        _ = try check(result)
+        prepared[sql] = name
+        return name
+    }
+
+    /// Distinct statements kept prepared per connection; more run unprepared.
+    static let preparedLimit = 256
+
+    private func check(_ result: OpaquePointer?) throws -> Rows {
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK:
             return Self.rows(result)

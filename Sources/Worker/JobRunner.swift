@@ -13,6 +13,8 @@ import Store
 /// a damaged one gives a partial report, which is a result like any other.
 struct JobRunner: Sendable {
     let configuration: WorkerConfiguration
+    /// This worker's own scratch folder.
+    let scratch: String
     let pool: ConnectionPool
     let queue: JobQueue
     let keeper: LeaseKeeper
@@ -28,7 +30,7 @@ struct JobRunner: Sendable {
         defer { keeper.release(lease) }
         metrics.queueLagSeconds.set(lease.queuedSeconds)
         Failpoint.reach("after-claim", job: lease.jobId)
-        let scratch = "\(configuration.scratch)/job-\(lease.jobId)-\(lease.attempt)"
+        let scratch = "\(self.scratch)/job-\(lease.jobId)-\(lease.attempt)"
         defer {
             try? FileManager.default.removeItem(atPath: scratch + ".dmp")
             try? FileManager.default.removeItem(atPath: scratch + ".lz4")
@@ -102,7 +104,7 @@ struct JobRunner: Sendable {
             do {
                 try pool.withConnection { db in
                     try queue.complete(lease, report: reportJSON, signature: signature, facts: facts,
-                                       beforeCommit: { Failpoint.reach("before-commit", job: lease.jobId) }, on: db)
+                                       beforeCommit: Failpoint.hook("before-commit", job: lease.jobId), on: db)
                 }
                 metrics.jobsDone.increment()
                 logger.info("job done", metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "bucket": "\(report.failureBucketId)"])

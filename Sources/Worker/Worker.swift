@@ -40,8 +40,8 @@ public final class Worker: @unchecked Sendable {
 
     /// Works until drained. Blocking: call it on a thread of your own.
     public func run() throws {
-        try FileManager.default.createDirectory(atPath: configuration.scratch, withIntermediateDirectories: true)
-        let runner = JobRunner(configuration: configuration, pool: pool, queue: queue, keeper: keeper, metrics: metrics, logger: logger)
+        let scratch = try ScratchFolder(root: configuration.scratch, workerId: configuration.workerId)
+        let runner = JobRunner(configuration: configuration, scratch: scratch.path, pool: pool, queue: queue, keeper: keeper, metrics: metrics, logger: logger)
         keeper.start()
         if configuration.listen { wakeUps.startListening() }
         logger.notice("worker started", metadata: ["worker": "\(configuration.workerId)", "concurrency": "\(configuration.concurrency)",
@@ -71,6 +71,7 @@ public final class Worker: @unchecked Sendable {
         lock.unlock()
         keeper.stop()
         wakeUps.stop()
+        withExtendedLifetime(scratch) {}
         logger.notice("worker drained", metadata: ["worker": "\(configuration.workerId)"])
     }
 

@@ -28,6 +28,8 @@ public struct WorkerConfiguration: Sendable {
     /// LISTEN for new jobs; off leaves polling alone.
     public var listen = true
     /// Where dumps are decompressed (as sparse files) while analyzed; each is deleted after.
+    /// Each worker works in a folder of its own below it (see `ScratchFolder`), so workers on
+    /// one host can share it.
     public var scratch: String
     /// The analyzer version this worker runs; it claims only jobs queued for it.
     public var analyzerVersion: Int

@@ -4,14 +4,18 @@ import ArgumentParser
 struct DumpFleet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dumpfleet",
-        abstract: "Reads Windows kernel crash dumps (full, kernel, bitmap and minidumps) offline.",
+        abstract: "Windows kernel crash dumps (full, kernel, bitmap and minidumps), analyzed offline, one or a fleet at a time.",
         discussion: """
         Examples:
           dumpfleet analyze MEMORY.DMP            what crashed, who is to blame, what to do
           dumpfleet inspect MEMORY.DMP            what kind of dump, which crash, how complete
           dumpfleet inspect --json Mini*.dmp      the same as JSON, one document per file
+          dumpfleet upload MEMORY.DMP --vm vdi-0147 --server URL --token T
+                                                  send a dump to the fleet's coordinator
+          dumpfleet wait 12; dumpfleet show 12    its analysis, once a worker is done
+          dumpfleet coordinator / worker          run the fleet (see deploy/OPERATIONS.md)
           dumpfleet forge --kind minidump x.dmp   write a realistic synthetic dump
-          dumpfleet demo                          forge sample dumps and inspect them
+          dumpfleet demo                          the whole fleet on a private PostgreSQL
         """,
         subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self,
                       CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Forge.self, Demo.self]

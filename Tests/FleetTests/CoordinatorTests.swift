@@ -110,8 +110,12 @@ import Testing
         let big = await Self.failure { _ = try await client.announce(UploadAnnouncement(sha256: sha256, size: 65 << 20, vm: "vdi-005")) }
         #expect(big?.status == 413 && big?.message.contains("at most") == true)
         let small = try #require(try await client.announce(UploadAnnouncement(sha256: sha256, size: 10, vm: "vdi-006")).uploadId)
-        let overflow = await Self.failure { _ = try await client.append(session: small, offset: 0, body: Self.chunks([UInt8](repeating: 7, count: 2 << 20)[...])) }
-        #expect(overflow?.status == 413)
+        let overflow = await Self.failure { _ = try await client.append(session: small, offset: 0, body: Self.chunks(frame[...])) }
+        #expect(overflow?.status == 413 && overflow?.message.contains("more than the 10 bytes") == true)
+        // Bytes that are not an LZ4 frame are refused as they arrive.
+        let garbage = try #require(try await client.announce(UploadAnnouncement(sha256: sha256, size: size, vm: "vdi-008")).uploadId)
+        let notLZ4 = await Self.failure { _ = try await client.append(session: garbage, offset: 0, body: Self.chunks([UInt8](repeating: 7, count: 1 << 20)[...])) }
+        #expect(notLZ4?.status == 422 && notLZ4?.message.contains("LZ4") == true)
 
         // Missing and wrong tokens.
         #expect(try await Self.get(harness, "/v1/status", token: nil).status == 401)

@@ -120,7 +120,7 @@ final class WorkerProcess {
         FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: Self.executable)
         process.arguments = ["worker", "--database", harness.database, "--blobs", harness.blobRoot,
-                             "--scratch", "\(harness.folder)/scratch-\(name)", "--lease", String(lease), "--poll", "0.3",
+                             "--scratch", "\(harness.folder)/scratch", "--lease", String(lease), "--poll", "0.3",
                              "--analysis-threads", "1"]
         var environment = ProcessInfo.processInfo.environment
         environment["DUMPFLEET_FAILPOINT"] = failpoint

@@ -35,12 +35,15 @@ import Worker
         #expect(doomed.waitFor("failpoint \(failpoint) reached"), "\(doomed.output)")
         doomed.killAndWait()
         #expect(try harness.count("SELECT count(*) FROM reports") == 0, "nothing of the killed attempt is visible")
+        let scratch = harness.folder + "/scratch"
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).count == 1, "the killed worker left its folder")
         let rescuer = try WorkerProcess(harness: harness, name: "rescuer")
         let deadline = Date().addingTimeInterval(30)
         while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         rescuer.signal(SIGTERM)
         rescuer.process.waitUntilExit()
         #expect(rescuer.process.terminationStatus == 0, "SIGTERM drains and exits cleanly: \(rescuer.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty, "the rescuer removed the dead worker's scratch, then its own")
         #expect(try harness.count("SELECT count(*) FROM reports WHERE dump_id = $1 AND attempt = 2", [String(dumpId)]) == 1)
         #expect(try harness.count("SELECT count(*) FROM signatures") == 1)
         #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE attempt = 1 AND outcome = 'expired'") == 1)
