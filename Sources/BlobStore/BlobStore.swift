@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 
 /// Content-addressed dump files on a directory (local disk or a shared mount): each blob is
-/// the LZ4 frame of a dump, named by the SHA-256 of the uncompressed bytes
+/// the LZ4 frame of a dump, named by the content hash of the uncompressed bytes (`ContentHasher`)
 /// (`ab/abcdef….lz4`). A blob is written to a temporary name and renamed only once its hash is
 /// known to be right, so a crash mid-upload never leaves a name pointing at partial bytes.
 /// Nothing here holds a whole dump in memory: bytes stream through in chunks.
@@ -20,26 +20,26 @@ public struct BlobStore: Sendable {
         try FileManager.default.createDirectory(at: self.root.appendingPathComponent("tmp"), withIntermediateDirectories: true)
     }
 
-    /// A SHA-256 as 64 lower-case hex digits, and nothing else (names come from outside).
-    public static func validate(_ sha256: String) throws {
-        guard sha256.count == 64, sha256.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
-            throw Failure(description: "not a SHA-256: \"\(sha256.prefix(80))\"")
+    /// A content hash: 64 lower-case hex digits, and nothing else (names come from outside).
+    public static func validate(_ contentHash: String) throws {
+        guard contentHash.count == 64, contentHash.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
+            throw Failure(description: "not a content hash (64 lower-case hex digits): \"\(contentHash.prefix(80))\"")
         }
     }
 
-    public func path(of sha256: String) throws -> URL {
-        try Self.validate(sha256)
-        return root.appendingPathComponent(String(sha256.prefix(2))).appendingPathComponent(sha256 + ".lz4")
+    public func path(of contentHash: String) throws -> URL {
+        try Self.validate(contentHash)
+        return root.appendingPathComponent(String(contentHash.prefix(2))).appendingPathComponent(contentHash + ".lz4")
     }
 
-    public func contains(_ sha256: String) -> Bool {
-        (try? path(of: sha256)).map { FileManager.default.fileExists(atPath: $0.path) } ?? false
+    public func contains(_ contentHash: String) -> Bool {
+        (try? path(of: contentHash)).map { FileManager.default.fileExists(atPath: $0.path) } ?? false
     }
 
     /// Stores the raw dump bytes that `read` yields chunk by chunk (nil at the end), hashing and
     /// compressing as they come. When `expected` is given and the bytes hash differently,
     /// nothing is kept. Returns the hash and the raw size.
-    public func store(expected: String? = nil, _ read: () throws -> [UInt8]?) throws -> (sha256: String, size: UInt64) {
+    public func store(expected: String? = nil, _ read: () throws -> [UInt8]?) throws -> (contentHash: String, size: UInt64) {
         if let expected { try Self.validate(expected) }
         let temporary = root.appendingPathComponent("tmp").appendingPathComponent(UUID().uuidString + ".partial")
         guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
@@ -50,32 +50,32 @@ public struct BlobStore: Sendable {
         let output = try FileHandle(forWritingTo: temporary)
         defer { try? output.close() }
         let encoder = try LZ4FrameEncoder()
-        var hasher = SHA256()
+        var hasher = ContentHasher()
         var size: UInt64 = 0
         while let chunk = try read() {
-            hasher.update(data: chunk)
+            chunk.withUnsafeBytes { hasher.update($0) }
             size += UInt64(chunk.count)
             let compressed = try chunk.withUnsafeBytes { try encoder.compress($0) }
             try output.write(contentsOf: compressed)
         }
         try output.write(contentsOf: try encoder.finish())
         try output.synchronize()
-        let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        if let expected, expected != sha256 {
-            throw Failure(description: "content hash mismatch: expected \(expected), got \(sha256)")
+        let contentHash = hasher.finalize()
+        if let expected, expected != contentHash {
+            throw Failure(description: "content hash mismatch: expected \(expected), got \(contentHash)")
         }
-        let final = try path(of: sha256)
+        let final = try path(of: contentHash)
         try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
-        if FileManager.default.fileExists(atPath: final.path) { return (sha256, size) }  // deduplicated
+        if FileManager.default.fileExists(atPath: final.path) { return (contentHash, size) }  // deduplicated
         guard rename(temporary.path, final.path) == 0 else {
             throw Failure(description: "cannot rename into \(final.path): \(String(cString: strerror(errno)))")
         }
         kept = true
-        return (sha256, size)
+        return (contentHash, size)
     }
 
     /// Stores a file, reading it chunk by chunk.
-    public func store(file: String, expected: String? = nil) throws -> (sha256: String, size: UInt64) {
+    public func store(file: String, expected: String? = nil) throws -> (contentHash: String, size: UInt64) {
         guard let input = FileHandle(forReadingAtPath: file) else { throw Failure(description: "cannot open \(file)") }
         defer { try? input.close() }
         return try store(expected: expected) {
@@ -94,15 +94,15 @@ public struct BlobStore: Sendable {
 
     /// Takes an uploaded LZ4 frame into the store: lets `verifier` (one that watched the bytes
     /// arrive, or a fresh one) decode whatever of the file it has not seen, checks that the
-    /// frame ended, held `size` bytes and hashes to `sha256`, then renames the file into place
+    /// frame ended, held `size` bytes and hashes to `contentHash`, then renames the file into place
     /// (or drops it, when the store has that blob already). Anything wrong removes the file.
-    public func adopt(compressedFile: String, sha256: String, size: UInt64, verifier: FrameVerifier? = nil) throws {
-        let final = try path(of: sha256)
+    public func adopt(compressedFile: String, contentHash: String, size: UInt64, verifier: FrameVerifier? = nil) throws {
+        let final = try path(of: contentHash)
         do {
             let verifier = try verifier ?? FrameVerifier(expectedSize: size)
             let length = try FileManager.default.attributesOfItem(atPath: compressedFile)[.size] as? NSNumber
             try verifier.catchUp(from: compressedFile, upTo: length?.uint64Value ?? 0)
-            try verifier.check(sha256: sha256)
+            try verifier.check(contentHash: contentHash)
         } catch {
             try? FileManager.default.removeItem(atPath: compressedFile)
             throw error
@@ -117,15 +117,15 @@ public struct BlobStore: Sendable {
         }
     }
 
-    /// Decompresses a blob of this store into `destination` (see `extract(blobAt:sha256:to:)`).
-    public func extract(_ sha256: String, to destination: String) throws -> UInt64 {
-        try Self.extract(blobAt: try path(of: sha256).path, sha256: sha256, to: destination)
+    /// Decompresses a blob of this store into `destination` (see `extract(blobAt:contentHash:to:)`).
+    public func extract(_ contentHash: String, to destination: String) throws -> UInt64 {
+        try Self.extract(blobAt: try path(of: contentHash).path, contentHash: contentHash, to: destination)
     }
 
     /// Decompresses the blob file at `blob` into `destination` as a sparse file: pages of zeros
     /// are skipped, so a 16 GiB dump that is mostly zeros takes little scratch space. Verifies
     /// the hash; returns the size.
-    public static func extract(blobAt blob: String, sha256: String, to destination: String) throws -> UInt64 {
+    public static func extract(blobAt blob: String, contentHash: String, to destination: String) throws -> UInt64 {
         let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Failure(description: "cannot create \(destination): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -149,28 +149,28 @@ public struct BlobStore: Sendable {
             offset += UInt64(bytes.count)
         }
         guard ftruncate(fd, off_t(size)) == 0 else { throw Failure(description: "cannot size \(destination)") }
-        guard actual == sha256 else { throw Failure(description: "blob \(sha256) holds bytes hashing to \(actual)") }
+        guard actual == contentHash else { throw Failure(description: "blob \(contentHash) holds bytes hashing to \(actual)") }
         return size
     }
 
     /// Streams the decompressed bytes of the LZ4 frame in `blob` through `output`, hashing
     /// them; throws when the frame is damaged or cut short.
-    static func decode(blobAt blob: String, _ output: (UnsafeRawBufferPointer) throws -> Void) throws -> (sha256: String, size: UInt64) {
+    static func decode(blobAt blob: String, _ output: (UnsafeRawBufferPointer) throws -> Void) throws -> (contentHash: String, size: UInt64) {
         guard let input = FileHandle(forReadingAtPath: blob) else { throw Failure(description: "cannot open \(blob)") }
         defer { try? input.close() }
         let decoder = try LZ4FrameDecoder()
-        var hasher = SHA256()
+        var hasher = ContentHasher()
         var size: UInt64 = 0
         while let data = try input.read(upToCount: chunkSize), !data.isEmpty {
             try [UInt8](data).withUnsafeBytes { compressed in
                 try decoder.decompress(compressed) { bytes in
-                    hasher.update(bufferPointer: bytes)
+                    hasher.update(bytes)
                     size += UInt64(bytes.count)
                     try output(bytes)
                 }
             }
         }
         guard decoder.finished else { throw Failure(description: "the LZ4 frame in \(blob) is cut short") }
-        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), size)
+        return (hasher.finalize(), size)
     }
 }

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// Decodes an LZ4 frame as it arrives and hashes the bytes it holds, so an upload is verified
@@ -13,7 +12,7 @@ public final class FrameVerifier: @unchecked Sendable {
     /// Uncompressed bytes decoded so far.
     public private(set) var size: UInt64 = 0
     private let decoder: LZ4FrameDecoder
-    private var hasher = SHA256()
+    private var hasher = ContentHasher()
 
     /// The frame decodes to more bytes than announced.
     public struct Overflow: Error, CustomStringConvertible {
@@ -30,7 +29,7 @@ public final class FrameVerifier: @unchecked Sendable {
         try decoder.decompress(compressed) { bytes in
             size += UInt64(bytes.count)
             guard size <= expectedSize else { throw Overflow(expectedSize: expectedSize) }
-            hasher.update(bufferPointer: bytes)
+            hasher.update(bytes)
         }
         consumed += UInt64(compressed.count)
     }
@@ -49,11 +48,11 @@ public final class FrameVerifier: @unchecked Sendable {
     }
 
     /// Throws unless the frame ended properly and held exactly `expectedSize` bytes hashing to
-    /// `sha256`.
-    public func check(sha256: String) throws {
+    /// `contentHash`.
+    public func check(contentHash: String) throws {
         guard decoder.finished else { throw BlobStore.Failure(description: "the upload's LZ4 frame is cut short after \(size) bytes") }
         guard size == expectedSize else { throw BlobStore.Failure(description: "the upload holds \(size) bytes, not the \(expectedSize) announced") }
-        let actual = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        guard actual == sha256 else { throw BlobStore.Failure(description: "content hash mismatch: announced \(sha256), the bytes hash to \(actual)") }
+        let actual = hasher.finalize()
+        guard actual == contentHash else { throw BlobStore.Failure(description: "content hash mismatch: announced \(contentHash), the bytes hash to \(actual)") }
     }
 }

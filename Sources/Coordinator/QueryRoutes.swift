@@ -17,7 +17,7 @@ struct QueryRoutes: Sendable {
         group.get("dumps/:id", use: dump)
         group.get("dumps/:id/report", use: report)
         group.get("jobs/:id", use: job)
-        group.get("blobs/:sha256", use: blob)
+        group.get("blobs/:hash", use: blob)
     }
 
     func addPublic(to router: Router<CoordinatorContext>) {
@@ -72,12 +72,12 @@ struct QueryRoutes: Sendable {
 
     /// Streams a blob (the LZ4 frame as stored) to a worker.
     @Sendable func blob(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let sha256 = context.parameters.get("sha256") ?? ""
+        let contentHash = context.parameters.get("hash") ?? ""
         let path: String
-        do { path = try blobs.path(of: sha256).path } catch { throw APIFailure(.badRequest, "\(error)") }
+        do { path = try blobs.path(of: contentHash).path } catch { throw APIFailure(.badRequest, "\(error)") }
         guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber,
               let input = FileHandle(forReadingAtPath: path) else {
-            throw APIFailure(.notFound, "no blob \(sha256)")
+            throw APIFailure(.notFound, "no blob \(contentHash)")
         }
         let reader = BlobReader(handle: input)
         return Response(status: .ok, headers: [.contentType: "application/x-lz4"],

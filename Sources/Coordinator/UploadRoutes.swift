@@ -116,7 +116,7 @@ struct UploadRoutes: Sendable {
         let announced = session.announcement
         let verifier = verifiers.take(session.id)
         do {
-            try await work.run { [blobs] in try blobs.adopt(compressedFile: path, sha256: announced.sha256, size: announced.size, verifier: verifier) }
+            try await work.run { [blobs] in try blobs.adopt(compressedFile: path, contentHash: announced.contentHash, size: announced.size, verifier: verifier) }
         } catch {
             try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(error)"))
         }
@@ -155,7 +155,7 @@ struct UploadRoutes: Sendable {
     }
 
     func validate(_ announcement: UploadAnnouncement) throws {
-        do { try BlobStore.validate(announcement.sha256) } catch { throw APIFailure(.badRequest, "\(error)") }
+        do { try BlobStore.validate(announcement.contentHash) } catch { throw APIFailure(.badRequest, "\(error)") }
         guard announcement.size > 0 else { throw APIFailure(.badRequest, "an empty file is not a dump") }
         guard announcement.size <= maxUploadBytes else {
             metrics.uploadsRejected.increment()

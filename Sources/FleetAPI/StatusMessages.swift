@@ -70,7 +70,7 @@ public struct UploadRecord: Codable, Sendable, Equatable {
 /// `GET /v1/dumps/{id}`: the dump, where it came from, its jobs and, once analyzed, its bucket.
 public struct DumpStatus: Codable, Sendable, Equatable {
     public var id: Int64
-    public var sha256: String
+    public var contentHash: String
     public var size: UInt64
     public var bugcheckCode: UInt64?
     public var build: Int?
@@ -79,10 +79,10 @@ public struct DumpStatus: Codable, Sendable, Equatable {
     public var bucket: String?
     public var signatureId: String?
 
-    public init(id: Int64, sha256: String, size: UInt64, bugcheckCode: UInt64?, build: Int?, uploads: [UploadRecord],
+    public init(id: Int64, contentHash: String, size: UInt64, bugcheckCode: UInt64?, build: Int?, uploads: [UploadRecord],
                 jobs: [JobStatus], bucket: String?, signatureId: String?) {
         self.id = id
-        self.sha256 = sha256
+        self.contentHash = contentHash
         self.size = size
         self.bugcheckCode = bugcheckCode
         self.build = build

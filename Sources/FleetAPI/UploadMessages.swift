@@ -9,7 +9,7 @@
 
 /// `POST /v1/uploads`
 public struct UploadAnnouncement: Codable, Sendable, Equatable {
-    public var sha256: String
+    public var contentHash: String
     /// Uncompressed bytes.
     public var size: UInt64
     public var vm: String
@@ -17,8 +17,8 @@ public struct UploadAnnouncement: Codable, Sendable, Equatable {
     public var tags: [String: String]
     public var fileName: String?
 
-    public init(sha256: String, size: UInt64, vm: String, host: String? = nil, tags: [String: String] = [:], fileName: String? = nil) {
-        self.sha256 = sha256
+    public init(contentHash: String, size: UInt64, vm: String, host: String? = nil, tags: [String: String] = [:], fileName: String? = nil) {
+        self.contentHash = contentHash
         self.size = size
         self.vm = vm
         self.host = host

@@ -1,5 +1,4 @@
 import BlobStore
-import Crypto
 import Foundation
 import NIOCore
 
@@ -29,16 +28,6 @@ final class ChunkReader {
         offset += UInt64(read)
         try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<read])) }
         return true
-    }
-}
-
-/// The SHA-256 and size of a file, read once front to back.
-public enum FileDigest {
-    public static func sha256(of path: String, progress: (UInt64) -> Void = { _ in }) throws -> (sha256: String, size: UInt64) {
-        let reader = try ChunkReader(path: path)
-        var hasher = SHA256()
-        while try reader.next({ hasher.update(bufferPointer: $0) }) { progress(reader.offset) }
-        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), reader.offset)
     }
 }
 

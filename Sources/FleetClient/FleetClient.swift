@@ -67,8 +67,8 @@ public struct FleetClient: Sendable {
     }
 
     /// Streams a blob (an LZ4 frame) into `path`; returns the bytes written.
-    public func download(blob sha256: String, to path: String) async throws -> UInt64 {
-        let response = try await http.execute(makeRequest("GET", "/v1/blobs/\(sha256)"), timeout: .hours(24))
+    public func download(blob contentHash: String, to path: String) async throws -> UInt64 {
+        let response = try await http.execute(makeRequest("GET", "/v1/blobs/\(contentHash)"), timeout: .hours(24))
         guard response.status.code == 200 else {
             throw Self.failure(status: Int(response.status.code), body: try await response.body.collect(upTo: 1 << 20))
         }

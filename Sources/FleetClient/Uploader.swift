@@ -1,3 +1,4 @@
+import BlobStore
 import FleetAPI
 import Foundation
 
@@ -29,11 +30,12 @@ public struct Uploader: Sendable {
     }
 
     public func upload(file: String, vm: String, host: String?, tags: [String: String]) async throws -> UploadStatus {
-        let (sha256, size) = try FileDigest.sha256(of: file) { done in
-            progress(Progress(file: file, phase: .hashing, done: done, total: 0))
+        let fileSize = ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.uint64Value ?? 0
+        let (contentHash, size) = try ContentHasher.ofFile(file) { done in
+            progress(Progress(file: file, phase: .hashing, done: done, total: fileSize))
         }
         let name = URL(fileURLWithPath: file).lastPathComponent
-        var status = try await client.announce(UploadAnnouncement(sha256: sha256, size: size, vm: vm, host: host, tags: tags, fileName: name))
+        var status = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: vm, host: host, tags: tags, fileName: name))
         guard status.state == .open, let session = status.uploadId else { return status }
         var lastError: (any Error)?
         for attempt in 1...attempts {

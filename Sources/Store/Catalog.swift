@@ -34,18 +34,18 @@ public struct Catalog: Sendable {
     /// host is returned, or a new one opened.
     public func announce(_ announcement: UploadAnnouncement, uploadedBy: String?, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
-            let known = try db.execute("SELECT id FROM dumps WHERE sha256 = $1", [announcement.sha256])
+            let known = try db.execute("SELECT id FROM dumps WHERE content_hash = $1", [announcement.contentHash])
             if let dumpId = known.values.first?[0].flatMap({ Int64($0) }) {
                 try recordUpload(dumpId: dumpId, announcement, uploadedBy: uploadedBy, on: db)
                 let jobId = try queueJob(dumpId: dumpId, on: db)
                 return UploadStatus(state: .known, dumpId: dumpId, jobId: jobId)
             }
             let rows = try db.execute("""
-                INSERT INTO upload_sessions (sha256, size, vm_name, host, tags, file_name, uploaded_by)
+                INSERT INTO upload_sessions (content_hash, size, vm_name, host, tags, file_name, uploaded_by)
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
-                ON CONFLICT (sha256, vm_name, host) WHERE state = 'open' DO UPDATE SET updated_at = now()
+                ON CONFLICT (content_hash, vm_name, host) WHERE state = 'open' DO UPDATE SET updated_at = now()
                 RETURNING id, size
-                """, [announcement.sha256, String(announcement.size), announcement.vm, announcement.host ?? "",
+                """, [announcement.contentHash, String(announcement.size), announcement.vm, announcement.host ?? "",
                       try Self.json(announcement.tags), announcement.fileName, uploadedBy])
             guard let id = rows.values.first?[0], let size = rows.values.first?[1].flatMap({ UInt64($0) }) else {
                 throw Catalog.Failure(description: "the upload session was not created")
@@ -65,13 +65,13 @@ public struct Catalog: Sendable {
     public func openSession(id: String, on db: PostgresConnection) throws -> Session? {
         guard UUID(uuidString: id) != nil else { return nil }
         let rows = try db.execute("""
-            SELECT sha256, size, vm_name, host, tags::text, file_name, uploaded_by FROM upload_sessions
+            SELECT content_hash, size, vm_name, host, tags::text, file_name, uploaded_by FROM upload_sessions
             WHERE id = $1 AND state = 'open'
             """, [id])
-        guard let row = rows.values.first, let sha256 = row[0], let size = row[1].flatMap({ UInt64($0) }), let vm = row[2] else { return nil }
+        guard let row = rows.values.first, let contentHash = row[0], let size = row[1].flatMap({ UInt64($0) }), let vm = row[2] else { return nil }
         let tags = try JSONDecoder().decode([String: String].self, from: Data((row[4] ?? "{}").utf8))
         let host = row[3].flatMap { $0.isEmpty ? nil : $0 }
-        return Session(id: id, announcement: UploadAnnouncement(sha256: sha256, size: size, vm: vm, host: host, tags: tags, fileName: row[5]),
+        return Session(id: id, announcement: UploadAnnouncement(contentHash: contentHash, size: size, vm: vm, host: host, tags: tags, fileName: row[5]),
                        uploadedBy: row[6])
     }
 
@@ -80,9 +80,9 @@ public struct Catalog: Sendable {
     public func finish(_ session: Session, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
             let dump = try db.execute("""
-                INSERT INTO dumps (sha256, size) VALUES ($1, $2)
-                ON CONFLICT (sha256) DO UPDATE SET sha256 = excluded.sha256 RETURNING id
-                """, [session.announcement.sha256, String(session.announcement.size)])
+                INSERT INTO dumps (content_hash, size) VALUES ($1, $2)
+                ON CONFLICT (content_hash) DO UPDATE SET content_hash = excluded.content_hash RETURNING id
+                """, [session.announcement.contentHash, String(session.announcement.size)])
             guard let dumpId = dump.values.first?[0].flatMap({ Int64($0) }) else { throw Failure(description: "the dump row was not created") }
             try recordUpload(dumpId: dumpId, session.announcement, uploadedBy: session.uploadedBy, on: db)
             try db.execute("UPDATE upload_sessions SET state = 'stored', dump_id = $2, updated_at = now() WHERE id = $1", [session.id, String(dumpId)])
@@ -134,10 +134,10 @@ public struct Catalog: Sendable {
 
     public func dump(id: Int64, on db: PostgresConnection) throws -> DumpStatus? {
         let rows = try db.execute("""
-            SELECT d.sha256, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id
+            SELECT d.content_hash, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id
             FROM dumps d LEFT JOIN signatures s ON s.dump_id = d.id WHERE d.id = $1
             """, [String(id)])
-        guard let row = rows.values.first, let sha256 = row[0] else { return nil }
+        guard let row = rows.values.first, let contentHash = row[0] else { return nil }
         let uploads = try db.execute("""
             SELECT vm_name, host, tags::text, uploaded_by, to_char(uploaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
             FROM uploads WHERE dump_id = $1 ORDER BY id
@@ -145,7 +145,7 @@ public struct Catalog: Sendable {
             UploadRecord(vm: upload[0] ?? "", host: upload[1], tags: (try? JSONDecoder().decode([String: String].self, from: Data((upload[2] ?? "{}").utf8))) ?? [:],
                          uploadedBy: upload[3], uploadedAt: upload[4] ?? "")
         }
-        return DumpStatus(id: id, sha256: sha256, size: UInt64(row[1] ?? "0") ?? 0, bugcheckCode: row[2].flatMap { Int64($0) }.map { UInt64(bitPattern: $0) },
+        return DumpStatus(id: id, contentHash: contentHash, size: UInt64(row[1] ?? "0") ?? 0, bugcheckCode: row[2].flatMap { Int64($0) }.map { UInt64(bitPattern: $0) },
                           build: row[3].flatMap { Int($0) }, uploads: uploads, jobs: try jobs(where: "dump_id = $1", id, on: db),
                           bucket: row[4], signatureId: row[5])
     }

@@ -113,5 +113,12 @@ CREATE UNIQUE INDEX upload_sessions_open ON upload_sessions (sha256, vm_name, ho
 
 ALTER TABLE uploads ADD COLUMN file_name text;
 """#),
+        Migration(version: 3, name: "content_hash", sql: #"""
+-- DumpFleet schema, version 3: dumps are named by their content hash (SHA-256 over the SHA-256
+-- digests of their 4 MiB blocks, see Sources/BlobStore/ContentHash.swift), not by the SHA-256
+-- of the whole file; the columns say so.
+ALTER TABLE dumps RENAME COLUMN sha256 TO content_hash;
+ALTER TABLE upload_sessions RENAME COLUMN sha256 TO content_hash;
+"""#),
     ]
 }

@@ -36,8 +36,8 @@ struct JobRunner: Sendable {
             try? FileManager.default.removeItem(atPath: scratch + ".lz4")
         }
         let outcome: Result<(CrashReport, DumpFacts), any Error> = Result {
-            let sha256 = try dumpHash(lease)
-            try fetch(sha256, into: scratch)
+            let contentHash = try dumpHash(lease)
+            try fetch(contentHash, into: scratch)
             Failpoint.reach("during-analysis", job: lease.jobId)
             return try analyze(scratch + ".dmp")
         }
@@ -55,22 +55,22 @@ struct JobRunner: Sendable {
     }
 
     func dumpHash(_ lease: JobQueue.Lease) throws -> String {
-        let rows = try pool.withConnection { db in try db.execute("SELECT sha256 FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
-        guard let sha256 = rows.values.first?[0] else { throw Failure(description: "dump \(lease.dumpId) is not in the database") }
-        return sha256
+        let rows = try pool.withConnection { db in try db.execute("SELECT content_hash FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
+        guard let contentHash = rows.values.first?[0] else { throw Failure(description: "dump \(lease.dumpId) is not in the database") }
+        return contentHash
     }
 
     /// Decompresses the dump into `scratch.dmp`, from the shared blob folder or, through
     /// `scratch.lz4`, from the coordinator.
-    func fetch(_ sha256: String, into scratch: String) throws {
+    func fetch(_ contentHash: String, into scratch: String) throws {
         let size: UInt64
         switch configuration.blobs {
         case .directory(let root):
-            size = try BlobStore(root: root).extract(sha256, to: scratch + ".dmp")
+            size = try BlobStore(root: root).extract(contentHash, to: scratch + ".dmp")
         case .coordinator(let url, let token):
             let client = FleetClient(server: url, token: token)
-            _ = try AsyncBridge.wait { try await client.download(blob: sha256, to: scratch + ".lz4") }
-            size = try BlobStore.extract(blobAt: scratch + ".lz4", sha256: sha256, to: scratch + ".dmp")
+            _ = try AsyncBridge.wait { try await client.download(blob: contentHash, to: scratch + ".lz4") }
+            size = try BlobStore.extract(blobAt: scratch + ".lz4", contentHash: contentHash, to: scratch + ".dmp")
         }
         metrics.bytesFetched.increment(by: Int64(clamping: size))
     }

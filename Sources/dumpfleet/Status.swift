@@ -48,7 +48,7 @@ struct Show: AsyncParsableCommand {
     }
 
     static func text(_ dump: DumpStatus) -> String {
-        var lines = ["dump \(dump.id)  sha256 \(dump.sha256)  \(ProgressDisplay.bytes(dump.size))"]
+        var lines = ["dump \(dump.id)  contentHash \(dump.contentHash)  \(ProgressDisplay.bytes(dump.size))"]
         if let code = dump.bugcheckCode { lines.append("bug check 0x\(String(code, radix: 16, uppercase: true)), build \(dump.build.map(String.init) ?? "?")") }
         lines.append("bucket \(dump.bucket ?? "(not analyzed yet)")" + (dump.signatureId.map { "  signature \($0)" } ?? ""))
         for upload in dump.uploads {

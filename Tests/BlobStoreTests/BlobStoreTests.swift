@@ -11,39 +11,67 @@ import Testing
     }
 
     /// 40 MiB shaped like a dump: zero pages, pseudo-random pages, repeated text; written a
-    /// page at a time.
-    static func dumpLikeFile(in folder: String) throws -> (path: String, sha256: String) {
+    /// page at a time. Its content hash is computed here from the definition (SHA-256 over the
+    /// SHA-256 of each 4 MiB block), independently of `ContentHasher`.
+    static func dumpLikeFile(in folder: String, pages: Int = 10 * 1024, zeroBlocks: Set<Int> = []) throws -> (path: String, contentHash: String) {
         let path = folder + "/input.dmp"
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         defer { try? output.close() }
-        var hasher = SHA256()
+        var digests: [UInt8] = []
+        var block = SHA256()
         let zeros = [UInt8](repeating: 0, count: 4096)
         let textPage = Array(String(repeating: "\\SystemRoot\\system32\\drivers\\nvlddmkm.sys ", count: 120).utf8.prefix(4096))
         let noisePage = (0..<4096).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 7) }
-        for page in 0..<(10 * 1024) {
-            let bytes = page % 7 == 0 ? noisePage : page % 7 == 3 ? textPage : zeros
-            hasher.update(data: bytes)
+        for page in 0..<pages {
+            let bytes = zeroBlocks.contains(page / 1024) ? zeros : page % 7 == 0 ? noisePage : page % 7 == 3 ? textPage : zeros
+            block.update(data: bytes)
             try output.write(contentsOf: bytes)
+            if page % 1024 == 1023 || page == pages - 1 {
+                digests += block.finalize()
+                block = SHA256()
+            }
         }
-        return (path, hasher.finalize().map { String(format: "%02x", $0) }.joined())
+        return (path, SHA256.hash(data: digests).map { String(format: "%02x", $0) }.joined())
+    }
+
+    @Test func theContentHashIsTheSameHoweverTheBytesArrive() throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // 10 MiB and 3 pages: two whole blocks (the second all zeros) and a short last one.
+        let (path, expected) = try Self.dumpLikeFile(in: folder, pages: 2563, zeroBlocks: [1])
+        #expect(try ContentHasher.ofFile(path, threads: 1).hash == expected)
+        #expect(try ContentHasher.ofFile(path, threads: 2).hash == expected)
+        let bytes = [UInt8](FileManager.default.contents(atPath: path)!)
+        for piece in [4095, 1 << 20, (4 << 20) + 7, bytes.count] {
+            var hasher = ContentHasher()
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(offset + piece, bytes.count)
+                bytes[offset..<end].withUnsafeBytes { hasher.update($0) }
+                offset = end
+            }
+            #expect(hasher.finalize() == expected, "pieces of \(piece) bytes")
+        }
+        var empty = ContentHasher()
+        #expect(empty.finalize() == SHA256.hash(data: [UInt8]()).map { String(format: "%02x", $0) }.joined())
     }
 
     @Test func storeThenExtractRoundTripsAsASparseFile() throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let store = try BlobStore(root: folder + "/blobs")
-        let (input, sha256) = try Self.dumpLikeFile(in: folder)
+        let (input, contentHash) = try Self.dumpLikeFile(in: folder)
         let stored = try store.store(file: input)
-        #expect(stored.sha256 == sha256)
+        #expect(stored.contentHash == contentHash)
         #expect(stored.size == 40 << 20)
-        let blob = try store.path(of: sha256).path
+        let blob = try store.path(of: contentHash).path
         let compressed = try FileManager.default.attributesOfItem(atPath: blob)[.size] as! UInt64
         #expect(compressed < 12 << 20, "zero pages compress away")
-        #expect(try store.store(file: input, expected: sha256).sha256 == sha256, "storing again deduplicates")
+        #expect(try store.store(file: input, expected: contentHash).contentHash == contentHash, "storing again deduplicates")
 
         let output = folder + "/scratch.dmp"
-        #expect(try store.extract(sha256, to: output) == 40 << 20)
+        #expect(try store.extract(contentHash, to: output) == 40 << 20)
         #expect(FileManager.default.contents(atPath: output) == FileManager.default.contents(atPath: input))
         var status = stat()
         stat(output, &status)
@@ -78,10 +106,10 @@ import Testing
         let store = try BlobStore(root: folder)
         let chunks = Chunks([(0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761) }])
         let stored = try store.store(chunks.next)
-        let blob = try store.path(of: stored.sha256).path
+        let blob = try store.path(of: stored.contentHash).path
         let bytes = FileManager.default.contents(atPath: blob)!
         _ = FileManager.default.createFile(atPath: blob, contents: bytes.prefix(bytes.count / 2))
-        #expect(throws: BlobStore.Failure.self) { try store.extract(stored.sha256, to: folder + "/out") }
+        #expect(throws: BlobStore.Failure.self) { try store.extract(stored.contentHash, to: folder + "/out") }
     }
 }
 

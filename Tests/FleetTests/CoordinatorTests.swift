@@ -18,16 +18,16 @@ import Testing
         #expect(stored.state == .stored)
         let dumpId = try #require(stored.dumpId)
         let dump = try await client.dump(dumpId)
-        let (sha256, size) = try FileDigest.sha256(of: path)
-        #expect(dump.sha256 == sha256 && dump.size == size)
+        let (contentHash, size) = try ContentHasher.ofFile(path)
+        #expect(dump.contentHash == contentHash && dump.size == size)
         #expect(dump.uploads.map(\.vm) == ["vdi-001"] && dump.uploads.first?.host == "kvm-1" && dump.uploads.first?.tags == ["pool": "finance"])
         #expect(dump.uploads.first?.uploadedBy == "tester")
         #expect(dump.jobs.count == 1 && dump.jobs.first?.state == "queued")
 
         // The blob a worker downloads is the LZ4 frame of exactly these bytes.
         let blob = harness.folder + "/downloaded.lz4"
-        _ = try await client.download(blob: sha256, to: blob)
-        #expect(try BlobStore.extract(blobAt: blob, sha256: sha256, to: harness.folder + "/extracted.dmp") == size)
+        _ = try await client.download(blob: contentHash, to: blob)
+        #expect(try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: harness.folder + "/extracted.dmp") == size)
         #expect(FileManager.default.contents(atPath: harness.folder + "/extracted.dmp") == FileManager.default.contents(atPath: path))
 
         let status = try await client.status()
@@ -66,9 +66,9 @@ import Testing
         let harness = try FleetHarness()
         let client = try await harness.startCoordinator()
         let path = try harness.forge(seed: 4, kind: .bitmapKernel)
-        let (sha256, size) = try FileDigest.sha256(of: path)
+        let (contentHash, size) = try ContentHasher.ofFile(path)
         let frame = try await Self.compressedFrame(of: path)
-        let announcement = UploadAnnouncement(sha256: sha256, size: size, vm: "vdi-004")
+        let announcement = UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-004")
         let opened = try await client.announce(announcement)
         let session = try #require(opened.uploadId)
         // The first connection dies after 40% of the frame.
@@ -83,7 +83,7 @@ import Testing
         let metrics = try await Self.get(harness, "/metrics", token: nil).body
         #expect(metrics.contains("dumpfleet_upload_compressed_bytes_total \(frame.count)"), "every compressed byte crossed the network once")
         // A PATCH at the wrong offset is told where the session stands.
-        let other = try await client.announce(UploadAnnouncement(sha256: String(repeating: "ab", count: 32), size: 100, vm: "vdi-x"))
+        let other = try await client.announce(UploadAnnouncement(contentHash: String(repeating: "ab", count: 32), size: 100, vm: "vdi-x"))
         await #expect(throws: FleetClient.Failure.self) {
             _ = try await client.append(session: other.uploadId!, offset: 7, body: Self.chunks([1, 2, 3]))
         }
@@ -94,12 +94,12 @@ import Testing
         let harness = try FleetHarness()
         let client = try await harness.startCoordinator(maxUploadBytes: 64 << 20)
         let path = try harness.forge(seed: 5)
-        let (sha256, size) = try FileDigest.sha256(of: path)
+        let (contentHash, size) = try ContentHasher.ofFile(path)
         let frame = try await Self.compressedFrame(of: path)
 
         // Bytes that do not hash to the announced SHA-256.
-        let wrong = String(sha256.reversed())
-        let session = try #require(try await client.announce(UploadAnnouncement(sha256: wrong, size: size, vm: "vdi-005")).uploadId)
+        let wrong = String(contentHash.reversed())
+        let session = try #require(try await client.announce(UploadAnnouncement(contentHash: wrong, size: size, vm: "vdi-005")).uploadId)
         _ = try await client.append(session: session, offset: 0, body: Self.chunks(frame[...]))
         let mismatch = await Self.failure { _ = try await client.finish(session: session) }
         #expect(mismatch?.status == 422 && mismatch?.message.contains("hash mismatch") == true)
@@ -107,13 +107,13 @@ import Testing
         #expect(gone?.status == 404, "a rejected session is closed")
 
         // Too large: announced, and streamed beyond what the announcement allows.
-        let big = await Self.failure { _ = try await client.announce(UploadAnnouncement(sha256: sha256, size: 65 << 20, vm: "vdi-005")) }
+        let big = await Self.failure { _ = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: 65 << 20, vm: "vdi-005")) }
         #expect(big?.status == 413 && big?.message.contains("at most") == true)
-        let small = try #require(try await client.announce(UploadAnnouncement(sha256: sha256, size: 10, vm: "vdi-006")).uploadId)
+        let small = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: 10, vm: "vdi-006")).uploadId)
         let overflow = await Self.failure { _ = try await client.append(session: small, offset: 0, body: Self.chunks(frame[...])) }
         #expect(overflow?.status == 413 && overflow?.message.contains("more than the 10 bytes") == true)
         // Bytes that are not an LZ4 frame are refused as they arrive.
-        let garbage = try #require(try await client.announce(UploadAnnouncement(sha256: sha256, size: size, vm: "vdi-008")).uploadId)
+        let garbage = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-008")).uploadId)
         let notLZ4 = await Self.failure { _ = try await client.append(session: garbage, offset: 0, body: Self.chunks([UInt8](repeating: 7, count: 1 << 20)[...])) }
         #expect(notLZ4?.status == 422 && notLZ4?.message.contains("LZ4") == true)
 
@@ -129,9 +129,9 @@ import Testing
                         "/v1/dumps/1;DROP%20TABLE%20dumps", "/v1/jobs/-1"] {
             #expect(try await Self.get(harness, hostile, token: FleetHarness.token).status == 400, "\(hostile)")
         }
-        let traversal = await Self.failure { _ = try await client.announce(UploadAnnouncement(sha256: "../../../../etc/passwd", size: 10, vm: "x")) }
+        let traversal = await Self.failure { _ = try await client.announce(UploadAnnouncement(contentHash: "../../../../etc/passwd", size: 10, vm: "x")) }
         #expect(traversal?.status == 400)
-        let control = await Self.failure { _ = try await client.announce(UploadAnnouncement(sha256: sha256, size: size, vm: "vm\u{0}\n")) }
+        let control = await Self.failure { _ = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vm\u{0}\n")) }
         #expect(control?.status == 400)
 
         let leftovers = try Self.leftovers(harness)
@@ -145,7 +145,7 @@ import Testing
         let harness = try FleetHarness()
         _ = try await harness.startCoordinator()
         let health = try await Self.get(harness, "/healthz", token: nil)
-        #expect(health.status == 200 && health.body.contains(#""database":"ok""#) && health.body.contains(#""schemaVersion":2"#))
+        #expect(health.status == 200 && health.body.contains(#""database":"ok""#) && health.body.contains(#""schemaVersion":3"#))
         let metrics = try await Self.get(harness, "/metrics", token: nil)
         #expect(metrics.status == 200 && metrics.body.contains("dumpfleet_uploads_total{outcome=\"stored\"}") && metrics.body.contains("dumpfleet_jobs{state=\"queued\"}"))
         await harness.stop()

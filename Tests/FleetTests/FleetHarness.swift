@@ -60,9 +60,9 @@ final class FleetHarness: @unchecked Sendable {
 
     /// Puts a file in the blob store and queues it, as a finished upload would; returns the dump id.
     func storeAndQueue(_ path: String, vm: String = "vm-1", maxAttempts: Int? = nil) throws -> Int64 {
-        let (sha256, size) = try blobs.store(file: path)
+        let (contentHash, size) = try blobs.store(file: path)
         let db = try PostgresConnection(database)
-        let session = Catalog.Session(id: UUID().uuidString, announcement: UploadAnnouncement(sha256: sha256, size: size, vm: vm), uploadedBy: "test")
+        let session = Catalog.Session(id: UUID().uuidString, announcement: UploadAnnouncement(contentHash: contentHash, size: size, vm: vm), uploadedBy: "test")
         let status = try Catalog(analyzerVersion: Self.analyzerVersion).finish(session, on: db)
         if let maxAttempts { try db.execute("UPDATE jobs SET max_attempts = $1", [String(maxAttempts)]) }
         return status.dumpId!

@@ -8,7 +8,7 @@ import Testing
     static func dumps(_ count: Int, on db: PostgresConnection) throws -> [Int64] {
         try (0..<count).map { index in
             let hash = String(repeating: "0", count: 48) + String(format: "%016x", index)
-            return Int64(try db.execute("INSERT INTO dumps (sha256, size) VALUES ($1, 4096) RETURNING id", [hash]).values[0][0]!)!
+            return Int64(try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 4096) RETURNING id", [hash]).values[0][0]!)!
         }
     }
 
