@@ -82,7 +82,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FleetBench",
-            dependencies: ["Store", "BlobStore", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
+            dependencies: ["Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/FleetBench"
         ),
