@@ -4,17 +4,7 @@ import TestSupport
 
 /// Runs the built `dumpfleet` executable as a user would.
 @Suite struct CLITests {
-    /// The executable sits beside the test bundle in the build folder.
-    static var executable: String {
-        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        var candidate = folder
-        while candidate.path != "/" {
-            let path = candidate.appendingPathComponent("dumpfleet").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-            candidate.deleteLastPathComponent()
-        }
-        return folder.appendingPathComponent("dumpfleet").path
-    }
+    static var executable: String { ServiceProcess.executable }
 
     struct Result {
         var status: Int32

@@ -14,11 +14,11 @@ import TestSupport
         let token = "cli-test-token-0123456789"
         try "uploader \(token)\n".write(toFile: folder + "/tokens", atomically: true, encoding: .utf8)
         let port = 20000 + Int(getpid() % 20000)
-        let coordinator = try Service(["coordinator", "--database", database, "--port", String(port), "--blobs", folder + "/blobs",
+        let coordinator = try ServiceProcess(["coordinator", "--database", database, "--port", String(port), "--blobs", folder + "/blobs",
                                        "--tokens-file", folder + "/tokens"], log: folder + "/coordinator.log")
         #expect(coordinator.waitFor("coordinator listening"), "\(coordinator.output)")
         let server = ["--server", "http://127.0.0.1:\(port)", "--token", token]
-        let worker = try Service(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server,
+        let worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server,
                                  log: folder + "/worker.log")
 
         let dump = folder + "/timer.dmp"
@@ -45,6 +45,13 @@ import TestSupport
         let badToken = try cli.run(["status", "--server", "http://127.0.0.1:\(port)", "--token", "nope-nope-nope-nope"])
         #expect(badToken.status != 0 && badToken.error.contains("bearer token"))
 
+        let migrate = try cli.run(["migrate", "--database", database])
+        #expect(migrate.output.contains("nothing to do"), "the coordinator migrated on start: \(migrate.output)")
+        let reprocess = try cli.run(["reprocess", "--database", database])
+        #expect(reprocess.output.contains("queued 0 dumps"), "the dump has a job for this analyzer version: \(reprocess.output)")
+        let statusJSON = try cli.run(["status", "--json"] + server)
+        #expect(statusJSON.output.contains("\"done\" : 1"))
+
         worker.process.terminate()
         coordinator.process.terminate()
         worker.process.waitUntilExit()
@@ -66,40 +73,5 @@ import TestSupport
             #expect(numbers.count >= 2 && numbers[0] == numbers[1], "every dump of a cause lands in its bucket: \(line)")
         }
         #expect(result.output.contains("demo folder removed"))
-    }
-
-    /// A long-running `dumpfleet` process with its stderr in a file.
-    final class Service {
-        let process = Process()
-        let log: String
-
-        init(_ arguments: [String], log: String) throws {
-            self.log = log
-            FileManager.default.createFile(atPath: log, contents: nil)
-            process.executableURL = URL(fileURLWithPath: CLITests.executable)
-            process.arguments = arguments
-            let output = FileHandle(forWritingAtPath: log)
-            process.standardError = output
-            process.standardOutput = output
-            try process.run()
-        }
-
-        deinit {
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-        }
-
-        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-
-        func waitFor(_ text: String, timeout: Double = 60) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            while Date() < deadline {
-                if output.contains(text) { return true }
-                Thread.sleep(forTimeInterval: 0.05)
-            }
-            return false
-        }
     }
 }

@@ -109,62 +109,11 @@ final class FleetHarness: @unchecked Sendable {
     }
 }
 
-/// A `dumpfleet worker` process, for the tests that kill or freeze workers. Its stderr goes to
-/// a file the test reads for the failpoint marker.
-final class WorkerProcess {
-    let process = Process()
-    let log: String
-
-    init(harness: FleetHarness, failpoint: String? = nil, lease: Double = 2, name: String) throws {
-        log = "\(harness.folder)/\(name).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["worker", "--database", harness.database, "--blobs", harness.blobRoot,
-                             "--scratch", "\(harness.folder)/scratch", "--lease", String(lease), "--poll", "0.3",
-                             "--analysis-threads", "1"]
-        var environment = ProcessInfo.processInfo.environment
-        environment["DUMPFLEET_FAILPOINT"] = failpoint
-        environment["DUMPFLEET_LOG_LEVEL"] = "info"
-        process.environment = environment
-        process.standardError = FileHandle(forWritingAtPath: log)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
-    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-
-    /// Waits until the log contains `text`; false after `timeout` seconds.
-    func waitFor(_ text: String, timeout: Double = 30) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if output.contains(text) { return true }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        return false
-    }
-
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
-
-    func killAndWait() {
-        signal(SIGKILL)
-        process.waitUntilExit()
-    }
-
-    /// The built executable, found beside the test bundle.
-    static var executable: String {
-        var candidate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        while candidate.path != "/" {
-            let path = candidate.appendingPathComponent("dumpfleet").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-            candidate.deleteLastPathComponent()
-        }
-        return "dumpfleet"
-    }
+/// A `dumpfleet worker` process on the harness's database and blob folder, for the tests that
+/// kill or freeze workers; `failpoint` arms DUMPFLEET_FAILPOINT (see Sources/Worker/Failpoint.swift).
+func workerProcess(_ harness: FleetHarness, failpoint: String? = nil, lease: Double = 2, name: String) throws -> ServiceProcess {
+    try ServiceProcess(["worker", "--database", harness.database, "--blobs", harness.blobRoot, "--scratch", "\(harness.folder)/scratch",
+                        "--lease", String(lease), "--poll", "0.3", "--analysis-threads", "1"],
+                       environment: ["DUMPFLEET_FAILPOINT": failpoint ?? "", "DUMPFLEET_LOG_LEVEL": "info"],
+                       log: "\(harness.folder)/\(name).log")
 }

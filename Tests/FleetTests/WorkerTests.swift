@@ -1,5 +1,8 @@
+import AsyncHTTPClient
+import Coordinator
 import DumpForge
 import Foundation
+import NIOCore
 import Store
 import TestSupport
 import Testing
@@ -31,13 +34,13 @@ import Worker
     func aWorkerKilledMidJobLeavesOneResultAfterTheRetry(failpoint: String) throws {
         let harness = try FleetHarness()
         let dumpId = try harness.storeAndQueue(try harness.forge(seed: 7))
-        let doomed = try WorkerProcess(harness: harness, failpoint: failpoint, name: "doomed")
+        let doomed = try workerProcess(harness, failpoint: failpoint, name: "doomed")
         #expect(doomed.waitFor("failpoint \(failpoint) reached"), "\(doomed.output)")
         doomed.killAndWait()
         #expect(try harness.count("SELECT count(*) FROM reports") == 0, "nothing of the killed attempt is visible")
         let scratch = harness.folder + "/scratch"
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).count == 1, "the killed worker left its folder")
-        let rescuer = try WorkerProcess(harness: harness, name: "rescuer")
+        let rescuer = try workerProcess(harness, name: "rescuer")
         let deadline = Date().addingTimeInterval(30)
         while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         rescuer.signal(SIGTERM)
@@ -54,10 +57,10 @@ import Worker
         let harness = try FleetHarness()
         _ = try harness.storeAndQueue(try harness.forge(seed: 8))
         // The frozen worker pauses 3 s inside the analysis; SIGSTOP holds it far longer.
-        let frozen = try WorkerProcess(harness: harness, failpoint: "during-analysis:3", lease: 2, name: "frozen")
+        let frozen = try workerProcess(harness, failpoint: "during-analysis:3", lease: 2, name: "frozen")
         #expect(frozen.waitFor("failpoint during-analysis reached"), "\(frozen.output)")
         frozen.signal(SIGSTOP)
-        let other = try WorkerProcess(harness: harness, lease: 2, name: "other")
+        let other = try workerProcess(harness, lease: 2, name: "other")
         let deadline = Date().addingTimeInterval(30)
         while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         #expect(try harness.count("SELECT count(*) FROM reports WHERE attempt = 2") == 1)
@@ -172,5 +175,28 @@ import Worker
         #expect(finished)
         let report = try PostgresConnection(harness.database).execute("SELECT report->>'completeness', report->'notes' FROM reports").values[0]
         #expect(report[0]?.contains("truncated") == true || report[1]?.contains("past the end") == true, "\(report)")
+    }
+
+    @Test func aWorkerServesItsMetrics() async throws {
+        let harness = try FleetHarness()
+        _ = try harness.storeAndQueue(try harness.forge(seed: 11))
+        let worker = Worker(configuration: harness.workerConfiguration(), logger: harness.logger)
+        let port = 30000 + Int(getpid() % 20000)
+        let server = Task { try await MetricsEndpoint.serve(worker.metrics.registry, host: "127.0.0.1", port: port, logger: harness.logger) }
+        defer { server.cancel() }
+        let running = Task.detached { try worker.run() }
+        var text = ""
+        for _ in 0..<100 where !text.contains(#"dumpfleet_worker_jobs_total{outcome="done"} 1"#) {
+            try await Task.sleep(for: .milliseconds(100))
+            let response = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
+            if let response { text = String(buffer: try await response.body.collect(upTo: 1 << 20)) }
+        }
+        worker.drain()
+        try await running.value
+        #expect(text.contains(#"dumpfleet_worker_jobs_total{outcome="done"} 1"#), "\(text)")
+        for name in ["dumpfleet_worker_fetched_bytes_total", "dumpfleet_worker_analysis_seconds_bucket", "dumpfleet_worker_queue_lag_seconds",
+                     "dumpfleet_worker_heartbeat_lateness_seconds"] {
+            #expect(text.contains(name), "\(name)")
+        }
     }
 }

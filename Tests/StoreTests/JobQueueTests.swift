@@ -103,4 +103,22 @@ import Testing
         let received = try listener.waitForNotification(milliseconds: 5000)
         #expect(received.contains { $0.channel == JobQueue.channel })
     }
+
+    @Test func reprocessQueuesEveryDumpForTheNewAnalyzerVersionOnce() throws {
+        let db = try PostgresConnection(TestDatabase.fresh())
+        let queue = JobQueue()
+        for id in try Self.dumps(3, on: db) { try queue.enqueue(dumpId: id, analyzerVersion: 1, on: db) }
+        for lease in try queue.claim(workerId: "v1", limit: 3, leaseSeconds: 30, analyzerVersion: 1, on: db) {
+            try queue.complete(lease, report: "{}", signature: Self.signature, on: db)
+        }
+        #expect(try queue.reprocess(analyzerVersion: 2, on: db) == 3)
+        #expect(try queue.reprocess(analyzerVersion: 2, on: db) == 0, "a second reprocess finds nothing to add")
+        #expect(try queue.claim(workerId: "old", limit: 10, leaseSeconds: 30, analyzerVersion: 1, on: db).isEmpty, "an old worker leaves them alone")
+        let fresh = Int64(try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 1) RETURNING id", [String(repeating: "f", count: 64)]).values[0][0]!)!
+        try queue.enqueue(dumpId: fresh, analyzerVersion: 2, on: db)
+        let leases = try queue.claim(workerId: "new", limit: 10, leaseSeconds: 30, analyzerVersion: 2, on: db)
+        #expect(leases.count == 4 && leases.allSatisfy { $0.analyzerVersion == 2 })
+        let priorities = try db.execute("SELECT priority FROM jobs WHERE analyzer_version = 2 ORDER BY id").values.map { $0[0] }
+        #expect(priorities == ["-1", "-1", "-1", "0"], "reprocessing runs below new uploads")
+    }
 }

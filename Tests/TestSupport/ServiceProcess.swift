@@ -1,0 +1,54 @@
+import Foundation
+
+/// A long-running `dumpfleet` process (coordinator, worker) for tests that signal, kill or
+/// freeze it. Its stdout and stderr go to a file the test reads, not to a pipe that could fill.
+public final class ServiceProcess {
+    public let process = Process()
+    public let log: String
+
+    public init(_ arguments: [String], environment: [String: String] = [:], log: String) throws {
+        self.log = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let output = FileHandle(forWritingAtPath: log)
+        process.standardError = output
+        process.standardOutput = output
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { killAndWait() }
+    }
+
+    public var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log contains `text`; false after `timeout` seconds.
+    public func waitFor(_ text: String, timeout: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+
+    public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    public func killAndWait() {
+        signal(SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// The built `dumpfleet`, found beside the test bundle in the build folder.
+    public static var executable: String {
+        var candidate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while candidate.path != "/" {
+            let path = candidate.appendingPathComponent("dumpfleet").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+            candidate.deleteLastPathComponent()
+        }
+        return "dumpfleet"
+    }
+}
