@@ -9,7 +9,8 @@ import Synchronization
 
 /// The upload protocol (deploy/API.md): announce, append the LZ4 frame in one or more PATCHes,
 /// finish. The compressed bytes gather in the blob store's incoming folder, named by the session
-/// id; only `finish` decodes them, checks size and hash, and renames them into the store.
+/// id, and are decoded and hashed as they arrive; `finish` checks size and hash and renames them
+/// into the store, so nothing unverified ever has a blob's name.
 struct UploadRoutes: Sendable {
     let work: BlockingWork
     let catalog: Catalog

@@ -1,6 +1,6 @@
 /// The bodies of the coordinator's upload API (deploy/API.md has the whole protocol).
 ///
-/// An upload is three steps. The client announces the dump by its SHA-256 and size; the server
+/// An upload is three steps. The client announces the dump by its content hash and size; the server
 /// answers `known` when it has the dump already (the new upload and VM are recorded, no bytes
 /// move) or opens a session and says how many compressed bytes it holds. The client then
 /// appends the dump's LZ4 frame from that offset (`PATCH` with `Upload-Offset`), and finally
