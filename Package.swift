@@ -5,14 +5,16 @@
 //   DumpFormat                     on-disk structures, bounds-checked reader (no Foundation)
 //   DumpMemory   -> DumpFormat     physical and virtual memory, KDDEBUGGER_DATA64 (no Foundation)
 //   DumpAnalysis -> DumpMemory     reports built from a dump (no Foundation)
+//   CrashSimilarity -> DumpAnalysis  how alike two crashes are; MinHash band keys (no Foundation)
 //   DumpForge                      writes synthetic dumps; shares no layout code with the parser
 //   DumpFile     -> DumpFormat     mmap and sparse writes (Glibc only)
 //   Store        -> CLibPQ, FleetAPI   PostgreSQL: migrations, the job queue, uploads, reports
 //   BlobStore    -> CLZ4, Crypto   content-addressed, LZ4-compressed dump files
 //   FleetAPI                       the HTTP API's request and response bodies (Codable)
-//   Coordinator  -> Store, BlobStore, FleetAPI, Hummingbird   uploads, status, blobs, metrics
+//   Coordinator  -> Store, BlobStore, CrashClusters, Hummingbird   uploads, status, blobs, clusters, metrics
 //   FleetClient  -> BlobStore, FleetAPI, AsyncHTTPClient      uploads and queries over HTTP
-//   Worker       -> Store, BlobStore, FleetClient, DumpAnalysis   claims jobs, analyzes, stores
+//   CrashClusters -> Store, CrashSimilarity   similarity search, clusters, correlations in PostgreSQL
+//   Worker       -> Store, BlobStore, FleetClient, DumpAnalysis, CrashClusters   claims, analyzes, stores
 //   dumpfleet                      the one executable: subcommands over all of the above
 import PackageDescription
 
@@ -42,13 +44,14 @@ let package = Package(
         .target(name: "DumpFormat"),
         .target(name: "DumpMemory", dependencies: ["DumpFormat"]),
         .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory"]),
+        .target(name: "CrashSimilarity", dependencies: ["DumpAnalysis"]),
         .target(name: "DumpForge"),
         .target(name: "DumpFile", dependencies: ["DumpFormat"]),
         .target(name: "Store", dependencies: ["CLibPQ", "FleetAPI"]),
         .target(name: "BlobStore", dependencies: ["CLZ4", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "FleetAPI"),
         .target(name: "Coordinator", dependencies: [
-            "Store", "BlobStore", "FleetAPI",
+            "Store", "BlobStore", "FleetAPI", "CrashClusters", "DumpAnalysis",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
@@ -62,8 +65,9 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "CrashClusters", dependencies: ["Store", "FleetAPI", "CrashSimilarity", "DumpAnalysis"]),
         .target(name: "Worker", dependencies: [
-            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpMemory", "DumpFile",
+            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpMemory", "DumpFile", "CrashClusters",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),

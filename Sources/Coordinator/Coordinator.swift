@@ -57,6 +57,7 @@ public struct Coordinator: Sendable {
         UploadRoutes(work: work, catalog: catalog, blobs: blobs, maxUploadBytes: configuration.maxUploadBytes, metrics: metrics, logger: logger)
             .add(to: api)
         queries.add(to: api)
+        ClusterRoutes(work: work).add(to: api)
 
         let logger = self.logger
         let app = Application(

@@ -8,6 +8,9 @@ public struct CrashSignature: Sendable, Codable, Equatable {
         public var module: String
         /// `module+0xRVA` of the instruction: exact, ASLR-independent.
         public var key: String
+        /// The export the instruction is in, when the nearest export is its function: survives
+        /// a new driver version that moves the RVAs.
+        public var function: String?
     }
 
     /// 16 hex digits: FNV-1a over `canonical`.
@@ -17,6 +20,8 @@ public struct CrashSignature: Sendable, Codable, Equatable {
     public var canonical: String
     public var bucket: String
     public var bugCheckClass: String
+    /// What the culprit is keyed by (a module or process name); nil in reports made before it was kept.
+    public var culprit: String?
     public var frames: [Frame]
     public var modules: [String]
     public var evidenceTokens: [String]
@@ -29,13 +34,14 @@ public struct CrashSignature: Sendable, Codable, Equatable {
         let tail = frames.dropFirst(min(faultingFrame, frames.count))
         self.frames = tail.prefix(16).enumerated().compactMap { position, frame in
             guard let module = frame.moduleKey, let key = frame.moduleOffsetKey else { return nil }
-            return Frame(position: position, module: module, key: key)
+            return Frame(position: position, module: module, key: key, function: frame.function)
         }
         let moduleRun = tail.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
         canonical = [bugCheckClass, culprit, faultingKey ?? "-", moduleRun.joined(separator: ",")].joined(separator: "|")
         id = Self.fnv1a(canonical)
         self.bucket = bucket
         self.bugCheckClass = bugCheckClass
+        self.culprit = culprit
         modules = Array(Set(self.frames.map(\.module))).sorted()
         var tokens: Set<String> = []
         for item in evidence {
@@ -52,12 +58,17 @@ public struct CrashSignature: Sendable, Codable, Equatable {
     }
 
     static func fnv1a(_ text: String) -> String {
+        let digits = String(fnv1a64(text), radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    /// 64-bit FNV-1a of the text's UTF-8 bytes.
+    public static func fnv1a64(_ text: String) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in text.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01B3
         }
-        let digits = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+        return hash
     }
 }

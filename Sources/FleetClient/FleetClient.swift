@@ -58,6 +58,29 @@ public struct FleetClient: Sendable {
     public func dump(_ id: Int64) async throws -> DumpStatus { try await send("GET", "/v1/dumps/\(id)") }
     public func job(_ id: Int64) async throws -> JobStatus { try await send("GET", "/v1/jobs/\(id)") }
 
+    // MARK: similarity and clusters
+
+    public func similar(toDump id: Int64, top: Int) async throws -> [SimilarCrash] { try await send("GET", "/v1/similar/\(id)?top=\(top)") }
+
+    /// Crashes like one analyzed here: `signature` is the report's signature object.
+    public func similar(toSignature signature: some Encodable, top: Int) async throws -> [SimilarCrash] {
+        try await send("POST", "/v1/similar?top=\(top)", json: signature)
+    }
+
+    public func clusters(since: String?) async throws -> [ClusterSummary] {
+        try await send("GET", "/v1/clusters" + (since.map { "?since=\($0)" } ?? ""))
+    }
+
+    public func cluster(_ id: Int64) async throws -> ClusterDetail { try await send("GET", "/v1/clusters/\(id)") }
+
+    public func merge(cluster id: Int64, into target: Int64) async throws -> ClusterDetail {
+        try await send("POST", "/v1/clusters/\(id)/merge", json: ClusterMerge(into: target))
+    }
+
+    public func split(cluster id: Int64, dumps: [Int64]) async throws -> ClusterDetail {
+        try await send("POST", "/v1/clusters/\(id)/split", json: ClusterSplit(dumps: dumps))
+    }
+
     /// A dump's analyze report, as the JSON text the worker stored.
     public func report(dumpId: Int64) async throws -> String {
         let response = try await http.execute(makeRequest("GET", "/v1/dumps/\(dumpId)/report"), timeout: .seconds(60))

@@ -82,49 +82,37 @@ public struct JobQueue: Sendable {
     /// statement (one round trip): the fenced UPDATE of the job feeds every other write, so a
     /// lost lease writes nothing, and the result writes are upserts, so a retried completion
     /// leaves one report and one signature. `facts` fill in what the dump is (type, machine,
-    /// build, bug check), known only once read. `beforeCommit`, when given, runs inside an
-    /// explicit transaction after the writes (a seam for fault-injection tests: a worker killed
-    /// there must leave no trace).
-    public func complete(_ lease: Lease, report: String, signature: StoredSignature, facts: DumpFacts? = nil,
-                         beforeCommit: (() -> Void)? = nil, on db: PostgresConnection) throws {
-        let write = {
-            let rows = try db.execute("""
-                WITH fenced AS (
-                    UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
-                    WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
-                    RETURNING id, dump_id),
-                report AS (
-                    INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report)
-                    SELECT dump_id, id, $2, $4, $5::jsonb FROM fenced
-                    ON CONFLICT (dump_id) DO UPDATE SET job_id = excluded.job_id, attempt = excluded.attempt,
-                        analyzer_version = excluded.analyzer_version, report = excluded.report, created_at = now()),
-                signature AS (
-                    INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features)
-                    SELECT dump_id, $6, $7, $8, $9::jsonb FROM fenced
-                    ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
-                        bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()),
-                facts AS (
-                    UPDATE dumps d SET dump_type = coalesce($10::integer, d.dump_type), machine = coalesce($11, d.machine),
-                                       build = coalesce($12::integer, d.build), bugcheck_code = coalesce($13::bigint, d.bugcheck_code)
-                    FROM fenced WHERE d.id = fenced.dump_id),
-                logged AS (
-                    UPDATE job_attempts a SET finished_at = now(), outcome = 'done', error = NULL
-                    FROM fenced WHERE a.job_id = fenced.id AND a.attempt = $2)
-                SELECT count(*) FROM fenced
-                """, [String(lease.jobId), String(lease.attempt), lease.workerId, String(lease.analyzerVersion), report,
-                      signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON,
-                      facts?.dumpType.map { String($0) }, facts?.machine, facts?.build.map { String($0) },
-                      facts?.bugCheckCode.map { String(Int64(bitPattern: $0)) }])
-            guard rows.values.first?.first == "1" else { throw LeaseLost(lease: lease) }
-        }
-        if let beforeCommit {
-            try db.transaction {
-                try write()
-                beforeCommit()
-            }
-        } else {
-            try write()
-        }
+    /// build, bug check), known only once read. Inside a caller's transaction, the caller's
+    /// other writes (clustering) commit or vanish with it.
+    public func complete(_ lease: Lease, report: String, signature: StoredSignature, facts: DumpFacts? = nil, on db: PostgresConnection) throws {
+        let rows = try db.execute("""
+            WITH fenced AS (
+                UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL
+                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+                RETURNING id, dump_id),
+            report AS (
+                INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report)
+                SELECT dump_id, id, $2, $4, $5::jsonb FROM fenced
+                ON CONFLICT (dump_id) DO UPDATE SET job_id = excluded.job_id, attempt = excluded.attempt,
+                    analyzer_version = excluded.analyzer_version, report = excluded.report, created_at = now()),
+            signature AS (
+                INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features)
+                SELECT dump_id, $6, $7, $8, $9::jsonb FROM fenced
+                ON CONFLICT (dump_id) DO UPDATE SET signature_id = excluded.signature_id, bucket = excluded.bucket,
+                    bugcheck_class = excluded.bugcheck_class, features = excluded.features, created_at = now()),
+            facts AS (
+                UPDATE dumps d SET dump_type = coalesce($10::integer, d.dump_type), machine = coalesce($11, d.machine),
+                                   build = coalesce($12::integer, d.build), bugcheck_code = coalesce($13::bigint, d.bugcheck_code)
+                FROM fenced WHERE d.id = fenced.dump_id),
+            logged AS (
+                UPDATE job_attempts a SET finished_at = now(), outcome = 'done', error = NULL
+                FROM fenced WHERE a.job_id = fenced.id AND a.attempt = $2)
+            SELECT count(*) FROM fenced
+            """, [String(lease.jobId), String(lease.attempt), lease.workerId, String(lease.analyzerVersion), report,
+                  signature.id, signature.bucket, signature.bugCheckClass, signature.featuresJSON,
+                  facts?.dumpType.map { String($0) }, facts?.machine, facts?.build.map { String($0) },
+                  facts?.bugCheckCode.map { String(Int64(bitPattern: $0)) }])
+        guard rows.values.first?.first == "1" else { throw LeaseLost(lease: lease) }
     }
 
     /// Records a failed attempt: the job is queued again after a backoff, or ends `failed` with

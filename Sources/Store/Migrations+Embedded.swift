@@ -123,5 +123,43 @@ ALTER TABLE dumps RENAME CONSTRAINT dumps_sha256_key TO dumps_content_hash_key;
 ALTER TABLE dumps RENAME CONSTRAINT dumps_sha256_check TO dumps_content_hash_check;
 ALTER TABLE upload_sessions RENAME CONSTRAINT upload_sessions_sha256_check TO upload_sessions_content_hash_check;
 """#),
+        Migration(version: 4, name: "clusters", sql: #"""
+-- DumpFleet schema, version 4: similarity search and clusters.
+-- Each signature carries MinHash band keys (Sources/CrashSimilarity/MinHashBands.swift) in an
+-- array with a GIN index: "which stored crashes share a band with this one" is an index scan,
+-- and only those candidates are scored exactly.
+ALTER TABLE signatures ADD COLUMN bands bigint[] NOT NULL DEFAULT '{}';
+CREATE INDEX signatures_bands ON signatures USING gin (bands);
+
+-- Clusters keep their ids as data grows: a new crash joins the best cluster above the threshold
+-- or starts one. Operators merge (the merged cluster points at the one it joined) and split
+-- (the moved dumps are pinned, so reprocessing leaves them where the operator put them).
+CREATE TABLE clusters (
+    id                     bigserial   PRIMARY KEY,
+    representative_dump_id bigint      REFERENCES dumps (id),
+    merged_into            bigint      REFERENCES clusters (id),
+    title                  text,
+    created_at             timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE cluster_members (
+    dump_id     bigint      PRIMARY KEY REFERENCES dumps (id),
+    cluster_id  bigint      NOT NULL REFERENCES clusters (id),
+    score       real        NOT NULL,
+    pinned      boolean     NOT NULL DEFAULT false,
+    assigned_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cluster_members_by_cluster ON cluster_members (cluster_id);
+
+-- What a dump had loaded and running, for correlations: which modules, driver versions
+-- (module@timestamp) and processes are over-represented in a cluster.
+CREATE TABLE dump_attributes (
+    dump_id bigint NOT NULL REFERENCES dumps (id),
+    kind    text   NOT NULL CHECK (kind IN ('module', 'driver', 'process')),
+    value   text   NOT NULL,
+    PRIMARY KEY (dump_id, kind, value)
+);
+CREATE INDEX dump_attributes_by_value ON dump_attributes (kind, value);
+"""#),
     ]
 }

@@ -12,12 +12,6 @@ enum Failpoint {
         return (String(parts[0]), parts.count > 1 ? Double(parts[1]) : nil)
     }()
 
-    /// `reach` as a closure when this failpoint is armed, else nil (for seams that cost
-    /// something when present, like completing inside an explicit transaction).
-    static func hook(_ name: String, job: Int64) -> (() -> Void)? {
-        armed?.name == name ? { reach(name, job: job) } : nil
-    }
-
     static func reach(_ name: String, job: Int64) {
         guard let armed, armed.name == name else { return }
         FileHandle.standardError.write(Data("failpoint \(name) reached (job \(job))\n".utf8))

@@ -1,4 +1,5 @@
 import BlobStore
+import CrashClusters
 import DumpAnalysis
 import DumpFile
 import DumpMemory
@@ -8,7 +9,8 @@ import Logging
 import Store
 
 /// One job, start to end: fetch the blob, decompress it into a sparse scratch file, map it,
-/// analyze it, store report and signature under the lease, delete the scratch file. A dump
+/// analyze it, store report and signature under the lease and place the crash in a cluster (one
+/// transaction), delete the scratch file. A dump
 /// that cannot be read at all fails the attempt (retried with backoff, then dead-lettered);
 /// a damaged one gives a partial report, which is a result like any other.
 struct JobRunner: Sendable {
@@ -18,6 +20,7 @@ struct JobRunner: Sendable {
     let pool: ConnectionPool
     let queue: JobQueue
     let keeper: LeaseKeeper
+    let index = CrashIndex()
     let metrics: WorkerMetrics
     let logger: Logger
 
@@ -103,8 +106,11 @@ struct JobRunner: Sendable {
         for attempt in 1...5 {
             do {
                 try pool.withConnection { db in
-                    try queue.complete(lease, report: reportJSON, signature: signature, facts: facts,
-                                       beforeCommit: Failpoint.hook("before-commit", job: lease.jobId), on: db)
+                    try db.transaction {
+                        try queue.complete(lease, report: reportJSON, signature: signature, facts: facts, on: db)
+                        try index.index(dumpId: lease.dumpId, report: report, on: db)
+                        Failpoint.reach("before-commit", job: lease.jobId)
+                    }
                 }
                 metrics.jobsDone.increment()
                 logger.info("job done", metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "bucket": "\(report.failureBucketId)"])

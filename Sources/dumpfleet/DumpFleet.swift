@@ -13,11 +13,13 @@ struct DumpFleet: AsyncParsableCommand {
           dumpfleet upload MEMORY.DMP --vm vdi-0147 --server URL --token T
                                                   send a dump to the fleet's coordinator
           dumpfleet wait 12; dumpfleet show 12    its analysis, once a worker is done
+          dumpfleet similar 12                    where else this crash happens, and why alike
+          dumpfleet clusters; dumpfleet cluster 4 recurring causes across VMs, with correlations
           dumpfleet coordinator / worker          run the fleet (see deploy/OPERATIONS.md)
           dumpfleet forge --kind minidump x.dmp   write a realistic synthetic dump
           dumpfleet demo                          the whole fleet on a private PostgreSQL
         """,
-        subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self,
+        subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self, Similar.self, Clusters.self, Cluster.self,
                       CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Forge.self, Demo.self]
     )
 }

@@ -145,7 +145,7 @@ import Testing
         let harness = try FleetHarness()
         _ = try await harness.startCoordinator()
         let health = try await Self.get(harness, "/healthz", token: nil)
-        #expect(health.status == 200 && health.body.contains(#""database":"ok""#) && health.body.contains(#""schemaVersion":3"#))
+        #expect(health.status == 200 && health.body.contains(#""database":"ok""#) && health.body.contains("\"schemaVersion\":\(Migrations.all.last!.version)"))
         let metrics = try await Self.get(harness, "/metrics", token: nil)
         #expect(metrics.status == 200 && metrics.body.contains("dumpfleet_uploads_total{outcome=\"stored\"}") && metrics.body.contains("dumpfleet_jobs{state=\"queued\"}"))
         await harness.stop()

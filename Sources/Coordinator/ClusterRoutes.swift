@@ -1,0 +1,104 @@
+import CrashClusters
+import DumpAnalysis
+import FleetAPI
+import Foundation
+import Hummingbird
+
+/// Similar crashes and clusters: `similar` by dump id or by a signature analyzed elsewhere, the
+/// clusters list and one cluster, and the operator's merge and split.
+struct ClusterRoutes: Sendable {
+    let work: BlockingWork
+    let index = CrashIndex()
+    let clusters = ClusterQueries()
+
+    func add(to group: RouterGroup<CoordinatorContext>) {
+        group.get("similar/:id", use: similarToDump)
+        group.post("similar", use: similarToSignature)
+        group.get("clusters", use: list)
+        group.get("clusters/:id", use: detail)
+        group.post("clusters/:id/merge", use: merge)
+        group.post("clusters/:id/split", use: split)
+    }
+
+    @Sendable func similarToDump(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let id = try QueryRoutes.id(context)
+        let top = try Self.top(request)
+        let hits = try await work.database { [index] db -> [SimilarCrash]? in
+            guard let signature = try index.signature(dumpId: id, on: db) else { return nil }
+            return try index.similar(to: signature, excluding: id, top: top, on: db)
+        }
+        guard let hits else { throw APIFailure(.notFound, "dump \(id) has no signature (yet)") }
+        return JSONBody.response(hits)
+    }
+
+    /// The body is a `signature` object as `dumpfleet analyze --json` prints it.
+    @Sendable func similarToSignature(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let signature: CrashSignature
+        do {
+            signature = try await request.decode(as: CrashSignature.self, context: context)
+        } catch {
+            throw APIFailure(.badRequest, "the body is not a crash signature: \(error)")
+        }
+        let top = try Self.top(request)
+        return JSONBody.response(try await work.database { [index] db in try index.similar(to: signature, top: top, on: db) })
+    }
+
+    @Sendable func list(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let since = request.uri.queryParameters.get("since")
+        if let since, !Self.isDate(since) { throw APIFailure(.badRequest, "since must be a date, YYYY-MM-DD") }
+        return JSONBody.response(try await work.database { [clusters] db in try clusters.list(since: since, on: db) })
+    }
+
+    @Sendable func detail(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let id = try QueryRoutes.id(context)
+        guard let detail = try await work.database({ [clusters] db in try clusters.detail(id: id, on: db) }) else {
+            throw APIFailure(.notFound, "no cluster \(id)")
+        }
+        return JSONBody.response(detail)
+    }
+
+    @Sendable func merge(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let id = try QueryRoutes.id(context)
+        let body = try await Self.decode(ClusterMerge.self, request, context)
+        do {
+            try await work.database { [clusters] db in try clusters.merge(id, into: body.into, on: db) }
+        } catch let failure as ClusterQueries.Failure {
+            throw APIFailure(.conflict, failure.description)
+        }
+        return try await detail(request, context: context)
+    }
+
+    @Sendable func split(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let id = try QueryRoutes.id(context)
+        let body = try await Self.decode(ClusterSplit.self, request, context)
+        let created: Int64
+        do {
+            created = try await work.database { [clusters] db in try clusters.split(id, dumps: body.dumps, on: db) }
+        } catch let failure as ClusterQueries.Failure {
+            throw APIFailure(.conflict, failure.description)
+        }
+        guard let detail = try await work.database({ [clusters] db in try clusters.detail(id: created, on: db) }) else {
+            throw APIFailure(.internalServerError, "the new cluster \(created) is gone")
+        }
+        return JSONBody.response(detail, status: .created)
+    }
+
+    static func top(_ request: Request) throws -> Int {
+        guard let text = request.uri.queryParameters.get("top") else { return 10 }
+        guard let top = Int(text), (1...1000).contains(top) else { throw APIFailure(.badRequest, "top must be 1 to 1000") }
+        return top
+    }
+
+    static func isDate(_ text: String) -> Bool {
+        let parts = text.split(separator: "-")
+        return parts.count == 3 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) } && text.count == 10
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CoordinatorContext) async throws -> T {
+        do {
+            return try await request.decode(as: type, context: context)
+        } catch {
+            throw APIFailure(.badRequest, "the body is not a \(type): \(error)")
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import DumpAnalysis
+
+/// How alike two crashes are, from what the analyzer stores in a `CrashSignature`: the stack
+/// (position-weighted alignment, `StackAlignment`), the bug-check class, the culprit, and the
+/// words of corruption evidence. The written-down model, with its reasons and parameters, is
+/// Sources/CrashSimilarity/CrashSimilarity.docc/SimilarityModel.md.
+public struct SimilarityModel: Sendable, Equatable {
+    public var stack = StackAlignment()
+    /// Weights of the parts; evidence counts only when either crash has any.
+    public var stackWeight = 0.55
+    public var bugCheckWeight = 0.15
+    public var culpritWeight = 0.2
+    public var evidenceWeight = 0.1
+
+    public init() {}
+
+    /// A score in 0...1 and what made it.
+    public struct Score: Sendable, Equatable {
+        public var value: Double
+        public var stack: Double
+        public var sameBugCheck: Double
+        public var sameCulprit: Bool
+        /// Evidence words both crashes have.
+        public var sharedEvidence: [String]
+        /// Frames that matched by instruction or function, as `module+0xRVA` of the first crash.
+        public var matchedFrames: [String]
+
+        /// One line a person can check: why these two crashes are alike.
+        public var reasons: [String] {
+            var reasons: [String] = []
+            if sameCulprit { reasons.append("same culprit") }
+            if sameBugCheck == 1 { reasons.append("same bug check and code") } else if sameBugCheck > 0 { reasons.append("same bug check") }
+            reasons.append("stack \(Int((stack * 100).rounded()))% alike" + (matchedFrames.isEmpty ? "" : " (\(matchedFrames.prefix(3).joined(separator: ", ")))"))
+            if !sharedEvidence.isEmpty { reasons.append("shared evidence: " + sharedEvidence.prefix(4).joined(separator: ", ")) }
+            return reasons
+        }
+    }
+
+    public func score(_ a: CrashSignature, _ b: CrashSignature) -> Score {
+        let alignment = stack.align(a.frames, b.frames)
+        let bugCheck = Self.bugCheckMatch(a.bugCheckClass, b.bugCheckClass)
+        let culprit = a.culprit != nil && a.culprit == b.culprit
+        let tokensA = Set(a.evidenceTokens), tokensB = Set(b.evidenceTokens)
+        let shared = tokensA.intersection(tokensB)
+        let union = tokensA.union(tokensB)
+        var total = stackWeight * alignment.similarity + bugCheckWeight * bugCheck + (culprit ? culpritWeight : 0)
+        var weights = stackWeight + bugCheckWeight + culpritWeight
+        if !union.isEmpty {
+            total += evidenceWeight * Double(shared.count) / Double(union.count)
+            weights += evidenceWeight
+        }
+        let keys = Dictionary(a.frames.map { ($0.position, $0.key) }, uniquingKeysWith: { first, _ in first })
+        return Score(value: total / weights, stack: alignment.similarity, sameBugCheck: bugCheck, sameCulprit: culprit,
+                     sharedEvidence: shared.sorted(), matchedFrames: alignment.matched.compactMap { keys[$0.0] })
+    }
+
+    /// 1 for the same class (code and, where the class has one, the exception or subtype), ½
+    /// for the same bug-check code alone, else 0. Classes look like `0x1E_c0000005` or `0x80`.
+    static func bugCheckMatch(_ a: String, _ b: String) -> Double {
+        if a == b { return 1 }
+        return a.split(separator: "_").first == b.split(separator: "_").first ? 0.5 : 0
+    }
+}
