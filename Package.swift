@@ -91,7 +91,8 @@ let package = Package(
             path: "Benchmarks/FleetBench"
         ),
 
-        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "Store"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "DumpMemory", "DumpAnalysis", "Store", "CrashClusters", "CrashSimilarity"],
+                path: "Tests/TestSupport"),
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
         .testTarget(name: "DumpMemoryTests", dependencies: ["DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "DumpForgeTests", dependencies: ["DumpForge", "DumpMemory", "TestSupport"]),
@@ -104,6 +105,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "DeployTests"),
+        .testTarget(name: "ClusterTests", dependencies: ["CrashSimilarity", "CrashClusters", "DumpAnalysis", "DumpForge", "DumpMemory", "Store", "FleetAPI", "TestSupport"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore"]),
     ]
 )

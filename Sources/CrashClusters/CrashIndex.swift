@@ -41,8 +41,11 @@ public struct CrashIndex: Sendable {
         for (cluster, score) in scored { best[cluster] = max(best[cluster] ?? 0, score) }
         let currentCluster = current?[0].flatMap { Int64($0) }
         let choice: (Int64, Double)?
-        if let currentCluster, let score = best[currentCluster], score >= threshold {
-            choice = (currentCluster, score)  // stays where it was: ids are stable under reprocessing
+        let alone = try currentCluster.map { cluster in
+            try db.execute("SELECT count(*) FROM cluster_members WHERE cluster_id = $1 AND dump_id <> $2", [String(cluster), String(dumpId)]).values[0][0] == "0"
+        } ?? false
+        if let currentCluster, let score = best[currentCluster] ?? (alone ? 1 : nil), score >= threshold {
+            choice = (currentCluster, score)  // stays where it was (alone, or still alike): ids are stable under reprocessing
         } else if let top = best.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }), top.value >= threshold {
             choice = (top.key, top.value)
         } else {

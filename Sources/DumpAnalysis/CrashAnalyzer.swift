@@ -8,7 +8,7 @@ import DumpMemory
 public struct CrashAnalyzer: Sendable {
     /// The analyzer's version, stored with every job and report. Raise it when reports or
     /// signatures change; `dumpfleet reprocess` then queues every dump again.
-    public static let version = 1
+    public static let version = 2
 
     public var rules: TriageRules
     /// Threads for the per-CPU walk (Dispatch's concurrentPerform); 1 walks serially.

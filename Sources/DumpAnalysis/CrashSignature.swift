@@ -20,7 +20,8 @@ public struct CrashSignature: Sendable, Codable, Equatable {
     public var canonical: String
     public var bucket: String
     public var bugCheckClass: String
-    /// What the culprit is keyed by (a module or process name); nil in reports made before it was kept.
+    /// Who is blamed: a module (without the offset the bucket adds) or a process name; nil in
+    /// reports made before it was kept.
     public var culprit: String?
     public var frames: [Frame]
     public var modules: [String]
@@ -41,7 +42,7 @@ public struct CrashSignature: Sendable, Codable, Equatable {
         id = Self.fnv1a(canonical)
         self.bucket = bucket
         self.bugCheckClass = bugCheckClass
-        self.culprit = culprit
+        self.culprit = culprit.split(separator: "+").first.map(String.init) ?? culprit
         modules = Array(Set(self.frames.map(\.module))).sorted()
         var tokens: Set<String> = []
         for item in evidence {

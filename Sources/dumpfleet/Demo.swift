@@ -78,10 +78,13 @@ struct Demo: AsyncParsableCommand {
         }
         let running = fleet.map { worker in Task { try await ThreadRunner.run { try worker.run() } } }
 
-        let crashes = DemoEstate.crashes(vms: vms, seed: seed, memoryGiB: memoryGiB)
+        var estate = Estate()
+        estate.vms = vms
+        estate.memoryGiB = memoryGiB
+        let crashes = estate.crashes(seed: seed)
         print("3. forging and uploading \(crashes.count) dumps from \(vms) desktops")
         let uploader = Uploader(client: FleetClient(server: coordinator.url, token: token))
-        var planted: [Int64: DemoEstate.Crash] = [:]
+        var planted: [Int64: Estate.Crash] = [:]
         var uploadedBytes: UInt64 = 0
         for (index, crash) in crashes.enumerated() {
             let path = "\(folder)/dumps/\(crash.vm)-\(index).dmp"
@@ -126,7 +129,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     /// What the fleet found, bucket by bucket, next to what the simulation planted.
-    static func summary(planted: [Int64: DemoEstate.Crash], database: PostgresConnection) throws -> String {
+    static func summary(planted: [Int64: Estate.Crash], database: PostgresConnection) throws -> String {
         let rows = try database.execute("""
             SELECT s.bucket, array_to_string(array_agg(DISTINCT d.id ORDER BY d.id), ','),
                    count(DISTINCT u.vm_name), count(DISTINCT u.host)
@@ -148,7 +151,7 @@ struct Demo: AsyncParsableCommand {
             guard let id = row[0].flatMap({ Int64($0) }), let bucket = row[1] else { return nil }
             return (id, bucket)
         })
-        for cause in DemoEstate.causes.map(\.name) {
+        for cause in Estate.causes.map(\.name) {
             let ids = planted.filter { $0.value.cause == cause }.map(\.key)
             guard !ids.isEmpty else { continue }
             let counts = Dictionary(grouping: ids.compactMap { buckets[$0] }, by: { $0 }).mapValues(\.count)

@@ -1,0 +1,104 @@
+import CrashClusters
+import DumpAnalysis
+import DumpForge
+import DumpMemory
+import FleetAPI
+import Foundation
+import Store
+import TestSupport
+import Testing
+
+/// Clusters and similarity search on a labelled estate, against a real PostgreSQL: quality
+/// floors, correlations, operator edits that survive reprocessing, and the same answers from a
+/// full dump and a minidump of one crash.
+@Suite struct EstateClusteringTests {
+    /// 30 desktops, 1 GiB each; three builds of each cause's driver, every third stack one frame
+    /// deeper, one crash in five an unrelated one-off.
+    static var estate: Estate {
+        var estate = Estate()
+        estate.vms = 30
+        estate.memoryGiB = 1
+        estate.driverVersions = 3
+        estate.oneOffEvery = 5
+        return estate
+    }
+
+    @Test func clustersBeatExactBucketsAndNameWhatTheClusterShares() throws {
+        let database = try TestDatabase.fresh()
+        let result = try EstateQuality(estate: Self.estate, seed: 5).measure(database: database)
+        print("estate: \(result.crashes) crashes, \(result.clusters) clusters, \(result.bucketCount) buckets; "
+              + "BCubed F1 \(result.fleet.f1) (buckets \(result.buckets.f1)); RR@1 \(result.similarRR) MAP \(result.similarMAP) "
+              + "(buckets \(result.bucketRR), \(result.bucketMAP))")
+        let db = try PostgresConnection(database)
+        let membership = try Self.membership(db)
+        let assignments = result.dumps.map { "\($0.id) \($0.cause.prefix(24)) → cluster \(membership[$0.id] ?? 0) \($0.report.failureBucketId)" }
+        #expect(result.fleet.f1 >= 0.95, "BCubed P \(result.fleet.precision) R \(result.fleet.recall):\n\(assignments.joined(separator: "\n"))")
+        #expect(result.fleet.f1 > result.buckets.f1)
+        #expect(result.similarRR >= result.bucketRR && result.similarMAP > result.bucketMAP)
+
+        // The planted process (its 15-character EPROCESS name) and driver top their clusters' correlations.
+        for (cause, planted) in [("VideoAccelerator.exe overwrites a kernel timer (0x3B)", "videoaccelerator.exe"),
+                                 ("storage filter spin-lock hang, NMI from the host (0x80)", "vfstor.sys")] {
+            let dump = try #require(result.dumps.first { $0.cause == cause })
+            let cluster = try #require(Int64(try db.execute("SELECT cluster_id FROM cluster_members WHERE dump_id = $1", [String(dump.id)]).values[0][0]!))
+            let detail = try #require(try ClusterQueries().detail(id: cluster, on: db))
+            #expect(detail.correlations.first.map { planted.hasPrefix($0.value) } == true, "\(detail.correlations.prefix(3))")
+            // Minidumps carry no process list, so a process reaches only the cluster's larger dumps.
+            #expect((detail.correlations.first?.inCluster ?? 0) > 0.5 && detail.correlations.first?.elsewhere == 0)
+            #expect(detail.members.count == detail.summary.dumps && !detail.daily.isEmpty)
+        }
+        let listed = try ClusterQueries().list(on: db)
+        #expect(listed.count == result.clusters && listed.map(\.dumps).reduce(0, +) == result.crashes)
+    }
+
+    @Test func mergesAndSplitsSurviveReprocessing() throws {
+        let database = try TestDatabase.fresh()
+        var estate = Self.estate
+        estate.vms = 12
+        let result = try EstateQuality(estate: estate, seed: 9).measure(database: database)
+        let db = try PostgresConnection(database)
+        let queries = ClusterQueries()
+        let clusters = try queries.list(on: db)
+        try #require(clusters.count >= 3)
+        let (big, other) = (clusters[0], clusters[1])
+        try queries.merge(other.id, into: big.id, on: db)
+        let members = try #require(try queries.detail(id: big.id, on: db)).members.map(\.dumpId)
+        let splitOff = Array(members.prefix(2))
+        let created = try queries.split(big.id, dumps: splitOff, on: db)
+        let before = try Self.membership(db)
+
+        // Reprocessing analyzes every dump again and indexes it as the worker does.
+        let index = CrashIndex()
+        for dump in result.dumps {
+            try db.transaction { _ = try index.index(dumpId: dump.id, report: dump.report, on: db) }
+        }
+        #expect(try Self.membership(db) == before, "every dump stays where it was")
+        #expect(try queries.detail(id: created, on: db)?.members.map(\.dumpId).sorted() == splitOff.sorted())
+        let merged = try #require(try queries.detail(id: other.id, on: db))
+        #expect(merged.summary.id == big.id && merged.mergedFrom == other.id, "the merged id leads to the cluster it joined")
+        #expect(try queries.list(on: db).contains { $0.id == other.id } == false)
+    }
+
+    @Test func aFullDumpAndAMinidumpOfOneCrashFindTheSameCrashes() throws {
+        let database = try TestDatabase.fresh()
+        var estate = Self.estate
+        estate.vms = 16
+        _ = try EstateQuality(estate: estate, seed: 3).measure(database: database)
+        let db = try PostgresConnection(database)
+        var answers: [[Int64]] = []
+        for kind in [DumpDescription.DumpKind.bitmapKernel, .triage] {
+            var description = DumpDescription.networkDriverFault(kind: kind, layoutSeed: 77)
+            description.memory = DumpDescription.vmMemory(gibibytes: 1)
+            let (path, source) = try Fixtures.mapped(Forge.dump(description))
+            let report = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: source))
+            Fixtures.discard(path)
+            answers.append(try CrashIndex().similar(to: report.signature, top: 5, on: db).map(\.dumpId))
+        }
+        #expect(!answers[0].isEmpty)
+        #expect(answers[0] == answers[1])
+    }
+
+    static func membership(_ db: PostgresConnection) throws -> [Int64: Int64] {
+        Dictionary(uniqueKeysWithValues: try db.execute("SELECT dump_id, cluster_id FROM cluster_members").values.map { (Int64($0[0]!)!, Int64($0[1]!)!) })
+    }
+}

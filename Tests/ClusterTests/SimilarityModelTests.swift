@@ -1,0 +1,87 @@
+import CrashSimilarity
+import DumpAnalysis
+import Foundation
+import Testing
+
+/// The similarity model and the quality measures, on hand-made signatures.
+@Suite struct SimilarityModelTests {
+    /// A signature from frames given as "module+0xRVA" or "module!Function+0xRVA".
+    static func signature(_ bugCheckClass: String, culprit: String?, _ frames: [String], evidence: [String] = []) -> CrashSignature {
+        let frameJSON = frames.enumerated().map { position, text -> String in
+            let module = String(text.prefix { $0 != "+" && $0 != "!" })
+            let function = text.contains("!") ? String(text.split(separator: "!")[1].prefix { $0 != "+" }) : nil
+            let rva = String(text.split(separator: "+").last!)
+            return #"{"position":\#(position),"module":"\#(module)","key":"\#(module)+\#(rva)""#
+                + (function.map { #","function":"\#($0)""# } ?? "") + "}"
+        }
+        let json = #"{"id":"0","canonical":"","bucket":"b","bugCheckClass":"\#(bugCheckClass)","#
+            + (culprit.map { #""culprit":"\#($0)","# } ?? "")
+            + #""frames":[\#(frameJSON.joined(separator: ","))],"modules":[],"evidenceTokens":[\#(evidence.map { "\"\($0)\"" }.joined(separator: ","))]}"#
+        return try! JSONDecoder().decode(CrashSignature.self, from: Data(json.utf8))
+    }
+
+    static let display = signature("0x1E_c0000005", culprit: "nvlddmkm", [
+        "nvlddmkm!NvDdiStartDevice+0x1091", "dxgkrnl!DpiDxgkDdiStartDevice+0x2045", "dxgkrnl!DxgkCreateDevice+0x25c2",
+        "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
+
+    @Test func identicalCrashesScoreOne() {
+        let score = SimilarityModel().score(Self.display, Self.display)
+        #expect(abs(score.value - 1) < 1e-9)
+        #expect(score.reasons.first == "same culprit")
+        #expect(score.matchedFrames.first == "nvlddmkm+0x1091")
+    }
+
+    @Test func anExtraFrameOrANewDriverBuildStaysClose() {
+        let deeper = Self.signature("0x1E_c0000005", culprit: "nvlddmkm", [
+            "nvlddmkm!NvDdiStartDevice+0x1091", "dxgkrnl!DpiDxgkDdiStartDevice+0x2045", "dxgkrnl!DxgkCreateDevice+0x25c2",
+            "nt!IofCallDriver+0x1055", "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
+        let rebuilt = Self.signature("0x1E_c0000005", culprit: "nvlddmkm", [
+            "nvlddmkm!NvDdiStartDevice+0x1491", "dxgkrnl!DpiDxgkDdiStartDevice+0x2045", "dxgkrnl!DxgkCreateDevice+0x25c2",
+            "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
+        let model = SimilarityModel()
+        #expect(model.score(Self.display, deeper).value > 0.9)
+        #expect(model.score(Self.display, rebuilt).value > 0.95, "same function, moved code")
+        #expect(model.score(Self.display, rebuilt).value < 1)
+    }
+
+    @Test func differentCausesScoreLow() {
+        let network = Self.signature("0xD1", culprit: "rtnet64x", ["rtnet64x+0x11b7", "rtnet64x+0x1440", "ndis+0x35a5", "nt+0x189e"])
+        let oneOff = Self.signature("0x50", culprit: "klif", ["klif!KliRoutine0+0x1041", "klif!KliRoutine2+0x183c", "nt!IofCallDriver+0x1055",
+                                                              "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
+        let model = SimilarityModel()
+        #expect(model.score(Self.display, network).value < 0.1)
+        #expect(model.score(Self.display, oneOff).value < 0.3, "sharing only the thread's outer frames")
+    }
+
+    @Test func evidenceCountsOnlyWhenThereIsSome() {
+        let a = Self.signature("0x3B_c0000005", culprit: "VideoAccelerator.exe", ["nt!KiInsertTimerTable+0x188e"], evidence: ["hdpserver", "videoaccelerator.exe"])
+        let b = Self.signature("0x3B_c0000005", culprit: "VideoAccelerator.exe", ["nt!KiInsertTimerTable+0x188e"], evidence: ["videoaccelerator.exe"])
+        let score = SimilarityModel().score(a, b)
+        #expect(score.sharedEvidence == ["videoaccelerator.exe"])
+        #expect(abs(score.value - (0.55 + 0.15 + 0.2 + 0.1 * 0.5) / 1.0) < 1e-9)
+        #expect(abs(SimilarityModel().score(Self.display, Self.display).value - 1) < 1e-9, "no evidence on either side: its weight drops out")
+    }
+
+    @Test func bandKeysAreSharedByAlikeCrashesOnly() {
+        let bands = MinHashBands()
+        #expect(bands.keys(Self.display) == bands.keys(Self.display))
+        #expect(bands.keys(Self.display).count == bands.bands)
+        let rebuilt = Self.signature("0x1E_c0000005", culprit: "nvlddmkm", [
+            "nvlddmkm!NvDdiStartDevice+0x1491", "dxgkrnl!DpiDxgkDdiStartDevice+0x2045", "dxgkrnl!DxgkCreateDevice+0x25c2",
+            "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
+        let network = Self.signature("0xD1", culprit: "rtnet64x", ["rtnet64x+0x11b7", "rtnet64x+0x1440", "ndis+0x35a5", "nt+0x189e"])
+        #expect(!Set(bands.keys(Self.display)).isDisjoint(with: bands.keys(rebuilt)))
+        #expect(Set(bands.keys(Self.display)).isDisjoint(with: bands.keys(network)))
+    }
+
+    @Test func bcubedAndRankingMeasures() {
+        let perfect = ClusterQuality.bcubed(clusters: [1, 1, 2], labels: ["a", "a", "b"])
+        #expect(perfect.precision == 1 && perfect.recall == 1 && perfect.f1 == 1)
+        let lumped = ClusterQuality.bcubed(clusters: [1, 1, 1], labels: ["a", "a", "b"])
+        #expect(abs(lumped.precision - (2.0 / 3 + 2.0 / 3 + 1.0 / 3) / 3) < 1e-12 && lumped.recall == 1)
+        let split = ClusterQuality.bcubed(clusters: [1, 2, 3], labels: ["a", "a", "b"])
+        #expect(split.precision == 1 && abs(split.recall - (0.5 + 0.5 + 1) / 3) < 1e-12)
+        #expect(ClusterQuality.reciprocalRank([false, true]) == 0.5 && ClusterQuality.reciprocalRank([false]) == 0)
+        #expect(abs(ClusterQuality.averagePrecision([true, false, true], relevantTotal: 2) - (1 + 2.0 / 3) / 2) < 1e-12)
+    }
+}
