@@ -58,6 +58,10 @@ public struct Coordinator: Sendable {
             .add(to: api)
         queries.add(to: api)
         ClusterRoutes(work: work).add(to: api)
+        let ui = router.group("ui").add(middleware: UIAuthentication(tokens: configuration.tokens))
+        UILogin(tokens: configuration.tokens).add(to: ui)
+        UIRoutes(work: work, catalog: catalog).add(to: ui)
+        router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/ui/clusters"]) }
 
         let logger = self.logger
         let app = Application(

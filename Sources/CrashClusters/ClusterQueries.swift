@@ -101,6 +101,23 @@ public struct ClusterQueries: Sendable {
         return n * difference * difference / denominator
     }
 
+    /// What a search box finds: dumps uploaded from VMs whose name contains `text`, and
+    /// clusters whose buckets or title contain it.
+    public func search(_ text: String, limit: Int = 50, on db: PostgresConnection) throws -> (dumps: [(id: Int64, vm: String, bucket: String?, cluster: Int64?)], clusters: [ClusterSummary]) {
+        let pattern = "%" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%"
+        let dumps = try db.execute("""
+            SELECT DISTINCT u.dump_id, u.vm_name, s.bucket, m.cluster_id FROM uploads u
+            LEFT JOIN signatures s ON s.dump_id = u.dump_id LEFT JOIN cluster_members m ON m.dump_id = u.dump_id
+            WHERE u.vm_name ILIKE $1 ORDER BY u.dump_id LIMIT $2
+            """, [pattern, String(limit)]).values.map { row in
+            (id: Int64(row[0] ?? "0") ?? 0, vm: row[1] ?? "", bucket: row[2], cluster: row[3].flatMap { Int64($0) })
+        }
+        let clusters = try list(on: db).filter { summary in
+            summary.title.localizedCaseInsensitiveContains(text) || summary.buckets.contains { $0.localizedCaseInsensitiveContains(text) }
+        }
+        return (dumps, Array(clusters.prefix(limit)))
+    }
+
     // MARK: operator edits
 
     /// Merges `source` into `target`: its dumps move (pinned, so reprocessing keeps them) and it

@@ -80,13 +80,19 @@ public struct EstateQuality {
                       dumps: dumps)
     }
 
-    /// Records an analyzed crash as the queue would have: dump, upload, signature.
+    /// Records an analyzed crash as the queue would have: dump, upload, a finished job, report
+    /// and signature.
     static func store(_ report: CrashReport, vm: String, host: String, number: Int, seed: UInt64, on db: PostgresConnection) throws -> Int64 {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let hash = String(format: "%032llx%032llx", seed, UInt64(number))
         let id = Int64(try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 4096) RETURNING id", [hash]).values[0][0]!)!
         try db.execute("INSERT INTO uploads (dump_id, vm_name, host) VALUES ($1, $2, $3)", [String(id), vm, host])
+        let job = try db.execute("""
+            INSERT INTO jobs (dump_id, analyzer_version, state, attempt, finished_at) VALUES ($1, $2, 'done', 1, now()) RETURNING id
+            """, [String(id), String(CrashAnalyzer.version)]).values[0][0]!
+        try db.execute("INSERT INTO reports (dump_id, job_id, attempt, analyzer_version, report) VALUES ($1, $2, 1, $3, $4::jsonb)",
+                       [String(id), job, String(CrashAnalyzer.version), String(decoding: try encoder.encode(report), as: UTF8.self)])
         try db.execute("""
             INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, $2, $3, $4, $5::jsonb)
             """, [String(id), report.signature.id, report.signature.bucket, report.signature.bugCheckClass,
