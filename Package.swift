@@ -87,6 +87,7 @@ let package = Package(
         .executableTarget(
             name: "FleetBench",
             dependencies: ["Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
+                           "CrashClusters", "CrashSimilarity", "DumpAnalysis", "TestSupport",
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/FleetBench"
         ),

@@ -5,8 +5,14 @@
 //   upload     an N GiB sparse full dump (default 8) through the real HTTP path, against
 //              `lz4 -c FILE > /dev/null` on the same file
 //   heartbeat  lease-heartbeat lateness of a worker while every core spins
+//   quality    clustering and similar-search quality on a labelled estate, against exact buckets
+//   similarity N synthetic signatures (default 1,000,000; `similarity 200000` for fewer), then
+//              `similar` top-10 latency and clustering throughput
 // End-to-end dumps per minute come from `dumpfleet demo` (it prints them).
 import BlobStore
+import CrashClusters
+import CrashSimilarity
+import DumpAnalysis
 import Coordinator
 import DumpFile
 import DumpForge
@@ -15,6 +21,7 @@ import FleetClient
 import Foundation
 import Logging
 import Store
+import TestSupport
 import Worker
 
 func now() -> Double {
@@ -25,8 +32,13 @@ func now() -> Double {
 
 let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
 let arguments = Array(CommandLine.arguments.dropFirst())
-let sections = arguments.isEmpty ? ["queue", "upload", "heartbeat"] : arguments.filter { Double($0) == nil }
-let uploadGiB = arguments.compactMap { UInt64($0) }.first ?? 8
+let sections = arguments.isEmpty ? ["queue", "upload", "heartbeat", "quality", "similarity"] : arguments.filter { Double($0) == nil }
+/// A number after a section is its size.
+func size(after section: String, default value: Int) -> Int {
+    guard let index = arguments.firstIndex(of: section), index + 1 < arguments.count, let number = Int(arguments[index + 1]) else { return value }
+    return number
+}
+let uploadGiB = UInt64(size(after: "upload", default: 8))
 
 let postgres = EmbeddedPostgres()
 try postgres.start()
@@ -252,4 +264,136 @@ if sections.contains("heartbeat") { try heartbeatLateness() }
 
 final class SpinFlag: @unchecked Sendable {
     var on = true
+}
+
+// MARK: quality
+
+if sections.contains("quality") {
+    try refill(0)
+    try PostgresConnection(database).executeScript("TRUNCATE cluster_members, clusters, dump_attributes CASCADE")
+    var estate = Estate()
+    estate.vms = 120
+    estate.memoryGiB = 2
+    estate.driverVersions = 3
+    estate.oneOffEvery = 5
+    let started = now()
+    let result = try EstateQuality(estate: estate, seed: 2026).measure(database: database)
+    print("== quality: \(result.crashes) crashes of a labelled estate (120 VMs; 4 causes, 3 driver builds each, deeper stacks, one-offs), \(String(format: "%.0f", now() - started)) s")
+    print(String(format: "   clusters (%d):       BCubed precision %.3f recall %.3f F1 %.3f", result.clusters, result.fleet.precision, result.fleet.recall, result.fleet.f1))
+    print(String(format: "   exact buckets (%d):  BCubed precision %.3f recall %.3f F1 %.3f", result.bucketCount, result.buckets.precision, result.buckets.recall, result.buckets.f1))
+    print(String(format: "   similar top-10:     RR@1 %.3f  MAP %.3f   (same bucket first: RR@1 %.3f  MAP %.3f)", result.similarRR, result.similarMAP, result.bucketRR, result.bucketMAP))
+}
+
+// MARK: similarity at scale
+
+/// A synthetic crash family: a culprit driver, a bug check and a stack; members vary the way
+/// the field does (a rebuilt driver moves its RVAs, a code path adds a frame).
+struct Family {
+    var culprit: String
+    var bugCheckClass: String
+    var frames: [(module: String, function: String, rva: Int)]
+
+    static func make(_ random: inout SeededRandom, drivers: [String]) -> Family {
+        let culprit = drivers[Int(random.below(UInt64(drivers.count)))]
+        let classes = ["0x1E_c0000005", "0x3B_c0000005", "0x50", "0x7E_c0000005", "0xD1", "0x9F", "0x133", "0x139_3"]
+        var frames = [(module: culprit, function: "Routine\(random.below(40))", rva: Int(0x1000 + random.below(0x8000)))]
+        for _ in 0..<(2 + Int(random.below(6))) {
+            let module = random.below(3) == 0 ? culprit : ["nt", "ndis", "dxgkrnl", "storport", "fltmgr", "tcpip"][Int(random.below(6))]
+            frames.append((module, "F\(random.below(200))", Int(0x1000 + random.below(0x40000))))
+        }
+        return Family(culprit: culprit, bugCheckClass: classes[Int(random.below(UInt64(classes.count)))], frames: frames)
+    }
+
+    func member(_ random: inout SeededRandom) -> String {
+        var frames = self.frames
+        if random.below(3) == 0 { frames = frames.map { $0.module == culprit ? ($0.module, $0.function, $0.rva + 0x400) : $0 } }
+        if random.below(3) == 0 { frames.insert(("nt", "IofCallDriver", 0x1055), at: min(frames.count, 2 + Int(random.below(3)))) }
+        let frameJSON = frames.enumerated().map { position, frame in
+            #"{"position":\#(position),"module":"\#(frame.module)","key":"\#(frame.module)+0x\#(String(frame.rva, radix: 16))","function":"\#(frame.function)"}"#
+        }.joined(separator: ",")
+        return #"{"id":"0","canonical":"","bucket":"\#(bugCheckClass)_\#(culprit)+0x\#(String(frames[0].rva, radix: 16))","bugCheckClass":"\#(bugCheckClass)","culprit":"\#(culprit)","frames":[\#(frameJSON)],"modules":[],"evidenceTokens":[]}"#
+    }
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double { values.sorted()[min(values.count - 1, Int(Double(values.count) * p))] }
+
+if sections.contains("similarity") {
+    let total = size(after: "similarity", default: 1_000_000)
+    let familyCount = max(10, total / 500)
+    print("== similarity: \(total) synthetic signatures in \(familyCount) families, clustered by family")
+    try refill(0)
+    let db = try PostgresConnection(database)
+    try db.executeScript("TRUNCATE cluster_members, clusters, dump_attributes CASCADE")
+    var random = SeededRandom(seed: 99)
+    let drivers = (0..<400).map { "drv\($0)" }
+    let families = (0..<familyCount).map { _ in Family.make(&random, drivers: drivers) }
+    try db.execute("INSERT INTO clusters (title) SELECT 'family ' || g FROM generate_series(1, $1) g", [String(familyCount)])
+    let bands = MinHashBands()
+    let decoder = JSONDecoder()
+    let insertStarted = now()
+    var inserted = 0
+    while inserted < total {
+        let batch = min(10_000, total - inserted)
+        var hashes: [String] = [], features: [String] = [], buckets: [String] = [], classes: [String] = [], keys: [String] = [], clusters: [String] = []
+        for number in inserted..<(inserted + batch) {
+            let family = Int(random.below(UInt64(familyCount)))
+            let json = families[family].member(&random)
+            let signature = try decoder.decode(CrashSignature.self, from: Data(json.utf8))
+            hashes.append(String(format: "%064llx", UInt64(number)))
+            features.append(json)
+            buckets.append(signature.bucket)
+            classes.append(signature.bugCheckClass)
+            keys.append("{" + bands.keys(signature).map(String.init).joined(separator: ",") + "}")
+            clusters.append(String(family + 1))
+        }
+        func array(_ values: [String]) -> String {
+            "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+        }
+        try db.transaction {
+            try db.execute("""
+                WITH rows AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                              AS t(hash, features, bucket, class, bands, cluster)),
+                dumps_in AS (INSERT INTO dumps (content_hash, size) SELECT hash, 1 FROM rows RETURNING id, content_hash),
+                signatures_in AS (INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features, bands)
+                                  SELECT d.id, '0', r.bucket, r.class, r.features::jsonb, r.bands::bigint[] FROM rows r JOIN dumps_in d ON d.content_hash = r.hash)
+                INSERT INTO cluster_members (dump_id, cluster_id, score) SELECT d.id, r.cluster, 1 FROM rows r JOIN dumps_in d ON d.content_hash = r.hash
+                """, [array(hashes), array(features), array(buckets), array(classes), array(keys), "{" + clusters.joined(separator: ",") + "}"])
+        }
+        inserted += batch
+        if inserted % 100_000 == 0 || inserted == total { print("   \(inserted) inserted, \(String(format: "%.0f", Double(inserted) / (now() - insertStarted))) per second") }
+    }
+    try db.executeScript("VACUUM ANALYZE signatures")
+    try db.executeScript("VACUUM ANALYZE cluster_members")
+    let index = CrashIndex()
+    var latencies: [Double] = []
+    var sameFamilyFirst = 0
+    for _ in 0..<1000 {
+        let family = Int(random.below(UInt64(familyCount)))
+        let signature = try decoder.decode(CrashSignature.self, from: Data(families[family].member(&random).utf8))
+        let started = now()
+        let hits = try index.similar(to: signature, top: 10, on: db)
+        latencies.append(now() - started)
+        if hits.first?.clusterId == Int64(family + 1) { sameFamilyFirst += 1 }
+    }
+    print(String(format: "   similar top-10 over %d: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms; the first answer is of the query's family in %d of 1000",
+                 total, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.95) * 1000, percentile(latencies, 0.99) * 1000, sameFamilyFirst))
+    // Clustering: new reports placed one by one through the real path (band keys, candidates,
+    // scores, advisory lock, membership), each in its own transaction.
+    let clusterCount = 5000
+    let clusterStarted = now()
+    for number in 0..<clusterCount {
+        let family = Int(random.below(UInt64(familyCount)))
+        let json = families[family].member(&random)
+        let signature = try decoder.decode(CrashSignature.self, from: Data(json.utf8))
+        try db.transaction {
+            let id = try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 1) RETURNING id", [String(format: "%064llx", UInt64(total + number))]).values[0][0]!
+            try db.execute("INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, '0', $2, $3, $4::jsonb)",
+                           [id, signature.bucket, signature.bugCheckClass, json])
+            _ = try index.index(dumpId: Int64(id)!, signature: signature, attributes: [], on: db)
+        }
+    }
+    let rate = Double(clusterCount) / (now() - clusterStarted)
+    let joined = try db.execute("SELECT count(*) FROM cluster_members m JOIN dumps d ON d.id = m.dump_id WHERE d.id > $1 AND m.cluster_id <= $2",
+                                [String(total), String(familyCount)]).values[0][0] ?? "0"
+    print(String(format: "   clustering: %.0f reports/s on one connection (%@ of %d joined an existing family's cluster)", rate, joined, clusterCount))
 }

@@ -26,10 +26,18 @@ public struct CrashIndex: Sendable {
     /// workers finishing alike crashes at once do not start two clusters.
     @discardableResult
     public func index(dumpId: Int64, report: CrashReport, on db: PostgresConnection) throws -> Int64 {
-        let signature = report.signature
+        try index(dumpId: dumpId, signature: report.signature, attributes: Self.attributes(of: report), on: db)
+    }
+
+    /// `index(dumpId:report:)` from the parts it uses; `attributes` are (kind, value) pairs.
+    @discardableResult
+    public func index(dumpId: Int64, signature: CrashSignature, attributes: [(kind: String, value: String)], on db: PostgresConnection) throws -> Int64 {
         let keys = bands.keys(signature)
         try db.execute("UPDATE signatures SET bands = $2::bigint[] WHERE dump_id = $1", [String(dumpId), Self.array(keys)])
-        try storeAttributes(dumpId: dumpId, report: report, on: db)
+        try db.execute("DELETE FROM dump_attributes WHERE dump_id = $1", [String(dumpId)])
+        try db.execute("""
+            INSERT INTO dump_attributes (dump_id, kind, value) SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+            """, [String(dumpId), Self.array(attributes.map(\.kind)), Self.array(attributes.map(\.value))])
         try db.execute("SELECT pg_advisory_xact_lock(7460212)")
         let current = try db.execute("SELECT cluster_id, pinned FROM cluster_members WHERE dump_id = $1", [String(dumpId)]).values.first
         if current?[1] == "t", let pinned = current?[0].flatMap({ Int64($0) }) { return pinned }
@@ -67,23 +75,21 @@ public struct CrashIndex: Sendable {
         return cluster
     }
 
-    func storeAttributes(dumpId: Int64, report: CrashReport, on db: PostgresConnection) throws {
-        var kinds: [String] = [], values: [String] = []
+    /// What a dump had loaded and running: modules, driver versions (`name@timestamp`) and
+    /// processes, lower-cased and without repeats.
+    public static func attributes(of report: CrashReport) -> [(kind: String, value: String)] {
+        var found: [(kind: String, value: String)] = []
         var seen: Set<String> = []
         func add(_ kind: String, _ value: String) {
             guard !value.isEmpty, seen.insert(kind + "\u{0}" + value).inserted else { return }
-            kinds.append(kind)
-            values.append(value)
+            found.append((kind, value))
         }
         for module in report.modules {
             add("module", module.name.lowercased())
             add("driver", "\(module.name.lowercased())@\(String(module.timeDateStamp, radix: 16))")
         }
         for process in report.processes { if let name = process.name { add("process", name.lowercased()) } }
-        try db.execute("DELETE FROM dump_attributes WHERE dump_id = $1", [String(dumpId)])
-        try db.execute("""
-            INSERT INTO dump_attributes (dump_id, kind, value) SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-            """, [String(dumpId), Self.array(kinds), Self.array(values)])
+        return found
     }
 
     // MARK: searching
