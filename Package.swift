@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),
         .testTarget(name: "FleetTests", dependencies: [
-            "Coordinator", "FleetClient", "Worker", "Store", "BlobStore", "FleetAPI", "DumpForge", "DumpFile", "TestSupport",
+            "Coordinator", "FleetClient", "Worker", "Store", "BlobStore", "FleetAPI", "DumpForge", "DumpFile", "DumpAnalysis", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "DeployTests"),

@@ -270,7 +270,7 @@ final class SpinFlag: @unchecked Sendable {
 
 if sections.contains("quality") {
     try refill(0)
-    try PostgresConnection(database).executeScript("TRUNCATE cluster_members, clusters, dump_attributes CASCADE")
+    try PostgresConnection(database).executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters, dump_attributes CASCADE")
     var estate = Estate()
     estate.vms = 120
     estate.memoryGiB = 2
@@ -323,7 +323,7 @@ if sections.contains("similarity") {
     print("== similarity: \(total) synthetic signatures in \(familyCount) families, clustered by family")
     try refill(0)
     let db = try PostgresConnection(database)
-    try db.executeScript("TRUNCATE cluster_members, clusters, dump_attributes CASCADE")
+    try db.executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters, dump_attributes CASCADE")
     var random = SeededRandom(seed: 99)
     let drivers = (0..<400).map { "drv\($0)" }
     let families = (0..<familyCount).map { _ in Family.make(&random, drivers: drivers) }
@@ -334,13 +334,15 @@ if sections.contains("similarity") {
     var inserted = 0
     while inserted < total {
         let batch = min(10_000, total - inserted)
-        var hashes: [String] = [], features: [String] = [], buckets: [String] = [], classes: [String] = [], keys: [String] = [], clusters: [String] = []
+        var hashes: [String] = [], features: [String] = [], prints: [String] = [], buckets: [String] = [], classes: [String] = [],
+            keys: [String] = [], clusters: [String] = []
         for number in inserted..<(inserted + batch) {
             let family = Int(random.below(UInt64(familyCount)))
             let json = families[family].member(&random)
             let signature = try decoder.decode(CrashSignature.self, from: Data(json.utf8))
             hashes.append(String(format: "%064llx", UInt64(number)))
             features.append(json)
+            prints.append(Fingerprint(signature).text)
             buckets.append(signature.bucket)
             classes.append(signature.bugCheckClass)
             keys.append("{" + bands.keys(signature).map(String.init).joined(separator: ",") + "}")
@@ -351,18 +353,27 @@ if sections.contains("similarity") {
         }
         try db.transaction {
             try db.execute("""
-                WITH rows AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-                              AS t(hash, features, bucket, class, bands, cluster)),
+                WITH rows AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                              AS t(hash, features, bucket, class, bands, cluster, fingerprint)),
                 dumps_in AS (INSERT INTO dumps (content_hash, size) SELECT hash, 1 FROM rows RETURNING id, content_hash),
-                signatures_in AS (INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features, bands)
-                                  SELECT d.id, '0', r.bucket, r.class, r.features::jsonb, r.bands::bigint[] FROM rows r JOIN dumps_in d ON d.content_hash = r.hash)
+                signatures_in AS (INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features, bands, fingerprint)
+                                  SELECT d.id, '0', r.bucket, r.class, r.features::jsonb, r.bands::bigint[], r.fingerprint
+                                  FROM rows r JOIN dumps_in d ON d.content_hash = r.hash)
                 INSERT INTO cluster_members (dump_id, cluster_id, score) SELECT d.id, r.cluster, 1 FROM rows r JOIN dumps_in d ON d.content_hash = r.hash
-                """, [array(hashes), array(features), array(buckets), array(classes), array(keys), "{" + clusters.joined(separator: ",") + "}"])
+                """, [array(hashes), array(features), array(buckets), array(classes), array(keys), "{" + clusters.joined(separator: ",") + "}", array(prints)])
         }
         inserted += batch
         if inserted % 100_000 == 0 || inserted == total { print("   \(inserted) inserted, \(String(format: "%.0f", Double(inserted) / (now() - insertStarted))) per second") }
     }
+    // Three exemplars per family, as clustering would have kept its variants.
+    try db.execute("""
+        INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
+        SELECT dump_id, cluster_id, fingerprint, bands FROM (
+            SELECT s.dump_id, m.cluster_id, s.fingerprint, s.bands, row_number() OVER (PARTITION BY m.cluster_id ORDER BY s.dump_id) AS n
+            FROM signatures s JOIN cluster_members m ON m.dump_id = s.dump_id) ranked WHERE n <= 3
+        """)
     try db.executeScript("VACUUM ANALYZE signatures")
+    try db.executeScript("VACUUM ANALYZE cluster_exemplars")
     try db.executeScript("VACUUM ANALYZE cluster_members")
     let index = CrashIndex()
     var latencies: [Double] = []

@@ -129,6 +129,7 @@ public struct ClusterQueries: Sendable {
             let live = try db.execute("SELECT id FROM clusters WHERE id IN ($1, $2) AND merged_into IS NULL", [String(source), String(target)])
             guard live.count == 2 else { throw Failure(description: "clusters \(source) and \(target) must both exist and not be merged already") }
             try db.execute("UPDATE cluster_members SET cluster_id = $2, pinned = true WHERE cluster_id = $1", [String(source), String(target)])
+            try db.execute("UPDATE cluster_exemplars SET cluster_id = $2 WHERE cluster_id = $1", [String(source), String(target)])
             try db.execute("UPDATE clusters SET merged_into = $2 WHERE id = $1", [String(source), String(target)])
         }
     }
@@ -146,6 +147,20 @@ public struct ClusterQueries: Sendable {
                 SELECT $1, coalesce(title, '') || ' (split)' FROM clusters WHERE id = $2 RETURNING id
                 """, [String(dumps[0]), String(cluster)]).values[0][0]!)!
             try db.execute("UPDATE cluster_members SET cluster_id = $1, pinned = true WHERE dump_id = ANY($2::bigint[])", [String(created), list])
+            // Both clusters need exemplars: the moved dumps take theirs along (or become the new
+            // cluster's), and a cluster left without any gets its first remaining member.
+            try db.execute("DELETE FROM cluster_exemplars WHERE dump_id = ANY($1::bigint[])", [list])
+            try db.execute("""
+                INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
+                SELECT dump_id, $1, fingerprint, bands FROM signatures WHERE dump_id = ANY($2::bigint[]) AND fingerprint IS NOT NULL
+                ORDER BY dump_id LIMIT 8
+                """, [String(created), list])
+            try db.execute("""
+                INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
+                SELECT s.dump_id, $1, s.fingerprint, s.bands FROM signatures s JOIN cluster_members m ON m.dump_id = s.dump_id
+                WHERE m.cluster_id = $1 AND s.fingerprint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cluster_exemplars WHERE cluster_id = $1)
+                ORDER BY s.dump_id LIMIT 1
+                """, [String(cluster)])
             return created
         }
     }

@@ -15,6 +15,10 @@ public struct CrashIndex: Sendable {
     public var threshold = 0.7
     /// Candidates scored per query at most.
     public var candidateLimit = 400
+    /// A member that joins with a lower score becomes one of its cluster's exemplars...
+    public var exemplarBelow = 0.9
+    /// ...while the cluster has fewer than this many.
+    public var exemplarsPerCluster = 8
 
     public init() {}
 
@@ -32,46 +36,60 @@ public struct CrashIndex: Sendable {
     /// `index(dumpId:report:)` from the parts it uses; `attributes` are (kind, value) pairs.
     @discardableResult
     public func index(dumpId: Int64, signature: CrashSignature, attributes: [(kind: String, value: String)], on db: PostgresConnection) throws -> Int64 {
-        let keys = bands.keys(signature)
-        try db.execute("UPDATE signatures SET bands = $2::bigint[] WHERE dump_id = $1", [String(dumpId), Self.array(keys)])
-        try db.execute("DELETE FROM dump_attributes WHERE dump_id = $1", [String(dumpId)])
-        try db.execute("""
-            INSERT INTO dump_attributes (dump_id, kind, value) SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-            """, [String(dumpId), Self.array(attributes.map(\.kind)), Self.array(attributes.map(\.value))])
+        let fingerprint = Fingerprint(signature)
+        let keys = bands.keys(fingerprint)
+        let id = String(dumpId), keyArray = Self.array(keys)
+        try db.execute("UPDATE signatures SET bands = $2::bigint[], fingerprint = $3 WHERE dump_id = $1", [id, keyArray, fingerprint.text])
+        try db.execute("DELETE FROM dump_attributes WHERE dump_id = $1", [id])
+        if !attributes.isEmpty {
+            try db.execute("""
+                INSERT INTO dump_attributes (dump_id, kind, value) SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+                """, [id, Self.array(attributes.map(\.kind)), Self.array(attributes.map(\.value))])
+        }
         try db.execute("SELECT pg_advisory_xact_lock(7460212)")
-        let current = try db.execute("SELECT cluster_id, pinned FROM cluster_members WHERE dump_id = $1", [String(dumpId)]).values.first
-        if current?[1] == "t", let pinned = current?[0].flatMap({ Int64($0) }) { return pinned }
-        let scored = try candidates(keys: keys, excluding: dumpId, on: db).compactMap { candidate -> (cluster: Int64, score: Double)? in
-            guard let cluster = candidate.cluster else { return nil }
-            return (cluster, model.score(signature, candidate.signature).value)
-        }
-        var best: [Int64: Double] = [:]
-        for (cluster, score) in scored { best[cluster] = max(best[cluster] ?? 0, score) }
+        // A dump that is an exemplar already carries its new fingerprint into it.
+        try db.execute("UPDATE cluster_exemplars SET fingerprint = $2, bands = $3::bigint[] WHERE dump_id = $1", [id, fingerprint.text, keyArray])
+        let current = try db.execute("""
+            SELECT m.cluster_id, m.pinned,
+                   NOT EXISTS (SELECT 1 FROM cluster_members o WHERE o.cluster_id = m.cluster_id AND o.dump_id <> m.dump_id)
+                   OR EXISTS (SELECT 1 FROM cluster_exemplars e WHERE e.dump_id = m.dump_id AND e.cluster_id = m.cluster_id)
+            FROM cluster_members m WHERE m.dump_id = $1
+            """, [id]).values.first
         let currentCluster = current?[0].flatMap { Int64($0) }
-        let choice: (Int64, Double)?
-        let alone = try currentCluster.map { cluster in
-            try db.execute("SELECT count(*) FROM cluster_members WHERE cluster_id = $1 AND dump_id <> $2", [String(cluster), String(dumpId)]).values[0][0] == "0"
-        } ?? false
-        if let currentCluster, let score = best[currentCluster] ?? (alone ? 1 : nil), score >= threshold {
-            choice = (currentCluster, score)  // stays where it was (alone, or still alike): ids are stable under reprocessing
-        } else if let top = best.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }), top.value >= threshold {
-            choice = (top.key, top.value)
-        } else {
-            choice = nil
+        if current?[1] == "t", let currentCluster { return currentCluster }
+        var best: [Int64: Double] = [:]
+        for exemplar in try db.execute("""
+            SELECT cluster_id, fingerprint FROM cluster_exemplars WHERE bands && $1::bigint[] AND dump_id <> $2 LIMIT $3
+            """, [keyArray, id, String(candidateLimit)]).values {
+            guard let cluster = exemplar[0].flatMap({ Int64($0) }), let other = exemplar[1].flatMap(Fingerprint.init(text:)) else { continue }
+            best[cluster] = max(best[cluster] ?? 0, model.score(fingerprint, other).value)
         }
+        // Alone in its cluster, or one of its exemplars: the dump is what the cluster is compared by.
+        let anchors = current?[2] == "t"
         let cluster: Int64
         let score: Double
-        if let choice {
-            (cluster, score) = choice
+        var founded = false
+        if let currentCluster, let kept = best[currentCluster] ?? (anchors ? 1 : nil), kept >= threshold {
+            (cluster, score) = (currentCluster, kept)  // stays where it was: ids are stable under reprocessing
+        } else if let top = best.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }), top.value >= threshold {
+            (cluster, score) = (top.key, top.value)
         } else {
             cluster = Int64(try db.execute("INSERT INTO clusters (representative_dump_id, title) VALUES ($1, $2) RETURNING id",
-                                           [String(dumpId), signature.bucket]).values[0][0]!)!
+                                           [id, signature.bucket]).values[0][0]!)!
             score = 1
+            founded = true
         }
         try db.execute("""
             INSERT INTO cluster_members (dump_id, cluster_id, score) VALUES ($1, $2, $3)
             ON CONFLICT (dump_id) DO UPDATE SET cluster_id = excluded.cluster_id, score = excluded.score, assigned_at = now()
-            """, [String(dumpId), String(cluster), String(score)])
+            """, [id, String(cluster), String(score)])
+        // The founder, and members unlike the exemplars so far, become exemplars (at most 8).
+        try db.execute("""
+            INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
+            SELECT $1, $2, $3, $4::bigint[] WHERE $5::real < $6::real AND (SELECT count(*) FROM cluster_exemplars WHERE cluster_id = $2) < $7
+            ON CONFLICT (dump_id) DO UPDATE SET cluster_id = excluded.cluster_id
+            """, [id, String(cluster), fingerprint.text, keyArray, String(founded ? 0 : score), String(exemplarBelow), String(exemplarsPerCluster)])
+        try db.execute("UPDATE cluster_exemplars SET cluster_id = $2 WHERE dump_id = $1", [id, String(cluster)])
         return cluster
     }
 
@@ -96,10 +114,16 @@ public struct CrashIndex: Sendable {
 
     /// The `top` stored crashes most like `signature`, best first, with why they matched.
     public func similar(to signature: CrashSignature, excluding dumpId: Int64? = nil, top: Int, on db: PostgresConnection) throws -> [SimilarCrash] {
-        let hits = try candidates(keys: bands.keys(signature), excluding: dumpId ?? 0, on: db).map { candidate -> SimilarCrash in
-            let score = model.score(signature, candidate.signature)
-            return SimilarCrash(dumpId: candidate.dumpId, score: (score.value * 1000).rounded() / 1000, reasons: score.reasons,
-                                bucket: candidate.signature.bucket, clusterId: candidate.cluster)
+        let fingerprint = Fingerprint(signature)
+        let rows = try db.execute("""
+            SELECT s.dump_id, s.fingerprint, m.cluster_id FROM signatures s LEFT JOIN cluster_members m ON m.dump_id = s.dump_id
+            WHERE s.bands && $1::bigint[] AND s.dump_id <> $2 LIMIT $3
+            """, [Self.array(bands.keys(fingerprint)), String(dumpId ?? 0), String(candidateLimit)])
+        let hits = rows.values.compactMap { row -> SimilarCrash? in
+            guard let id = row[0].flatMap({ Int64($0) }), let other = row[1].flatMap(Fingerprint.init(text:)) else { return nil }
+            let score = model.score(fingerprint, other)
+            return SimilarCrash(dumpId: id, score: (score.value * 1000).rounded() / 1000, reasons: score.reasons, bucket: other.bucket,
+                                clusterId: row[2].flatMap { Int64($0) })
         }
         return Array(hits.sorted { $0.score > $1.score || ($0.score == $1.score && $0.dumpId < $1.dumpId) }.prefix(top))
     }
@@ -108,25 +132,6 @@ public struct CrashIndex: Sendable {
     public func signature(dumpId: Int64, on db: PostgresConnection) throws -> CrashSignature? {
         guard let text = try db.execute("SELECT features::text FROM signatures WHERE dump_id = $1", [String(dumpId)]).values.first?[0] else { return nil }
         return try JSONDecoder().decode(CrashSignature.self, from: Data(text.utf8))
-    }
-
-    struct Candidate {
-        var dumpId: Int64
-        var signature: CrashSignature
-        var cluster: Int64?
-    }
-
-    func candidates(keys: [Int64], excluding dumpId: Int64, on db: PostgresConnection) throws -> [Candidate] {
-        let rows = try db.execute("""
-            SELECT s.dump_id, s.features::text, m.cluster_id FROM signatures s LEFT JOIN cluster_members m ON m.dump_id = s.dump_id
-            WHERE s.bands && $1::bigint[] AND s.dump_id <> $2 LIMIT $3
-            """, [Self.array(keys), String(dumpId), String(candidateLimit)])
-        let decoder = JSONDecoder()
-        return rows.values.compactMap { row in
-            guard let id = row[0].flatMap({ Int64($0) }), let text = row[1],
-                  let signature = try? decoder.decode(CrashSignature.self, from: Data(text.utf8)) else { return nil }
-            return Candidate(dumpId: id, signature: signature, cluster: row[2].flatMap { Int64($0) })
-        }
     }
 
     /// A PostgreSQL array literal of numbers or of strings (quoted, escaped), for a bind parameter.

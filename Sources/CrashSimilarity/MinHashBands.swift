@@ -15,7 +15,7 @@ public struct MinHashBands: Sendable, Equatable {
     /// The features hashed: bug-check class and code, culprit, the instructions and functions
     /// of the frames nearest the fault, which module sits at which of the first positions, and
     /// the evidence words.
-    public func features(_ signature: CrashSignature) -> Set<String> {
+    public func features(_ signature: Fingerprint) -> Set<String> {
         var features: Set<String> = ["class:" + signature.bugCheckClass]
         if let code = signature.bugCheckClass.split(separator: "_").first { features.insert("code:" + code) }
         if let culprit = signature.culprit { features.insert("culprit:" + culprit) }
@@ -30,7 +30,9 @@ public struct MinHashBands: Sendable, Equatable {
     }
 
     /// The band keys of a signature (`bands` of them).
-    public func keys(_ signature: CrashSignature) -> [Int64] {
+    public func keys(_ signature: CrashSignature) -> [Int64] { keys(Fingerprint(signature)) }
+
+    public func keys(_ signature: Fingerprint) -> [Int64] {
         let hashes = features(signature).map { CrashSignature.fnv1a64($0) }
         var minima = [UInt64](repeating: .max, count: bands * rows)
         for hash in hashes {

@@ -1,6 +1,7 @@
 import DumpAnalysis
 
-/// How alike two crashes are, from what the analyzer stores in a `CrashSignature`: the stack
+/// How alike two crashes are, from what the analyzer stores in a `CrashSignature` (compared as
+/// its `Fingerprint`): the stack
 /// (position-weighted alignment, `StackAlignment`), the bug-check class, the culprit, and the
 /// words of corruption evidence. The written-down model, with its reasons and parameters, is
 /// Sources/CrashSimilarity/CrashSimilarity.docc/SimilarityModel.md.
@@ -36,7 +37,9 @@ public struct SimilarityModel: Sendable, Equatable {
         }
     }
 
-    public func score(_ a: CrashSignature, _ b: CrashSignature) -> Score {
+    public func score(_ a: CrashSignature, _ b: CrashSignature) -> Score { score(Fingerprint(a), Fingerprint(b)) }
+
+    public func score(_ a: Fingerprint, _ b: Fingerprint) -> Score {
         let alignment = stack.align(a.frames, b.frames)
         let bugCheck = Self.bugCheckMatch(a.bugCheckClass, b.bugCheckClass)
         let culprit = a.culprit != nil && a.culprit == b.culprit

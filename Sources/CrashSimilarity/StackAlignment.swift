@@ -38,7 +38,7 @@ public struct StackAlignment: Sendable, Equatable {
         }
     }
 
-    public func align(_ a: [CrashSignature.Frame], _ b: [CrashSignature.Frame]) -> Result {
+    public func align(_ a: [Fingerprint.Frame], _ b: [Fingerprint.Frame]) -> Result {
         let a = Array(a.prefix(depth)), b = Array(b.prefix(depth))
         let total = a.reduce(0) { $0 + weight($1.position) } + b.reduce(0) { $0 + weight($1.position) }
         guard !a.isEmpty, !b.isEmpty, total > 0 else { return Result(similarity: a.isEmpty && b.isEmpty ? 1 : 0, matched: []) }
@@ -70,13 +70,13 @@ public struct StackAlignment: Sendable, Equatable {
 
     func weight(_ position: Int) -> Double { exp(-decay * Double(position)) }
 
-    func score(_ x: CrashSignature.Frame, _ y: CrashSignature.Frame) -> Double {
+    func score(_ x: Fingerprint.Frame, _ y: Fingerprint.Frame) -> Double {
         let credit = level(x, y)
         guard credit > 0 else { return 0 }
         return credit * (weight(x.position) * weight(y.position)).squareRoot() * exp(-shift * Double(abs(x.position - y.position)))
     }
 
-    func level(_ x: CrashSignature.Frame, _ y: CrashSignature.Frame) -> Double {
+    func level(_ x: Fingerprint.Frame, _ y: Fingerprint.Frame) -> Double {
         guard x.module == y.module else { return 0 }
         if x.key == y.key { return 1 }
         if let f = x.function, f == y.function { return sameFunction }

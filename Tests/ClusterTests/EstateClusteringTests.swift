@@ -72,7 +72,8 @@ import Testing
         for dump in result.dumps {
             try db.transaction { _ = try index.index(dumpId: dump.id, report: dump.report, on: db) }
         }
-        #expect(try Self.membership(db) == before, "every dump stays where it was")
+        let after = try Self.membership(db)
+        #expect(after == before, "every dump stays where it was: \(before.keys.sorted().filter { before[$0] != after[$0] }.map { "\($0): \(before[$0]!) → \(after[$0] ?? 0)" })")
         #expect(try queries.detail(id: created, on: db)?.members.map(\.dumpId).sorted() == splitOff.sorted())
         let merged = try #require(try queries.detail(id: other.id, on: db))
         #expect(merged.summary.id == big.id && merged.mergedFrom == other.id, "the merged id leads to the cluster it joined")

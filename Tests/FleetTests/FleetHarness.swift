@@ -1,5 +1,6 @@
 import BlobStore
 import Coordinator
+import DumpAnalysis
 import DumpFile
 import DumpForge
 import FleetAPI
@@ -15,7 +16,7 @@ import Worker
 /// kernel dumps), so each test moves megabytes, not gigabytes.
 final class FleetHarness: @unchecked Sendable {
     static let token = "test-token-0123456789abcdef"
-    static let analyzerVersion = 1
+    static let analyzerVersion = CrashAnalyzer.version
     let database: String
     let folder: String
     let blobRoot: String

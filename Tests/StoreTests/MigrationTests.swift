@@ -11,7 +11,7 @@ import Testing
         #expect(try Migrations.apply(connection).isEmpty, "a second run applies nothing")
         #expect(try Migrations.currentVersion(connection) == Migrations.all.last?.version)
         let tables = try connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename").values.map { $0[0]! }
-        #expect(tables == ["cluster_members", "clusters", "dump_attributes", "dumps", "job_attempts", "jobs", "reports", "schema_migrations", "signatures", "upload_sessions", "uploads"])
+        #expect(tables == ["cluster_exemplars", "cluster_members", "clusters", "dump_attributes", "dumps", "job_attempts", "jobs", "reports", "schema_migrations", "signatures", "upload_sessions", "uploads"])
     }
 
     @Test func newerDatabaseIsRefused() throws {
