@@ -75,7 +75,7 @@ let package = Package(
             name: "dumpfleet",
             dependencies: [
                 "DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile",
-                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker",
+                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlobStore
+import CrashClusters
 import Coordinator
 import DumpAnalysis
 import DumpFile
@@ -144,6 +145,12 @@ struct Demo: AsyncParsableCommand {
             lines.append("  \(row[0] ?? "?"): \(ids.count) dump\(ids.count == 1 ? "" : "s"), \(row[2] ?? "0") VMs, \(row[3] ?? "0") hosts")
             lines.append("      planted: " + causes.sorted { $0.value > $1.value }.map { "\($0.key) ×\($0.value)" }.joined(separator: "; "))
             lines.append("      VMs: " + vmNames.prefix(8).joined(separator: ", ") + (vmNames.count > 8 ? ", … (\(vmNames.count - 8) more)" : ""))
+        }
+        lines.append("")
+        let clusters = try ClusterQueries().list(on: database)
+        lines.append("Clusters of alike crashes (dumpfleet clusters; the web UI at /ui): \(clusters.count) clusters for \(rows.count) buckets")
+        for cluster in clusters.prefix(8) {
+            lines.append("  cluster \(cluster.id): \(cluster.dumps) dumps, \(cluster.vms) VMs, \(cluster.hosts) hosts: " + cluster.buckets.joined(separator: " "))
         }
         lines.append("")
         lines.append("Per cause: how many of its dumps landed in its most common bucket")

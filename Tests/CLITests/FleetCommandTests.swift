@@ -45,12 +45,29 @@ import TestSupport
         let badToken = try cli.run(["status", "--server", "http://127.0.0.1:\(port)", "--token", "nope-nope-nope-nope"])
         #expect(badToken.status != 0 && badToken.error.contains("bearer token"))
 
+        // A second crash of the same cause on another VM: similar, clusters, cluster.
+        let second = folder + "/timer-2.dmp"
+        #expect(try cli.run(["forge", "--kind", "bitmap-kernel", "--scenario", "timer-corruption", "--memory-gib", "1", "--seed", "8", second]).status == 0)
+        let secondUpload = try cli.run(["upload", second, "--vm", "vdi-w10-0301"] + server)
+        let secondId = try #require(secondUpload.output.split(separator: " ").drop { $0 != "dump" }.dropFirst().first.flatMap { Int(String($0).trimmingCharacters(in: .punctuationCharacters)) },
+                                    "\(secondUpload.output)")
+        #expect(try cli.run(["wait", String(secondId)] + server).status == 0)
+        let similar = try cli.run(["similar", String(dumpId)] + server)
+        #expect(similar.output.contains("dump \(secondId)") && similar.output.contains("same culprit"), "\(similar.output) \(similar.error)")
+        let similarToFile = try cli.run(["similar", second, "--json"] + server)
+        #expect(similarToFile.output.contains("\"dumpId\" : \(dumpId)"), "a local file, analyzed first: \(similarToFile.output)")
+        let clusters = try cli.run(["clusters"] + server)
+        #expect(clusters.output.contains("0x3B_c0000005_CORRUPTION_VideoAccelerator.exe"), "\(clusters.output)")
+        let clusterId = try #require(clusters.output.split(separator: "\n").dropFirst().first?.split(separator: " ").first.flatMap { Int($0) })
+        let cluster = try cli.run(["cluster", String(clusterId)] + server)
+        #expect(cluster.output.contains("2 dumps from 3 VMs") && cluster.output.contains("members:"), "\(cluster.output)")
+
         let migrate = try cli.run(["migrate", "--database", database])
         #expect(migrate.output.contains("nothing to do"), "the coordinator migrated on start: \(migrate.output)")
         let reprocess = try cli.run(["reprocess", "--database", database])
         #expect(reprocess.output.contains("queued 0 dumps"), "the dump has a job for this analyzer version: \(reprocess.output)")
         let statusJSON = try cli.run(["status", "--json"] + server)
-        #expect(statusJSON.output.contains("\"done\" : 1"))
+        #expect(statusJSON.output.contains("\"done\" : 2"))
 
         worker.process.terminate()
         coordinator.process.terminate()
