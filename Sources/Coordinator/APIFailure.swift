@@ -16,6 +16,15 @@ struct APIFailure: HTTPResponseError {
     func response(from request: Request, context: some RequestContext) throws -> Response {
         JSONBody.response(body, status: status)
     }
+
+    /// The request's JSON body as `type`, or a 400 that says what was wrong with it.
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: some RequestContext) async throws -> T {
+        do {
+            return try await request.decode(as: type, context: context)
+        } catch {
+            throw APIFailure(.badRequest, "the body is not a \(type): \(error)")
+        }
+    }
 }
 
 /// JSON answers: compact, keys sorted, slashes left alone.

@@ -33,12 +33,7 @@ struct ClusterRoutes: Sendable {
 
     /// The body is a `signature` object as `dumpfleet analyze --json` prints it.
     @Sendable func similarToSignature(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let signature: CrashSignature
-        do {
-            signature = try await request.decode(as: CrashSignature.self, context: context)
-        } catch {
-            throw APIFailure(.badRequest, "the body is not a crash signature: \(error)")
-        }
+        let signature = try await APIFailure.decode(CrashSignature.self, request, context)
         let top = try Self.top(request)
         return JSONBody.response(try await work.database { [index] db in try index.similar(to: signature, top: top, on: db) })
     }
@@ -59,7 +54,7 @@ struct ClusterRoutes: Sendable {
 
     @Sendable func merge(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let id = try QueryRoutes.id(context)
-        let body = try await Self.decode(ClusterMerge.self, request, context)
+        let body = try await APIFailure.decode(ClusterMerge.self, request, context)
         do {
             try await work.database { [clusters] db in try clusters.merge(id, into: body.into, on: db) }
         } catch let failure as ClusterQueries.Failure {
@@ -70,7 +65,7 @@ struct ClusterRoutes: Sendable {
 
     @Sendable func split(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let id = try QueryRoutes.id(context)
-        let body = try await Self.decode(ClusterSplit.self, request, context)
+        let body = try await APIFailure.decode(ClusterSplit.self, request, context)
         let created: Int64
         do {
             created = try await work.database { [clusters] db in try clusters.split(id, dumps: body.dumps, on: db) }
@@ -92,13 +87,5 @@ struct ClusterRoutes: Sendable {
     static func isDate(_ text: String) -> Bool {
         let parts = text.split(separator: "-")
         return parts.count == 3 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) } && text.count == 10
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: CoordinatorContext) async throws -> T {
-        do {
-            return try await request.decode(as: type, context: context)
-        } catch {
-            throw APIFailure(.badRequest, "the body is not a \(type): \(error)")
-        }
     }
 }

@@ -29,12 +29,7 @@ struct UploadRoutes: Sendable {
     }
 
     @Sendable func announce(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let announcement: UploadAnnouncement
-        do {
-            announcement = try await request.decode(as: UploadAnnouncement.self, context: context)
-        } catch {
-            throw APIFailure(.badRequest, "the body is not an upload announcement: \(error)")
-        }
+        let announcement = try await APIFailure.decode(UploadAnnouncement.self, request, context)
         try validate(announcement)
         let caller = context.caller
         let status = try await work.database { [catalog] db in try catalog.announce(announcement, uploadedBy: caller, on: db) }
