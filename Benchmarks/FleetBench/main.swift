@@ -345,11 +345,8 @@ if sections.contains("similarity") {
             prints.append(Fingerprint(signature).text)
             buckets.append(signature.bucket)
             classes.append(signature.bugCheckClass)
-            keys.append("{" + bands.keys(signature).map(String.init).joined(separator: ",") + "}")
+            keys.append(PostgresConnection.arrayLiteral(bands.keys(signature)))
             clusters.append(String(family + 1))
-        }
-        func array(_ values: [String]) -> String {
-            "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
         }
         try db.transaction {
             try db.execute("""
@@ -360,7 +357,9 @@ if sections.contains("similarity") {
                                   SELECT d.id, '0', r.bucket, r.class, r.features::jsonb, r.bands::bigint[], r.fingerprint
                                   FROM rows r JOIN dumps_in d ON d.content_hash = r.hash)
                 INSERT INTO cluster_members (dump_id, cluster_id, score) SELECT d.id, r.cluster, 1 FROM rows r JOIN dumps_in d ON d.content_hash = r.hash
-                """, [array(hashes), array(features), array(buckets), array(classes), array(keys), "{" + clusters.joined(separator: ",") + "}", array(prints)])
+                """, [PostgresConnection.arrayLiteral(hashes), PostgresConnection.arrayLiteral(features), PostgresConnection.arrayLiteral(buckets),
+                   PostgresConnection.arrayLiteral(classes), PostgresConnection.arrayLiteral(keys), "{" + clusters.joined(separator: ",") + "}",
+                   PostgresConnection.arrayLiteral(prints)])
         }
         inserted += batch
         if inserted % 100_000 == 0 || inserted == total { print("   \(inserted) inserted, \(String(format: "%.0f", Double(inserted) / (now() - insertStarted))) per second") }

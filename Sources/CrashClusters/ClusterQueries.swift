@@ -139,7 +139,7 @@ public struct ClusterQueries: Sendable {
         guard !dumps.isEmpty else { throw Failure(description: "name the dumps to split off") }
         return try db.transaction {
             try db.execute("SELECT pg_advisory_xact_lock(7460212)")
-            let list = "{" + dumps.map(String.init).joined(separator: ",") + "}"
+            let list = PostgresConnection.arrayLiteral(dumps)
             let inCluster = try db.execute("SELECT count(*) FROM cluster_members WHERE cluster_id = $1 AND dump_id = ANY($2::bigint[])", [String(cluster), list])
             guard inCluster.values[0][0] == String(Set(dumps).count) else { throw Failure(description: "not every dump given is in cluster \(cluster)") }
             let created = Int64(try db.execute("""

@@ -38,13 +38,13 @@ public struct CrashIndex: Sendable {
     public func index(dumpId: Int64, signature: CrashSignature, attributes: [(kind: String, value: String)], on db: PostgresConnection) throws -> Int64 {
         let fingerprint = Fingerprint(signature)
         let keys = bands.keys(fingerprint)
-        let id = String(dumpId), keyArray = Self.array(keys)
+        let id = String(dumpId), keyArray = PostgresConnection.arrayLiteral(keys)
         try db.execute("UPDATE signatures SET bands = $2::bigint[], fingerprint = $3 WHERE dump_id = $1", [id, keyArray, fingerprint.text])
         try db.execute("DELETE FROM dump_attributes WHERE dump_id = $1", [id])
         if !attributes.isEmpty {
             try db.execute("""
                 INSERT INTO dump_attributes (dump_id, kind, value) SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-                """, [id, Self.array(attributes.map(\.kind)), Self.array(attributes.map(\.value))])
+                """, [id, PostgresConnection.arrayLiteral(attributes.map(\.kind)), PostgresConnection.arrayLiteral(attributes.map(\.value))])
         }
         try db.execute("SELECT pg_advisory_xact_lock(7460212)")
         // A dump that is an exemplar already carries its new fingerprint into it.
@@ -118,7 +118,7 @@ public struct CrashIndex: Sendable {
         let rows = try db.execute("""
             SELECT s.dump_id, s.fingerprint, m.cluster_id FROM signatures s LEFT JOIN cluster_members m ON m.dump_id = s.dump_id
             WHERE s.bands && $1::bigint[] AND s.dump_id <> $2 LIMIT $3
-            """, [Self.array(bands.keys(fingerprint)), String(dumpId ?? 0), String(candidateLimit)])
+            """, [PostgresConnection.arrayLiteral(bands.keys(fingerprint)), String(dumpId ?? 0), String(candidateLimit)])
         let hits = rows.values.compactMap { row -> SimilarCrash? in
             guard let id = row[0].flatMap({ Int64($0) }), let other = row[1].flatMap(Fingerprint.init(text:)) else { return nil }
             let score = model.score(fingerprint, other)
@@ -132,13 +132,5 @@ public struct CrashIndex: Sendable {
     public func signature(dumpId: Int64, on db: PostgresConnection) throws -> CrashSignature? {
         guard let text = try db.execute("SELECT features::text FROM signatures WHERE dump_id = $1", [String(dumpId)]).values.first?[0] else { return nil }
         return try JSONDecoder().decode(CrashSignature.self, from: Data(text.utf8))
-    }
-
-    /// A PostgreSQL array literal of numbers or of strings (quoted, escaped), for a bind parameter.
-    static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
-
-    static func array(_ values: [String]) -> String {
-        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-            .joined(separator: ",") + "}"
     }
 }

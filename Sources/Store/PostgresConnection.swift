@@ -170,6 +170,17 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 }
 
+extension PostgresConnection {
+    /// A PostgreSQL array literal (`{1,2,3}`) for a bind parameter cast to `bigint[]`.
+    public static func arrayLiteral(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+
+    /// A PostgreSQL array literal of strings, each quoted and escaped, for a `text[]` parameter.
+    public static func arrayLiteral(_ values: [String]) -> String {
+        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+    }
+}
+
 extension String {
     var trimmingTrailingNewlines: String {
         var text = self
