@@ -176,8 +176,21 @@ extension PostgresConnection {
 
     /// A PostgreSQL array literal of strings, each quoted and escaped, for a `text[]` parameter.
     public static func arrayLiteral(_ values: [String]) -> String {
-        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-            .joined(separator: ",") + "}"
+        var literal = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { literal += "," }
+            literal += "\""
+            if value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") }) {
+                for character in value.unicodeScalars {
+                    if character == "\\" || character == "\"" { literal += "\\" }
+                    literal.unicodeScalars.append(character)
+                }
+            } else {
+                literal += value
+            }
+            literal += "\""
+        }
+        return literal + "}"
     }
 }
 

@@ -78,6 +78,28 @@ import Testing
         let merged = try #require(try queries.detail(id: other.id, on: db))
         #expect(merged.summary.id == big.id && merged.mergedFrom == other.id, "the merged id leads to the cluster it joined")
         #expect(try queries.list(on: db).contains { $0.id == other.id } == false)
+
+        // A backfill indexes the same dumps in one batch: the operators' edits hold there too.
+        try db.transaction { _ = try index.index(result.dumps.map { CrashIndex.Entry(dumpId: $0.id, report: $0.report) }, on: db) }
+        #expect(try Self.membership(db) == before)
+    }
+
+    @Test func aBatchPlacesCrashesAsOneAtATimeDoes() throws {
+        let database = try TestDatabase.fresh()
+        var estate = Self.estate
+        estate.vms = 16
+        let result = try EstateQuality(estate: estate, seed: 21).measure(database: database)
+        let db = try PostgresConnection(database)
+        let oneAtATime = try Self.membership(db)
+        try db.executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters")
+        let batch = try db.transaction { try CrashIndex().index(result.dumps.map { CrashIndex.Entry(dumpId: $0.id, report: $0.report) }, on: db) }
+        let batched = try Self.membership(db)
+        #expect(batch == result.dumps.map { batched[$0.id] }, "each entry's cluster comes back in order")
+        func groups(_ membership: [Int64: Int64]) -> Set<Set<Int64>> { Set(Dictionary(grouping: membership.keys, by: { membership[$0]! }).values.map(Set.init)) }
+        #expect(groups(batched) == groups(oneAtATime))
+        #expect(Set(batch).count > 3, "the estate has several causes")
+        let exemplars = try db.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM cluster_exemplars GROUP BY cluster_id) c").values[0][0]
+        #expect(exemplars.flatMap { Int($0) }.map { $0 >= 1 && $0 <= CrashIndex().exemplarsPerCluster } == true)
     }
 
     @Test func aFullDumpAndAMinidumpOfOneCrashFindTheSameCrashes() throws {

@@ -40,4 +40,13 @@ import Testing
         let error = #expect(throws: PostgresConnection.Failure.self) { try connection.execute("SELECT * FROM no_such_table") }
         #expect(error?.sqlState == "42P01")
     }
+
+    @Test func arrayLiteralsCarryAnyText() throws {
+        let connection = try PostgresConnection(TestDatabase.fresh())
+        let values = ["plain", "", "a,b", "{braces}", "quote\"d", "back\\slash\\", "NULL", " spaced ", "ünïcödé \u{1F}"]
+        let rows = try connection.execute("SELECT unnest($1::text[])", [PostgresConnection.arrayLiteral(values)])
+        #expect(rows.values.map { $0[0] } == values)
+        #expect(try connection.execute("SELECT $1::bigint[]", [PostgresConnection.arrayLiteral([-1, 0, Int64.max] as [Int64])]).values[0][0]
+                == "{-1,0,9223372036854775807}")
+    }
 }
