@@ -401,19 +401,38 @@ if sections.contains("similarity") {
     print(String(format: "   clustering in batches of 1,000: %.0f reports/s (%d reports into %d clusters for %d families; BCubed precision %.3f recall %.3f F1 %.3f)",
                  Double(total) / clustering, placed.count, clusterTotal, familyCount, quality.precision, quality.recall, quality.f1))
 
-    // The worker's path: each new report stored and clustered in its own transaction.
-    let single = 5000
-    let singleStarted = now()
-    for number in 0..<single {
-        let family = Int(random.below(UInt64(familyCount)))
-        let json = families[family].member(&random)
-        let signature = try decoder.decode(CrashSignature.self, from: Data(json.utf8))
-        try db.transaction {
-            let id = try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 1) RETURNING id", [String(format: "%064llx", UInt64(total + number))]).values[0][0]!
-            try db.execute("INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, '0', $2, $3, $4::jsonb)",
-                           [id, signature.bucket, signature.bugCheckClass, json])
-            try index.index([CrashIndex.Entry(dumpId: Int64(id)!, signature: signature, attributes: [])], on: db)
-        }
+    // The workers' path: each new report stored and clustered in its own transaction, from one
+    // connection and from two at once (the advisory lock serializes the placing).
+    let reports = try (0..<4000).map { _ -> (json: String, signature: CrashSignature) in
+        let json = families[Int(random.below(UInt64(familyCount)))].member(&random)
+        return (json, try decoder.decode(CrashSignature.self, from: Data(json.utf8)))
     }
-    print(String(format: "   clustering one report per transaction, as workers do: %.0f reports/s on one connection", Double(single) / (now() - singleStarted)))
+    var nextHash = total
+    for connections in [1, 2] {
+        let share = reports.count / connections
+        let first = nextHash
+        nextHash += reports.count
+        let failures = Total()
+        let started = now()
+        DispatchQueue.concurrentPerform(iterations: connections) { worker in
+            do {
+                let db = try PostgresConnection(database)
+                for number in (worker * share)..<((worker + 1) * share) {
+                    let (json, signature) = reports[number]
+                    try db.transaction {
+                        let id = try db.execute("INSERT INTO dumps (content_hash, size) VALUES ($1, 1) RETURNING id",
+                                                [String(format: "%064llx", UInt64(first + number))]).values[0][0]!
+                        try db.execute("INSERT INTO signatures (dump_id, signature_id, bucket, bugcheck_class, features) VALUES ($1, '0', $2, $3, $4::jsonb)",
+                                       [id, signature.bucket, signature.bugCheckClass, json])
+                        try index.index([CrashIndex.Entry(dumpId: Int64(id)!, signature: signature, attributes: [])], on: db)
+                    }
+                }
+            } catch {
+                print("   worker \(worker): \(error)")
+                failures.add(1)
+            }
+        }
+        print(String(format: "   clustering one report per transaction, as workers do: %.0f reports/s from %d connection%@%@", Double(reports.count) / (now() - started),
+                     connections, connections == 1 ? "" : "s", failures.take() == 0 ? "" : " (failed)"))
+    }
 }

@@ -14,11 +14,7 @@ public struct ClusterQueries: Sendable {
     /// Clusters with dumps, largest first; `since` (YYYY-MM-DD) keeps those seen since then.
     public func list(since: String? = nil, limit: Int = 200, on db: PostgresConnection) throws -> [ClusterSummary] {
         let rows = try db.execute("""
-            SELECT c.id, coalesce(c.title, ''), count(DISTINCT m.dump_id), count(DISTINCT u.vm_name), count(DISTINCT nullif(u.host, '')),
-                   to_char(min(u.uploaded_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), to_char(max(u.uploaded_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
-                   array_to_string(array_agg(DISTINCT s.bucket), ' ')
-            FROM clusters c JOIN cluster_members m ON m.cluster_id = c.id
-            JOIN uploads u ON u.dump_id = m.dump_id JOIN signatures s ON s.dump_id = m.dump_id
+            SELECT \(Self.summaryColumns) FROM \(Self.summarySource)
             WHERE c.merged_into IS NULL
             GROUP BY c.id HAVING $1::date IS NULL OR max(u.uploaded_at) >= $1::date
             ORDER BY count(DISTINCT m.dump_id) DESC, c.id LIMIT $2
@@ -37,11 +33,7 @@ public struct ClusterQueries: Sendable {
             target = next
         }
         let rows = try db.execute("""
-            SELECT c.id, coalesce(c.title, ''), count(DISTINCT m.dump_id), count(DISTINCT u.vm_name), count(DISTINCT nullif(u.host, '')),
-                   to_char(min(u.uploaded_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), to_char(max(u.uploaded_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
-                   array_to_string(array_agg(DISTINCT s.bucket), ' '), c.representative_dump_id
-            FROM clusters c JOIN cluster_members m ON m.cluster_id = c.id
-            JOIN uploads u ON u.dump_id = m.dump_id JOIN signatures s ON s.dump_id = m.dump_id
+            SELECT \(Self.summaryColumns), c.representative_dump_id FROM \(Self.summarySource)
             WHERE c.id = $1 GROUP BY c.id
             """, [String(target)])
         guard let row = rows.values.first else { return nil }
@@ -164,6 +156,16 @@ public struct ClusterQueries: Sendable {
             return created
         }
     }
+
+    /// What `summary(_:)` reads, from `summarySource` grouped by cluster.
+    static let summaryColumns = """
+        c.id, coalesce(c.title, ''), count(DISTINCT m.dump_id), count(DISTINCT u.vm_name), count(DISTINCT nullif(u.host, '')),
+        \(SQLTime.minute("min(u.uploaded_at)")), \(SQLTime.minute("max(u.uploaded_at)")), array_to_string(array_agg(DISTINCT s.bucket), ' ')
+        """
+    static let summarySource = """
+        clusters c JOIN cluster_members m ON m.cluster_id = c.id
+        JOIN uploads u ON u.dump_id = m.dump_id JOIN signatures s ON s.dump_id = m.dump_id
+        """
 
     static func summary(_ row: [String?]) -> ClusterSummary {
         ClusterSummary(id: Int64(row[0] ?? "0") ?? 0, title: row[1] ?? "", dumps: Int(row[2] ?? "0") ?? 0, vms: Int(row[3] ?? "0") ?? 0,

@@ -50,17 +50,42 @@ public struct Fingerprint: Sendable, Equatable {
                 evidenceTokens.map(Self.clean).joined(separator: " ")].joined(separator: String(Self.field))
     }
 
+    /// Parses `text`. It works on the UTF-8 bytes: the separators are ASCII, so they never
+    /// occur inside another character's encoding, and splitting by bytes is several times
+    /// faster than splitting by Characters, which matters when a search parses 400 of these.
     public init?(text: String) {
-        let fields = text.split(separator: Self.field, omittingEmptySubsequences: false)
-        guard fields.count == 6, fields[0] == "1" else { return nil }
+        var text = text
+        guard let parsed = text.withUTF8(Self.parse) else { return nil }
+        self = parsed
+    }
+
+    private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Fingerprint? {
+        let fields = split(bytes[...], at: field.asciiValue!)
+        guard fields.count == 6, string(fields[0]) == "1" else { return nil }
         var frames: [Frame] = []
-        for item in fields[4].split(separator: Self.frame) {
-            let parts = item.split(separator: Self.part, omittingEmptySubsequences: false)
-            guard parts.count == 4, let position = Int(parts[0]) else { return nil }
-            frames.append(Frame(position: position, module: String(parts[1]), key: String(parts[2]), function: parts[3].isEmpty ? nil : String(parts[3])))
+        for item in split(fields[4], at: frame.asciiValue!) where !item.isEmpty {
+            let parts = split(item, at: part.asciiValue!)
+            guard parts.count == 4, let position = Int(string(parts[0])) else { return nil }
+            frames.append(Frame(position: position, module: string(parts[1]), key: string(parts[2]), function: parts[3].isEmpty ? nil : string(parts[3])))
         }
-        self.init(bucket: String(fields[1]), bugCheckClass: String(fields[2]), culprit: fields[3].isEmpty ? nil : String(fields[3]),
-                  frames: frames, evidenceTokens: fields[5].split(separator: " ").map(String.init))
+        let tokens = fields[5].isEmpty ? [] : split(fields[5], at: UInt8(ascii: " ")).filter { !$0.isEmpty }.map(string)
+        return Fingerprint(bucket: string(fields[1]), bugCheckClass: string(fields[2]), culprit: fields[3].isEmpty ? nil : string(fields[3]),
+                           frames: frames, evidenceTokens: tokens)
+    }
+
+    private static func split(_ bytes: Slice<UnsafeBufferPointer<UInt8>>, at separator: UInt8) -> [Slice<UnsafeBufferPointer<UInt8>>] {
+        var pieces: [Slice<UnsafeBufferPointer<UInt8>>] = []
+        var start = bytes.startIndex
+        for index in bytes.indices where bytes[index] == separator {
+            pieces.append(bytes[start..<index])
+            start = index + 1
+        }
+        pieces.append(bytes[start..<bytes.endIndex])
+        return pieces
+    }
+
+    private static func string(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: bytes), as: UTF8.self)
     }
 
     static func clean(_ text: String) -> String {

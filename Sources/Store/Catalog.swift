@@ -139,7 +139,7 @@ public struct Catalog: Sendable {
             """, [String(id)])
         guard let row = rows.values.first, let contentHash = row[0] else { return nil }
         let uploads = try db.execute("""
-            SELECT vm_name, host, tags::text, uploaded_by, to_char(uploaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            SELECT vm_name, host, tags::text, uploaded_by, \(SQLTime.iso8601("uploaded_at"))
             FROM uploads WHERE dump_id = $1 ORDER BY id
             """, [String(id)]).values.map { upload in
             UploadRecord(vm: upload[0] ?? "", host: upload[1], tags: (try? JSONDecoder().decode([String: String].self, from: Data((upload[2] ?? "{}").utf8))) ?? [:],
@@ -156,10 +156,9 @@ public struct Catalog: Sendable {
     }
 
     func jobs(where condition: String, _ id: Int64, on db: PostgresConnection) throws -> [JobStatus] {
-        let timestamp = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
-        return try db.execute("""
+        try db.execute("""
             SELECT id, dump_id, analyzer_version, state::text, attempt, max_attempts, worker_id, last_error,
-                   to_char(created_at AT TIME ZONE 'UTC', \(timestamp)), to_char(finished_at AT TIME ZONE 'UTC', \(timestamp))
+                   \(SQLTime.iso8601("created_at")), \(SQLTime.iso8601("finished_at"))
             FROM jobs WHERE \(condition) ORDER BY id
             """, [String(id)]).values.map { row in
             JobStatus(id: Int64(row[0] ?? "0") ?? 0, dumpId: Int64(row[1] ?? "0") ?? 0, analyzerVersion: Int(row[2] ?? "0") ?? 0,

@@ -194,9 +194,14 @@ AS $$ SELECT s.dump_id, s.fingerprint FROM signatures s WHERE s.bands && keys AN
 
 -- Cluster exemplars that share a band with `keys`: where a new crash may belong.
 CREATE FUNCTION exemplar_candidates(keys bigint[], excluded bigint, most integer)
-RETURNS TABLE (dump_id bigint, cluster_id bigint, fingerprint text)
+RETURNS TABLE (dump_id bigint, cluster_id bigint)
 LANGUAGE sql STABLE ROWS 50 SET enable_seqscan = off
-AS $$ SELECT e.dump_id, e.cluster_id, e.fingerprint FROM cluster_exemplars e WHERE e.bands && keys AND e.dump_id <> excluded LIMIT most $$;
+AS $$ SELECT e.dump_id, e.cluster_id FROM cluster_exemplars e WHERE e.bands && keys AND e.dump_id <> excluded LIMIT most $$;
+
+-- A GIN index normally queues new entries in a pending list that every search reads in full
+-- until VACUUM or a 4 MB overflow merges it. Exemplars are few, change often and are searched
+-- for every crash placed, so their index takes entries directly.
+ALTER INDEX cluster_exemplars_bands SET (fastupdate = off);
 """#),
     ]
 }

@@ -66,6 +66,11 @@ import TestSupport
         #expect(migrate.output.contains("nothing to do"), "the coordinator migrated on start: \(migrate.output)")
         let reprocess = try cli.run(["reprocess", "--database", database])
         #expect(reprocess.output.contains("queued 0 dumps"), "the dump has a job for this analyzer version: \(reprocess.output)")
+        let recluster = try cli.run(["recluster", "--database", database])
+        #expect(recluster.output.contains("every stored report has a cluster"), "\(recluster.output) \(recluster.error)")
+        let reclusterAll = try cli.run(["recluster", "--all", "--json", "--database", database])
+        #expect(reclusterAll.output.contains("\"placed\" : 2"), "\(reclusterAll.output) \(reclusterAll.error)")
+        #expect(try cli.run(["clusters"] + server).output == clusters.output, "placing the same reports again changes no cluster")
         let statusJSON = try cli.run(["status", "--json"] + server)
         #expect(statusJSON.output.contains("\"done\" : 2"))
 

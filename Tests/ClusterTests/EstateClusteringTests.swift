@@ -52,11 +52,7 @@ import Testing
     }
 
     @Test func mergesAndSplitsSurviveReprocessing() throws {
-        let database = try TestDatabase.fresh()
-        var estate = Self.estate
-        estate.vms = 12
-        let result = try EstateQuality(estate: estate, seed: 9).measure(database: database)
-        let db = try PostgresConnection(database)
+        let (result, db) = try Self.measured(vms: 12, seed: 9)
         let queries = ClusterQueries()
         let clusters = try queries.list(on: db)
         try #require(clusters.count >= 3)
@@ -84,12 +80,8 @@ import Testing
         #expect(try Self.membership(db) == before)
     }
 
-    @Test func aBatchPlacesCrashesAsOneAtATimeDoes() throws {
-        let database = try TestDatabase.fresh()
-        var estate = Self.estate
-        estate.vms = 16
-        let result = try EstateQuality(estate: estate, seed: 21).measure(database: database)
-        let db = try PostgresConnection(database)
+    @Test func batchesAndBackfillsPlaceCrashesAsOneAtATimeDoes() throws {
+        let (result, db) = try Self.measured(vms: 16, seed: 21)
         let oneAtATime = try Self.membership(db)
         try db.executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters")
         let batch = try db.transaction { try CrashIndex().index(result.dumps.map { CrashIndex.Entry(dumpId: $0.id, report: $0.report) }, on: db) }
@@ -100,14 +92,29 @@ import Testing
         #expect(Set(batch).count > 3, "the estate has several causes")
         let exemplars = try db.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM cluster_exemplars GROUP BY cluster_id) c").values[0][0]
         #expect(exemplars.flatMap { Int($0) }.map { $0 >= 1 && $0 <= CrashIndex().exemplarsPerCluster } == true)
+
+        // A database from before clusters: reports and signatures, nothing else. A backfill
+        // places every report it can read, in small batches, and lists the one it cannot.
+        try db.executeScript("""
+            TRUNCATE cluster_exemplars, cluster_members, clusters, dump_attributes;
+            UPDATE signatures SET bands = '{}', fingerprint = NULL;
+            """)
+        let old = result.dumps[0].id
+        try db.execute(#"UPDATE reports SET report = '{"written": "by analyzer version 0"}' WHERE dump_id = $1"#, [String(old)])
+        var progress: [Int] = []
+        let backfill = try CrashIndex().backfill(everything: false, batchSize: 4, on: db) { progress.append($0.placed) }
+        #expect(backfill.placed == result.dumps.count - 1 && backfill.unreadable == [old])
+        #expect(progress.count == (result.dumps.count + 3) / 4 && progress.last == backfill.placed)
+        var readable = oneAtATime
+        readable[old] = nil
+        #expect(groups(try Self.membership(db)) == groups(readable))
+        #expect(try db.execute("SELECT count(*) FROM signatures WHERE fingerprint IS NULL").values[0][0] == "1")
+        #expect(try db.execute("SELECT count(DISTINCT dump_id) FROM dump_attributes").values[0][0] == String(result.dumps.count - 1))
+        #expect(try CrashIndex().backfill(everything: false, on: db).placed == 0, "a second run finds nothing to do")
     }
 
     @Test func aFullDumpAndAMinidumpOfOneCrashFindTheSameCrashes() throws {
-        let database = try TestDatabase.fresh()
-        var estate = Self.estate
-        estate.vms = 16
-        _ = try EstateQuality(estate: estate, seed: 3).measure(database: database)
-        let db = try PostgresConnection(database)
+        let (_, db) = try Self.measured(vms: 16, seed: 3)
         var answers: [[Int64]] = []
         for kind in [DumpDescription.DumpKind.bitmapKernel, .triage] {
             var description = DumpDescription.networkDriverFault(kind: kind, layoutSeed: 77)
@@ -119,6 +126,14 @@ import Testing
         }
         #expect(!answers[0].isEmpty)
         #expect(answers[0] == answers[1])
+    }
+
+    /// The estate with `vms` desktops, measured into a fresh database.
+    static func measured(vms: Int, seed: UInt64) throws -> (EstateQuality.Result, PostgresConnection) {
+        let database = try TestDatabase.fresh()
+        var estate = Self.estate
+        estate.vms = vms
+        return (try EstateQuality(estate: estate, seed: seed).measure(database: database), try PostgresConnection(database))
     }
 
     static func membership(_ db: PostgresConnection) throws -> [Int64: Int64] {

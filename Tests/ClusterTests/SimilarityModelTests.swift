@@ -24,6 +24,24 @@ import Testing
         "nvlddmkm!NvDdiStartDevice+0x1091", "dxgkrnl!DpiDxgkDdiStartDevice+0x2045", "dxgkrnl!DxgkCreateDevice+0x25c2",
         "nt!PspSystemThreadStartup+0x1455", "nt!KiStartSystemThread+0x1828"])
 
+    @Test func fingerprintsSurviveTheirTextForm() {
+        let plain = Fingerprint(Self.display)
+        #expect(Fingerprint(text: plain.text) == plain)
+        // Names come from dumps: separators in them are dropped, anything else is kept.
+        let odd = Fingerprint(bucket: "0x3B_\u{1F}x", bugCheckClass: "0x3B", culprit: nil, frames: [
+            Fingerprint.Frame(position: 0, module: "\u{301}drv\u{1E}ünï", key: "drv+0x10", function: nil),
+            Fingerprint.Frame(position: 1, module: "nt", key: "nt+0x20", function: "Ki\u{1D}Dispatch 😀"),
+        ], evidenceTokens: ["timer-list", "utf16:\\HDPServer"])
+        let back = Fingerprint(text: odd.text)
+        #expect(back?.bucket == "0x3B_x" && back?.culprit == nil && back?.evidenceTokens == odd.evidenceTokens)
+        #expect(back?.frames.map(\.module) == ["\u{301}drvünï", "nt"] && back?.frames.map(\.function) == [nil, "KiDispatch 😀"])
+        let empty = Fingerprint(bucket: "", bugCheckClass: "", culprit: nil, frames: [], evidenceTokens: [])
+        #expect(Fingerprint(text: empty.text) == empty)
+        for broken in ["", "2\u{1F}b\u{1F}c\u{1F}\u{1F}\u{1F}", "1\u{1F}b", "1\u{1F}b\u{1F}c\u{1F}d\u{1F}x\u{1D}m\u{1F}"] {
+            #expect(Fingerprint(text: broken) == nil, "\(broken.debugDescription)")
+        }
+    }
+
     @Test func identicalCrashesScoreOne() {
         let score = SimilarityModel().score(Self.display, Self.display)
         #expect(abs(score.value - 1) < 1e-9)

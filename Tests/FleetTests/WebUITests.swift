@@ -21,7 +21,7 @@ import Testing
         for _ in 0..<4 {
             let folder = Fixtures.temporaryFolder()
             defer { try? FileManager.default.removeItem(atPath: folder) }
-            FileManager.default.createFile(atPath: folder + "/dom.html", contents: nil)
+            _ = FileManager.default.createFile(atPath: folder + "/dom.html", contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: browser)
             process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",

@@ -142,7 +142,7 @@ import Worker
         let harness = try FleetHarness()
         let garbage = harness.folder + "/garbage.dmp"
         var random = SeededRandom(seed: 42)
-        FileManager.default.createFile(atPath: garbage, contents: Data((0..<65536).map { _ in UInt8(truncatingIfNeeded: random.next()) }))
+        _ = FileManager.default.createFile(atPath: garbage, contents: Data((0..<65536).map { _ in UInt8(truncatingIfNeeded: random.next()) }))
         _ = try harness.storeAndQueue(garbage, maxAttempts: 3)
         var configuration = harness.workerConfiguration()
         configuration.retry = RetryPolicy(baseSeconds: 0.3, capSeconds: 5, jitter: 0)
