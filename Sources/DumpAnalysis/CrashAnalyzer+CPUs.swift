@@ -22,12 +22,22 @@ extension CrashAnalyzer {
                     ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
                 activity: activity(of: stack, registers: processor.context), stack: stack))
         }
-        if parallelism > 1 {
-            DispatchQueue.concurrentPerform(iterations: processors.count, execute: work)
-        } else {
-            processors.indices.forEach(work)
+        inLanes(processors.count) { lane, lanes in
+            for index in stride(from: lane, to: processors.count, by: lanes) { work(index) }
         }
         return results.values.compactMap { $0 }
+    }
+
+    /// Runs `lane(number, lanes)` for `min(parallelism, count)` lanes, each on its own thread
+    /// (Dispatch runs at most one per core), or on this thread when there is one lane. A lane
+    /// takes every lanes-th item, so `parallelism` bounds the threads used.
+    func inLanes(_ count: Int, _ lane: @Sendable (Int, Int) -> Void) {
+        let lanes = max(1, min(parallelism, count))
+        if lanes > 1 {
+            DispatchQueue.concurrentPerform(iterations: lanes) { lane($0, lanes) }
+        } else {
+            lane(0, 1)
+        }
     }
 
     /// Every thread that is not on a CPU, from its KSWITCH_FRAME (KTHREAD.KernelStack points
@@ -40,11 +50,10 @@ extension CrashAnalyzer {
         let results = ResultSlots<CrashReport.ThreadSummary>(count: threads.count)
         let modules = objects.modules
         let rules = rules
-        let chunks = max(1, min(parallelism * 4, threads.count))
-        let work: @Sendable (Int) -> Void = { chunk in
+        inLanes(threads.count) { lane, lanes in
             guard let space = try? dump.kernelAddressSpace() else { return }
             let symbolizer = Symbolizer(modules: modules, space: space)
-            for index in stride(from: chunk, to: threads.count, by: chunks) {
+            for index in stride(from: lane, to: threads.count, by: lanes) {
                 let (process, thread) = threads[index]
                 let switchFrame = thread.kernelStack!
                 guard let rip = try? space.u64(switchFrame &+ 0x38), let rbp = try? space.u64(switchFrame &+ 0x30) else { continue }
@@ -58,11 +67,6 @@ extension CrashAnalyzer {
                 results.set(index, .init(process: process.imageName, threadId: thread.threadId, address: hexText(thread.address), state: thread.state,
                                          stack: stack.map(\.symbol)))
             }
-        }
-        if parallelism > 1 {
-            DispatchQueue.concurrentPerform(iterations: chunks, execute: work)
-        } else {
-            (0..<chunks).forEach(work)
         }
         return results.values.compactMap { $0 }
     }
@@ -94,9 +98,7 @@ extension CrashAnalyzer {
         }
         guard let thread, let process = try? space.u64(thread &+ layout.threadApcProcess) else { return nil }
         if let known = objects.processes.first(where: { $0.address == process }) { return known.imageName }
-        guard let offset = layout.processImageFileName, let bytes = try? space.read(process + offset, count: 15) else { return nil }
-        let name = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        return name.isEmpty ? nil : name
+        return KernelObjects.imageFileName(of: process, layout: layout, in: space)
     }
 }
 

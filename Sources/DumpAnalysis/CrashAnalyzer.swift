@@ -11,7 +11,8 @@ public struct CrashAnalyzer: Sendable {
     public static let version = 2
 
     public var rules: TriageRules
-    /// Threads for the per-CPU walk (Dispatch's concurrentPerform); 1 walks serially.
+    /// Threads for walking stacks, at most (and at most one per core); 1 walks on the calling
+    /// thread.
     public var parallelism: Int
 
     public init(rules: TriageRules = .shipped, parallelism: Int = 2) {

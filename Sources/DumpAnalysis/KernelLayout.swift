@@ -2,8 +2,8 @@ import DumpFormat
 
 /// Where the kernel keeps the fields an analysis reads, for one dump.
 ///
-/// KDDEBUGGER_DATA64 gives some offsets directly (thread stacks, KPRCB context, EPROCESS Peb and
-/// DTB); the rest come from per-build tables derived from Microsoft's symbols (shared/docs
+/// KDDEBUGGER_DATA64 gives some offsets directly (thread stacks, KPRCB context, EPROCESS parent
+/// and DTB); the rest come from per-build tables derived from Microsoft's symbols (shared/docs
 /// kernel-offsets-by-build.txt). A build with no table gets its process-list offset from the
 /// invariants of §5.3 of the format notes instead, and the report says so.
 public struct KernelLayout: Sendable, Equatable {
@@ -12,10 +12,8 @@ public struct KernelLayout: Sendable, Equatable {
     public var processUniqueId: UInt64
     public var processActiveLinks: UInt64 { processUniqueId + 8 }  // an invariant of every build
     public var processParentId: UInt64
-    public var processPeb: UInt64
     public var processImageFileName: UInt64?
     public var processThreadListHead: UInt64?
-    public var processSize: UInt64
 
     // KTHREAD / ETHREAD
     public var threadStackLimit: UInt64 = 0x30
@@ -26,16 +24,12 @@ public struct KernelLayout: Sendable, Equatable {
     public var threadApcProcess: UInt64 = 0xB8
     public var threadCid: UInt64?
     public var threadListEntry: UInt64?
-    public var threadSize: UInt64
 
     // KPRCB
     public var prcbCurrentThread: UInt64 = 0x8
-    public var prcbNumber: UInt64 = 0x24
     public var prcbIdleThread: UInt64 = 0x18
     /// ProcessorState.ContextFrame: the CONTEXT the CPU saved when the dump was taken.
     public var prcbContextFrame: UInt64
-    public var prcbDpcStack: UInt64?
-    public var prcbIsrStack: UInt64?
     public var prcbTimerTable: UInt64?
     /// KTIMER_TABLE.TimerEntries is [256] up to 18362 and [2][256] from 19041 on.
     public var timerListCount: Int
@@ -46,26 +40,26 @@ public struct KernelLayout: Sendable, Equatable {
     /// Offsets of the build families in the tables (§5.2 of the format notes).
     struct BuildTable {
         var builds: ClosedRange<UInt32>
-        var uniqueId, parentId, peb, imageFileName, processThreadList, processSize: UInt64
-        var cid, threadListEntry, threadSize: UInt64
+        var uniqueId, parentId, imageFileName, processThreadList: UInt64
+        var cid, threadListEntry: UInt64
         var contextFrame, timerTable: UInt64
         var timerLists: Int
     }
 
     static let tables: [BuildTable] = [
-        BuildTable(builds: 14393...14393, uniqueId: 0x2E8, parentId: 0x3E0, peb: 0x3F8, imageFileName: 0x450, processThreadList: 0x488, processSize: 0x7D0,
-                   cid: 0x630, threadListEntry: 0x698, threadSize: 0x7E0, contextFrame: 0x120, timerTable: 0x3600, timerLists: 256),
-        BuildTable(builds: 17763...17763, uniqueId: 0x2E0, parentId: 0x3E0, peb: 0x3F8, imageFileName: 0x450, processThreadList: 0x488, processSize: 0x858,
-                   cid: 0x638, threadListEntry: 0x6A8, threadSize: 0x810, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
-        BuildTable(builds: 18326...18363, uniqueId: 0x2E8, parentId: 0x3E8, peb: 0x3F8, imageFileName: 0x450, processThreadList: 0x488, processSize: 0x880,
-                   cid: 0x648, threadListEntry: 0x6B8, threadSize: 0x820, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
+        BuildTable(builds: 14393...14393, uniqueId: 0x2E8, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x630, threadListEntry: 0x698, contextFrame: 0x120, timerTable: 0x3600, timerLists: 256),
+        BuildTable(builds: 17763...17763, uniqueId: 0x2E0, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x638, threadListEntry: 0x6A8, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
+        BuildTable(builds: 18326...18363, uniqueId: 0x2E8, parentId: 0x3E8, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x648, threadListEntry: 0x6B8, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
         // 19041 to 19045 (Windows 10 2004 to 22H2) share one kernel layout.
-        BuildTable(builds: 19041...19045, uniqueId: 0x440, parentId: 0x540, peb: 0x550, imageFileName: 0x5A8, processThreadList: 0x5E0, processSize: 0xA40,
-                   cid: 0x478, threadListEntry: 0x4E8, threadSize: 0x898, contextFrame: 0x1F0, timerTable: 0x3940, timerLists: 512),
-        BuildTable(builds: 20348...20348, uniqueId: 0x440, parentId: 0x540, peb: 0x550, imageFileName: 0x5A8, processThreadList: 0x5E0, processSize: 0xB80,
-                   cid: 0x4C8, threadListEntry: 0x538, threadSize: 0x8F0, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
-        BuildTable(builds: 22000...22000, uniqueId: 0x440, parentId: 0x540, peb: 0x550, imageFileName: 0x5A8, processThreadList: 0x5E0, processSize: 0xB80,
-                   cid: 0x4C8, threadListEntry: 0x538, threadSize: 0x8F0, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
+        BuildTable(builds: 19041...19045, uniqueId: 0x440, parentId: 0x540, imageFileName: 0x5A8, processThreadList: 0x5E0,
+                   cid: 0x478, threadListEntry: 0x4E8, contextFrame: 0x1F0, timerTable: 0x3940, timerLists: 512),
+        BuildTable(builds: 20348...20348, uniqueId: 0x440, parentId: 0x540, imageFileName: 0x5A8, processThreadList: 0x5E0,
+                   cid: 0x4C8, threadListEntry: 0x538, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
+        BuildTable(builds: 22000...22000, uniqueId: 0x440, parentId: 0x540, imageFileName: 0x5A8, processThreadList: 0x5E0,
+                   cid: 0x4C8, threadListEntry: 0x538, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
     ]
 
     /// The layout for `build`, with KDBG's own offsets taking precedence. Returns nil for a
@@ -73,9 +67,9 @@ public struct KernelLayout: Sendable, Equatable {
     public static func known(build: UInt32, debuggerData kdbg: DebuggerData?) -> KernelLayout? {
         guard let table = tables.first(where: { $0.builds.contains(build) }) else { return nil }
         var layout = KernelLayout(
-            processUniqueId: table.uniqueId, processParentId: table.parentId, processPeb: table.peb, processImageFileName: table.imageFileName,
-            processThreadListHead: table.processThreadList, processSize: table.processSize, threadCid: table.cid,
-            threadListEntry: table.threadListEntry, threadSize: table.threadSize, prcbContextFrame: table.contextFrame,
+            processUniqueId: table.uniqueId, processParentId: table.parentId, processImageFileName: table.imageFileName,
+            processThreadListHead: table.processThreadList, threadCid: table.cid,
+            threadListEntry: table.threadListEntry, prcbContextFrame: table.contextFrame,
             prcbTimerTable: table.timerTable, timerListCount: table.timerLists,
             source: "KDDEBUGGER_DATA64 and the build \(table.builds.lowerBound) table")
         layout.apply(kdbg)
@@ -86,8 +80,8 @@ public struct KernelLayout: Sendable, Equatable {
     /// from invariants (`processUniqueId`); fields nothing can vouch for stay nil.
     public static func discovered(processUniqueId: UInt64, imageFileName: UInt64?, debuggerData kdbg: DebuggerData) -> KernelLayout {
         var layout = KernelLayout(
-            processUniqueId: processUniqueId, processParentId: 0, processPeb: 0, processImageFileName: imageFileName,
-            processThreadListHead: nil, processSize: 0x1000, threadCid: nil, threadListEntry: nil, threadSize: 0x1000,
+            processUniqueId: processUniqueId, processParentId: 0, processImageFileName: imageFileName,
+            processThreadListHead: nil, threadCid: nil, threadListEntry: nil,
             prcbContextFrame: 0x1F0, prcbTimerTable: nil, timerListCount: 0,
             source: "KDDEBUGGER_DATA64 and offsets found from invariants (no table for this build)")
         layout.apply(kdbg)
@@ -99,20 +93,14 @@ public struct KernelLayout: Sendable, Equatable {
         guard let kdbg else { return }
         func set(_ value: UInt16?, _ field: WritableKeyPath<KernelLayout, UInt64>) { if let value, value != 0 { self[keyPath: field] = UInt64(value) } }
         set(kdbg.offsetEprocessDirectoryTableBase, \.processDirectoryTableBase)
-        set(kdbg.offsetEprocessPeb, \.processPeb)
         set(kdbg.offsetEprocessParentCID, \.processParentId)
-        set(kdbg.sizeEProcess, \.processSize)
         set(kdbg.offsetKThreadKernelStack, \.threadKernelStack)
         set(kdbg.offsetKThreadState, \.threadState)
         set(kdbg.offsetKThreadApcProcess, \.threadApcProcess)
-        set(kdbg.sizeEThread, \.threadSize)
         set(kdbg.offsetPrcbCurrentThread, \.prcbCurrentThread)
-        set(kdbg.offsetPrcbNumber, \.prcbNumber)
         set(kdbg.offsetPrcbIdleThread, \.prcbIdleThread)
         set(kdbg.offsetPrcbProcStateContext, \.prcbContextFrame)
         if let limit = kdbg.offsetKThreadStackLimit, limit != 0 { threadStackLimit = UInt64(limit) }
         if let base = kdbg.offsetKThreadStackBase, base != 0 { threadStackBase = UInt64(base) }
-        if let dpc = kdbg.offsetPrcbDpcStack, dpc != 0 { prcbDpcStack = UInt64(dpc) }
-        if let isr = kdbg.offsetPrcbIsrStack, isr != 0 { prcbIsrStack = UInt64(isr) }
     }
 }

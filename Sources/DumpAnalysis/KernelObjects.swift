@@ -104,12 +104,18 @@ extension KernelObjects {
             kernelStack: read(layout.threadKernelStack), trapFrame: read(layout.threadTrapFrame))
     }
 
+    /// EPROCESS.ImageFileName: the first 15 bytes of the image's name, NUL-padded; bytes that
+    /// are not printable ASCII show as "?" (the field is untrusted memory). Nil when unreadable
+    /// or empty.
+    static func imageFileName(of eprocess: UInt64, layout: KernelLayout, in space: any KernelAddressSpace) -> String? {
+        guard let offset = layout.processImageFileName, let bytes = try? space.read(eprocess &+ offset, count: 15) else { return nil }
+        let name = String(decoding: bytes.prefix { $0 != 0 }.map { (0x20...0x7E).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
+        return name.isEmpty ? nil : name
+    }
+
     static func process(at eprocess: UInt64, layout: KernelLayout, in space: any KernelAddressSpace, problems: inout [String]) -> KernelProcess? {
         guard let pid = try? space.u64(eprocess &+ layout.processUniqueId), let dtb = try? space.u64(eprocess &+ layout.processDirectoryTableBase) else { return nil }
-        var name: String?
-        if let offset = layout.processImageFileName, let bytes = try? space.read(eprocess + offset, count: 15) {
-            name = String(decoding: bytes.prefix { $0 != 0 }.map { (0x20...0x7E).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
-        }
+        let name = imageFileName(of: eprocess, layout: layout, in: space)
         var threads: [KernelThread] = []
         if let head = layout.processThreadListHead, let entryOffset = layout.threadListEntry {
             let walk = ListWalker.walk(head: eprocess &+ head, in: space, limit: 65_536)

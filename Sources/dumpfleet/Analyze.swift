@@ -26,7 +26,7 @@ struct Analyze: ParsableCommand {
     @Option(help: "Triage rules file (default: the shipped rules, as in deploy/triage.rules).")
     var rules: String?
 
-    @Option(help: "Threads for walking the CPUs' stacks.")
+    @Option(help: "Threads for walking the CPUs' and threads' stacks, at most one per core (1: none but this one).")
     var jobs: Int = 2
 
     func validate() throws {
