@@ -283,6 +283,7 @@ if sections.contains("quality") {
     print(String(format: "   clusters (%d):       BCubed precision %.3f recall %.3f F1 %.3f", result.clusters, result.fleet.precision, result.fleet.recall, result.fleet.f1))
     print(String(format: "   exact buckets (%d):  BCubed precision %.3f recall %.3f F1 %.3f", result.bucketCount, result.buckets.precision, result.buckets.recall, result.buckets.f1))
     print(String(format: "   similar top-10:     RR@1 %.3f  MAP %.3f   (same bucket first: RR@1 %.3f  MAP %.3f)", result.similarRR, result.similarMAP, result.bucketRR, result.bucketMAP))
+    for line in result.mixedClusters { print("   mixed " + line) }
 }
 
 // MARK: similarity at scale

@@ -71,6 +71,20 @@ import Testing
         #expect(model.score(Self.display, oneOff).value < 0.3, "sharing only the thread's outer frames")
     }
 
+    @Test func unrelatedBugChecksInTheSameCodeAreDifferentFailures() {
+        let frames = ["klif!KliRoutine0+0x1041", "klif!KliRoutine2+0x183c", "nt!IofCallDriver+0x1055"]
+        let pageFault = Self.signature("0x50", culprit: "klif", frames)
+        let model = SimilarityModel()
+        let watchdog = model.score(pageFault, Self.signature("0x133_1", culprit: "klif", frames))
+        #expect(watchdog.value < 0.7 && watchdog.value > 0.5, "listed by similar, never one cluster: \(watchdog.value)")
+        #expect(watchdog.reasons.contains("different bug check"))
+        // One access violation caught in a driver (0x1E) and in a system thread (0x7E).
+        let driver = Self.signature("0x1E_c0000005", culprit: "klif", frames), thread = Self.signature("0x7E_c0000005", culprit: "klif", frames)
+        #expect(model.score(driver, thread).sameBugCheck == 0.5 && model.score(driver, thread).value > 0.9)
+        #expect(model.score(driver, Self.signature("0x7E_80000003", culprit: "klif", frames)).sameBugCheck == 0, "another exception")
+        #expect(model.score(pageFault, Self.signature("0x50", culprit: "klif", frames)).value == 1)
+    }
+
     @Test func evidenceCountsOnlyWhenThereIsSome() {
         let a = Self.signature("0x3B_c0000005", culprit: "VideoAccelerator.exe", ["nt!KiInsertTimerTable+0x188e"], evidence: ["hdpserver", "videoaccelerator.exe"])
         let b = Self.signature("0x3B_c0000005", culprit: "VideoAccelerator.exe", ["nt!KiInsertTimerTable+0x188e"], evidence: ["videoaccelerator.exe"])

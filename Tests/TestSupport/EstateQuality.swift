@@ -26,6 +26,8 @@ public struct EstateQuality {
         public var bucketMAP: Double
         /// Dump ids, causes and reports, in upload order.
         public var dumps: [(id: Int64, cause: String, report: CrashReport)]
+        /// The clusters that hold more than one cause, each as "cluster N: cause ×count, ...".
+        public var mixedClusters: [String]
     }
 
     public let estate: Estate
@@ -57,6 +59,11 @@ public struct EstateQuality {
         let fleet = ClusterQuality.bcubed(clusters: dumps.map { membership[$0.id] ?? -$0.id }, labels: labels)
         let buckets = ClusterQuality.bcubed(clusters: dumps.map(\.report.failureBucketId), labels: labels)
 
+        let mixed = Dictionary(grouping: dumps, by: { membership[$0.id] ?? -$0.id }).sorted { $0.key < $1.key }.compactMap { cluster, members -> String? in
+            let causes = Dictionary(grouping: members.map(\.cause), by: { $0 }).mapValues(\.count)
+            guard causes.count > 1 else { return nil }
+            return "cluster \(cluster): " + causes.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
+        }
         let causeOf = Dictionary(uniqueKeysWithValues: dumps.map { ($0.id, $0.cause) })
         let causeCount = Dictionary(grouping: labels, by: { $0 }).mapValues(\.count)
         var rr = 0.0, ap = 0.0, bucketRR = 0.0, bucketAP = 0.0, queries = 0
@@ -77,7 +84,7 @@ public struct EstateQuality {
         return Result(crashes: dumps.count, clusters: Set(membership.values).count, fleet: fleet, buckets: buckets,
                       bucketCount: Set(dumps.map(\.report.failureBucketId)).count,
                       similarRR: rr / count, similarMAP: ap / count, bucketRR: bucketRR / count, bucketMAP: bucketAP / count,
-                      dumps: dumps)
+                      dumps: dumps, mixedClusters: mixed)
     }
 
     /// Records an analyzed crash as the queue would have: dump, upload, a finished job, report
