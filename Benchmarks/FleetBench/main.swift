@@ -44,6 +44,7 @@ let uploadGiB = UInt64(size(after: "upload", default: 8))
 let postgres = EmbeddedPostgres()
 try postgres.start()
 defer { postgres.stop() }
+let interrupts = postgres.stopOnInterrupt()
 let database = postgres.connectionString
 try Migrations.apply(PostgresConnection(database))
 let scratch = NSTemporaryDirectory() + "dumpfleet-bench-\(getpid())"

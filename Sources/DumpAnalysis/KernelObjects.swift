@@ -67,18 +67,31 @@ public struct KernelObjects: Sendable {
     public var problems: [String]
 }
 
+/// KLDR_DATA_TABLE_ENTRY, one PsLoadedModuleList record: the same on x64 in every build from
+/// 14393 to 22000 (§5.1 of the format notes).
+enum KldrEntry {
+    static let exceptionTable: UInt64 = 0x10      // PVOID, the module's .pdata
+    static let exceptionTableSize: UInt64 = 0x18  // ULONG, in bytes
+    static let dllBase: UInt64 = 0x30
+    static let sizeOfImage: UInt64 = 0x40
+    static let fullDllName: UInt64 = 0x48         // UNICODE_STRING
+    static let baseDllName: UInt64 = 0x58         // UNICODE_STRING
+    static let checkSum: UInt64 = 0x78
+    static let timeDateStamp: UInt64 = 0x9C
+}
+
 extension KernelObjects {
     static func kldrModule(at entry: UInt64, in space: any KernelAddressSpace) -> LoadedModule? {
-        guard let base = try? space.u64(entry &+ 0x30), let size = try? space.u32(entry &+ 0x40) else { return nil }
-        let name = (try? space.unicodeString(entry + 0x58, maximumLength: 520)) ?? ""
+        guard let base = try? space.u64(entry &+ KldrEntry.dllBase), let size = try? space.u32(entry &+ KldrEntry.sizeOfImage) else { return nil }
+        let name = (try? space.unicodeString(entry &+ KldrEntry.baseDllName, maximumLength: 520)) ?? ""
         return LoadedModule(
             name: name.isEmpty ? "module_\(String(base, radix: 16))" : name,
-            path: try? space.unicodeString(entry &+ 0x48, maximumLength: 1024),
+            path: try? space.unicodeString(entry &+ KldrEntry.fullDllName, maximumLength: 1024),
             base: base, size: size,
-            timeDateStamp: (try? space.u32(entry &+ 0x9C)) ?? 0,
-            checkSum: (try? space.u32(entry &+ 0x78)) ?? 0,
-            exceptionTable: try? space.u64(entry &+ 0x10),
-            exceptionTableSize: try? space.u32(entry &+ 0x18))
+            timeDateStamp: (try? space.u32(entry &+ KldrEntry.timeDateStamp)) ?? 0,
+            checkSum: (try? space.u32(entry &+ KldrEntry.checkSum)) ?? 0,
+            exceptionTable: try? space.u64(entry &+ KldrEntry.exceptionTable),
+            exceptionTableSize: try? space.u32(entry &+ KldrEntry.exceptionTableSize))
     }
 
     /// Modules from PsLoadedModuleList; KLDR_DATA_TABLE_ENTRY is the same in every build from

@@ -16,6 +16,11 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     /// A libpq connection string for the server's `postgres` database.
     public var connectionString: String { "host=\(socketFolder) user=postgres dbname=postgres" }
     private var running = false
+    private let interruption = NSLock()
+    private var interruptedBySignal = false
+    /// A signal arrived and `stopOnInterrupt`'s handler is stopping the server and will end the
+    /// process; work that fails for want of the server meanwhile should wait for that.
+    public var interrupted: Bool { interruption.withLock { interruptedBySignal } }
 
     /// Where Debian keeps the server binaries; overridable with DUMPFLEET_PG_BIN.
     public static var binaries: String {
@@ -36,6 +41,12 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             if asRoot { try run("/bin/chown", ["postgres:postgres", path]) }
         }
+        // The server's user must also be able to pass through every parent folder; one that
+        // only root may enter (a home folder, a mkdtemp folder) would fail later, in initdb.
+        if asRoot, (try? run("/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/test", "-w", dataFolder])) == nil {
+            throw Failure(description: "the postgres user cannot reach \(folder): a parent folder is closed to other users "
+                          + "(PostgreSQL refuses to run as root, so it runs as postgres); choose a folder under /tmp")
+        }
         try server("initdb", ["-D", dataFolder, "--auth=trust", "--username=postgres", "--no-sync", "--encoding=UTF8", "--locale=C"])
         try server("pg_ctl", ["-D", dataFolder, "-l", folder + "/server.log", "-w", "-t", "60", "start",
                               "-o", "-k \(socketFolder) -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"])
@@ -48,6 +59,24 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         running = false
         try? server("pg_ctl", ["-D", dataFolder, "-m", "fast", "-w", "stop"])
         try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    /// Stops the server when the process gets SIGINT or SIGTERM, runs `cleanup`, and exits
+    /// with 128 + the signal: a demo or benchmark stopped with Ctrl-C leaves no server behind.
+    /// Keep the returned sources alive for as long as that should hold.
+    public func stopOnInterrupt(then cleanup: @escaping @Sendable () -> Void = {}) -> [any DispatchSourceSignal] {
+        [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in
+                interruption.withLock { interruptedBySignal = true }
+                stop()
+                cleanup()
+                exit(128 + number)
+            }
+            source.resume()
+            return source
+        }
     }
 
     /// Restarts the server, for tests of reconnection.

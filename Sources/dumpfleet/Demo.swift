@@ -61,7 +61,21 @@ struct Demo: AsyncParsableCommand {
         let postgres = EmbeddedPostgres(folder: folder + "/postgres")
         try postgres.start()
         defer { postgres.stop() }
+        let interrupts = postgres.stopOnInterrupt { [keep] in
+            if keep == nil { try? FileManager.default.removeItem(atPath: folder) }
+            print("\ninterrupted: PostgreSQL stopped, " + (keep == nil ? "demo folder removed" : "demo folder kept: \(folder)"))
+        }
+        defer { interrupts.forEach { $0.cancel() } }
+        do {
+            try await runFleet(postgres: postgres, folder: folder, started: started, logger: logger)
+        } catch where postgres.interrupted {
+            // Ctrl-C stopped the server under the fleet: the interrupt handler ends the process.
+            while true { sleep(60) }
+        }
+    }
 
+    /// Steps 2 to 4 and the summary, on the started PostgreSQL.
+    func runFleet(postgres: EmbeddedPostgres, folder: String, started: Date, logger: Logger) async throws {
         let token = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
         var settings = CoordinatorConfiguration(database: postgres.connectionString, blobRoot: folder + "/blobs",
                                                 tokens: [AccessToken(name: "demo", secret: token)], analyzerVersion: CrashAnalyzer.version)

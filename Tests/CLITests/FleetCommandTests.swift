@@ -82,6 +82,26 @@ import TestSupport
         #expect(coordinator.process.terminationStatus == 0, "graceful shutdown on SIGTERM: \(coordinator.output)")
     }
 
+    @Test func anInterruptedDemoStopsItsPostgreSQL() throws {
+        let folder = Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let kept = folder + "/demo"
+        if getuid() == 0 {
+            // As root the server runs as postgres, which cannot enter a folder only root may.
+            let refused = try cli.run(["demo", "--keep", kept])
+            #expect(refused.status != 0 && refused.error.contains("the postgres user cannot reach"), "\(refused.error)")
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder)
+        }
+        let demo = try ServiceProcess(["demo", "--vms", "60", "--verbose", "--keep", kept], log: folder + "/demo.log")
+        // The coordinator starts after the PostgreSQL and its interrupt handler.
+        #expect(demo.waitFor("coordinator listening"), "\(demo.output)")
+        demo.signal(SIGINT)
+        demo.process.waitUntilExit()
+        #expect(demo.process.terminationStatus == 128 + SIGINT)
+        #expect(demo.output.contains("interrupted: PostgreSQL stopped, demo folder kept"), "\(demo.output)")
+        #expect(!FileManager.default.fileExists(atPath: kept + "/postgres/data/postmaster.pid"), "no server left running")
+    }
+
     @Test func demoRunsTheFleetEndToEnd() throws {
         let result = try cli.run(["demo", "--vms", "5", "--memory-gib", "1"])
         #expect(result.status == 0, "\(result.error)")
