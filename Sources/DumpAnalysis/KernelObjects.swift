@@ -215,6 +215,11 @@ extension KernelObjects {
     /// Finds EPROCESS.UniqueProcessId (and so ActiveProcessLinks, 8 bytes on) without a table:
     /// the first entry of PsActiveProcessHead is System, PID 4, running on the kernel's DTB
     /// (§5.3 of the format notes). Then looks for "System" as its ImageFileName.
+    ///
+    /// Only the DTB check depends on the offset tried (the PID sits 8 bytes before the links
+    /// whatever the offset), so a second copy of the kernel's DTB further into System's
+    /// EPROCESS would pass for a smaller offset. The next process confirms: at the same offset
+    /// its DirectoryTableBase must be a physical page address too.
     public static func discoverLayout(dump: KernelDump, space: any KernelAddressSpace) -> KernelLayout? {
         guard let kdbg = dump.debuggerData.data, case let head = kdbg.psActiveProcessHead ?? dump.header.psActiveProcessHead,
               let first = try? space.u64(head), isCanonical(first) else { return nil }
@@ -224,6 +229,9 @@ extension KernelObjects {
             let eprocess = first &- linkOffset
             guard (try? space.u64(eprocess &+ linkOffset &- 8)) == 4,
                   let dtb = try? space.u64(eprocess &+ 0x28), dtb & 0x000F_FFFF_FFFF_F000 == kernelDTB else { continue }
+            if let next = try? space.u64(first), next != head {
+                guard let nextDTB = try? space.u64(next &- linkOffset &+ 0x28), nextDTB & 0x000F_FFFF_FFFF_F000 != 0, nextDTB >> 52 == 0 else { continue }
+            }
             var imageName: UInt64?
             if let bytes = try? space.read(eprocess, count: Int(size)) {
                 let system = Array("System\0".utf8)

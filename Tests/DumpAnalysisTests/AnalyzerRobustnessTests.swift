@@ -23,6 +23,26 @@ import TestSupport
         #expect(report.imageName == "nvlddmkm.sys", "the stack does not need the tables")
     }
 
+    @Test func aSecondCopyOfTheKernelDTBInSystemDoesNotMisplaceTheProcesses() throws {
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        description.buildNumber = 22631
+        description.memory = [0x1..<0x9F, 0x100..<0x8000]
+        let forged = Forge.dump(description)
+        var bytes = forged.contiguousBytes()
+        // The kernel's DTB again at System's EPROCESS + 0x128: the offset scan, trying the
+        // ActiveProcessLinks offset 0x100 short of the real one, finds "its" DTB there.
+        let system = try #require(forged.kernel.processes.first { $0.processId == 4 })
+        let dump = try KernelDump(source: ByteSource(copying: bytes))
+        let space = try #require(try dump.kernelAddressSpace() as? X64AddressSpace)
+        let decoy = system.eprocess + 0x128
+        let offset = Int(try dump.physical!.fileOffset(physical: try space.translate(decoy).get(), reading: decoy))
+        for index in 0..<8 { bytes[offset + index] = UInt8(truncatingIfNeeded: system.directoryTableBase >> (8 * index)) }
+
+        let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: bytes)))
+        #expect(report.layoutSource?.contains("invariants") == true)
+        #expect(report.processes.map(\.directoryTableBase) == forged.kernel.processes.map { "0x" + String($0.directoryTableBase, radix: 16) })
+    }
+
     @Test func truncatedDumpGivesAPartialReportAndSaysWhy() throws {
         let bytes = Self.bytes(.displayDriverFault(kind: .full))
         for cut in [bytes.count / 2, 0x2000 + 0x1000 * 0x200, 0x3000] {
