@@ -16,11 +16,11 @@ extension CrashAnalyzer {
             guard let space = try? dump.kernelAddressSpace() else { return }
             let processor = processors[index]
             let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space)
+            let onIdleThread = processor.idleThread != nil && processor.currentThread?.address == processor.idleThread
             results.set(index, CrashReport.CPU(
                 number: processor.number, thread: processor.currentThread.map { hexText($0.address) },
-                process: processor.idleThread != nil && processor.currentThread?.address == processor.idleThread
-                    ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
-                activity: activity(of: stack, registers: processor.context), stack: stack))
+                process: onIdleThread ? "Idle" : processor.currentThread?.processAddress.flatMap { names[$0] ?? hexText($0) },
+                activity: activity(of: stack, registers: processor.context, onIdleThread: onIdleThread), stack: stack))
         }
         inLanes(processors.count) { lane, lanes in
             for index in stride(from: lane, to: processors.count, by: lanes) { work(index) }
@@ -73,16 +73,19 @@ extension CrashAnalyzer {
 
     /// What a CPU was doing, from the top of its stack: idle, spinning on a lock (with the
     /// lock's address from RCX, the first argument), or running some module's code.
-    func activity(of stack: [StackFrame], registers: Context64? = nil) -> String {
+    ///
+    /// Names come from exports, and the kernel exports its spin-lock entry points but not its
+    /// idle loop (KiIdleLoop, PoIdle): a CPU is idle when it runs its KPRCB.IdleThread and no
+    /// blamed module is on its stack (a driver's DPC can run on the idle thread).
+    func activity(of stack: [StackFrame], registers: Context64? = nil, onIdleThread: Bool = false) -> String {
         let top = stack.prefix(3)
         if top.contains(where: { ["KxWaitForSpinLockAndAcquire", "KeAcquireSpinLockRaiseToDpc", "KeAcquireSpinLockAtDpcLevel",
                                   "KxAcquireSpinLock", "KeAcquireInStackQueuedSpinLock"].contains($0.function ?? "") }) {
             return "waiting for spin lock" + (registers.map { " \(hexText($0.gpr[1]))" } ?? "")
         }
-        if let first = stack.first, ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(first.function ?? "") { return "idle" }
-        if let busy = stack.first(where: rules.blames) {
-            return "running \(busy.module!) code (\(busy.symbol))"
-        }
+        let busy = stack.first(where: rules.blames)
+        if busy == nil, onIdleThread || ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(stack.first?.function ?? "") { return "idle" }
+        if let busy { return "running \(busy.module!) code (\(busy.symbol))" }
         return stack.first.map { "in \($0.symbol)" } ?? "unknown"
     }
 

@@ -93,6 +93,19 @@ import TestSupport
         #expect(report.imageName == "nvlddmkm.sys", "the stack still decides when it has a third-party frame")
     }
 
+    @Test func anIdleCPUIsIdleWithoutTheIdleLoopsName() throws {
+        // A real ntoskrnl does not export KiIdleLoop: the frame has no name, but the CPU runs
+        // its KPRCB.IdleThread.
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        for index in description.modules[0].functions.indices where description.modules[0].functions[index].name.hasPrefix("Ki") {
+            description.modules[0].functions[index].exported = false
+        }
+        let report = try Self.analyze(description)
+        #expect(report.cpus.count == 2 && report.cpus[1].process == "Idle")
+        #expect(report.cpus[1].activity == "idle", "\(report.cpus[1].stack.map(\.symbol))")
+        #expect(report.cpus[0].activity.hasPrefix("running nvlddmkm.sys"))
+    }
+
     @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
     func nmiHangBlamesTheSpinningDriver(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.spinLockHang(kind: kind))
