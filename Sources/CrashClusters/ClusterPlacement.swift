@@ -27,7 +27,7 @@ struct ClusterPlacement {
         var pinned: Bool
         /// Alone in its cluster, or one of its exemplars: the cluster is compared by this crash.
         var anchors: Bool
-        /// One of the exemplars (of this cluster or, after a merge, of another).
+        /// One of the exemplars.
         var exemplar: Bool
     }
 

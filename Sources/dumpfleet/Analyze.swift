@@ -9,10 +9,10 @@ struct Analyze: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Analyze crash dumps: faulting stack, culprit, corruption evidence, advice and signature.",
         discussion: """
-        Works offline: structure offsets come from the dump's KDDEBUGGER_DATA64 and built-in
-        per-build tables, function boundaries and unwinding from the .pdata of the images in
-        the dump. The culprit is the first frame from the fault outward that the triage rules
-        do not skip (see deploy/triage.rules; --rules uses your own copy). Exits 1 when a file
+        Works offline: structure offsets come from the dump's KDDEBUGGER_DATA64 and built-in \
+        per-build tables, function boundaries and unwinding from the .pdata of the images in \
+        the dump. The culprit is the first frame from the fault outward that the triage rules \
+        do not skip (see deploy/triage.rules; --rules uses your own copy). Exits 1 when a file \
         cannot be opened as a dump at all; damaged dumps give partial reports with notes.
         """
     )

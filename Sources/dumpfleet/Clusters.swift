@@ -11,13 +11,13 @@ struct Similar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Find stored crashes like a dump: by its id, or by a dump file analyzed here first.",
         discussion: """
-        Each answer has a score from 0 to 1 and the reasons it matched (same culprit, same bug
-        check, how alike the stacks are, shared corruption evidence). The model is described in
+        Each answer has a score from 0 to 1 and the reasons it matched (same culprit, same bug \
+        check, how alike the stacks are, shared corruption evidence). The model is described in \
         Sources/CrashSimilarity/CrashSimilarity.docc/SimilarityModel.md.
 
         Examples:
-          dumpfleet similar 12                     crashes like stored dump 12
-          dumpfleet similar MEMORY.DMP --top 20    analyze a local dump, then ask the fleet
+          dumpfleet similar 12                   crashes like stored dump 12
+          dumpfleet similar MEMORY.DMP --top 20  a local dump, analyzed first
         """
     )
 
@@ -86,9 +86,9 @@ struct Cluster: AsyncParsableCommand {
         abstract: "Show one cluster: members, VMs, daily counts, correlations; or merge and split clusters.",
         discussion: """
         Examples:
-          dumpfleet cluster 4                      the cluster, its timeline and correlations
-          dumpfleet cluster 4 --merge-into 2       cluster 4 joins cluster 2 (id 4 then points at 2)
-          dumpfleet cluster 2 --split 17,18        dumps 17 and 18 leave cluster 2 for a new one
+          dumpfleet cluster 4                 the cluster, timeline, correlations
+          dumpfleet cluster 4 --merge-into 2  cluster 4 joins 2 (4 then leads to 2)
+          dumpfleet cluster 2 --split 17,18   dumps 17 and 18 go to a new cluster
         Merged and split dumps are pinned: reprocessing leaves them where you put them.
         """
     )

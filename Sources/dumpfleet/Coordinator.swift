@@ -10,13 +10,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         commandName: "coordinator",
         abstract: "Serve the upload, status and blob API (migrates the database first).",
         discussion: """
-        Uploaders and workers talk to it over HTTP; it keeps dumps in the blob folder and the
-        queue in PostgreSQL. /healthz and /metrics need no token; everything under /v1 does.
+        Uploaders and workers talk to it over HTTP; it keeps dumps in the blob folder and the \
+        queue in PostgreSQL. /healthz and /metrics need no token; everything under /v1 does. \
         SIGTERM or SIGINT stops it gracefully. The API is described in deploy/API.md.
 
         Example:
           dumpfleet coordinator --database postgresql://dumpfleet@db/dumpfleet \\
-              --blobs /srv/dumpfleet/blobs --tokens-file /etc/dumpfleet/tokens --port 8080
+              --blobs /srv/dumpfleet/blobs --tokens-file /etc/dumpfleet/tokens \\
+              --port 8080
         """
     )
 

@@ -19,8 +19,8 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the fleet on a private PostgreSQL: forge an estate's crashes, upload, analyze, report.",
         discussion: """
-        Needs the PostgreSQL server binaries (Debian: the postgresql package); as root the
-        server runs as the postgres user. Nothing listens beyond loopback, and everything the
+        Needs the PostgreSQL server binaries (Debian: the postgresql package); as root the \
+        server runs as the postgres user. Nothing listens beyond loopback, and everything the \
         demo creates is removed when it ends.
         """
     )

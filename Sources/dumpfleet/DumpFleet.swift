@@ -7,17 +7,17 @@ struct DumpFleet: AsyncParsableCommand {
         abstract: "Windows kernel crash dumps (full, kernel, bitmap and minidumps), analyzed offline, one or a fleet at a time.",
         discussion: """
         Examples:
-          dumpfleet analyze MEMORY.DMP            what crashed, who is to blame, what to do
-          dumpfleet inspect MEMORY.DMP            what kind of dump, which crash, how complete
-          dumpfleet inspect --json Mini*.dmp      the same as JSON, one document per file
+          dumpfleet analyze MEMORY.DMP            what crashed, and who is to blame
+          dumpfleet inspect MEMORY.DMP            dump kind, crash, completeness
+          dumpfleet inspect --json Mini*.dmp      the same as JSON, one per file
           dumpfleet upload MEMORY.DMP --vm vdi-0147 --server URL --token T
-                                                  send a dump to the fleet's coordinator
+                                                  send a dump to the coordinator
           dumpfleet wait 12; dumpfleet show 12    its analysis, once a worker is done
-          dumpfleet similar 12                    where else this crash happens, and why alike
-          dumpfleet clusters; dumpfleet cluster 4 recurring causes across VMs, with correlations
-          dumpfleet coordinator / worker          run the fleet (see deploy/OPERATIONS.md)
+          dumpfleet similar 12                    where else this crash happens
+          dumpfleet clusters; dumpfleet cluster 4 recurring causes across VMs
+          dumpfleet coordinator / worker          run the fleet (deploy/OPERATIONS.md)
           dumpfleet forge --kind minidump x.dmp   write a realistic synthetic dump
-          dumpfleet demo                          the whole fleet on a private PostgreSQL
+          dumpfleet demo                          the fleet on a private PostgreSQL
         """,
         subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self, Similar.self, Clusters.self, Cluster.self,
                       CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Recluster.self, Forge.self, Demo.self]

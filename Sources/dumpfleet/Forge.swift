@@ -7,9 +7,9 @@ struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a realistic synthetic Windows 10 (19041) x64 kernel dump.",
         discussion: """
-        The dump describes a 2-CPU VM: ntoskrnl, hal and driver images with exports and unwind
-        data, processes and threads with real stacks, KDDEBUGGER_DATA64 in clear, page tables
-        with the self-map entry and large pages, and a PCI hole below 4 GiB. Zero pages are
+        The dump describes a 2-CPU VM: ntoskrnl, hal and driver images with exports and unwind \
+        data, processes and threads with real stacks, KDDEBUGGER_DATA64 in clear, page tables \
+        with the self-map entry and large pages, and a PCI hole below 4 GiB. Zero pages are \
         written as file holes, so large dumps take seconds and little disk.
         """
     )

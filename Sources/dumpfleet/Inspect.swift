@@ -8,7 +8,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe dump files: type, OS build, CPUs, bug check, memory, KDBG, completeness.",
         discussion: """
-        Exits with status 1 if any file is not a readable Windows kernel dump, printing one line
+        Exits with status 1 if any file is not a readable Windows kernel dump, printing one line \
         with the reason for it (on standard error, or as {"file", "error"} with --json).
         """
     )

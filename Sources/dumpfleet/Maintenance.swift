@@ -44,12 +44,12 @@ struct Recluster: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Place stored reports in clusters from the reports alone, without analyzing the dumps again.",
         discussion: """
-        Without --all, only reports that have no cluster are placed: those stored before the
-        database had clusters (schema version 3 or older). With --all, every report is placed
-        again, as a reprocess would place it: a dump stays in its cluster while it still belongs
-        there, and dumps an operator merged or split stay where the operator put them.
-        Reports go in batches, each in its own transaction, so the command can be stopped and
-        run again. A report this build cannot read is listed; `dumpfleet reprocess` analyzes
+        Without --all, only reports that have no cluster are placed: those stored before the \
+        database had clusters (schema version 3 or older). With --all, every report is placed \
+        again, as a reprocess would place it: a dump stays in its cluster while it still belongs \
+        there, and dumps an operator merged or split stay where the operator put them. \
+        Reports go in batches, each in its own transaction, so the command can be stopped and \
+        run again. A report this build cannot read is listed; `dumpfleet reprocess` analyzes \
         its dump again.
         """
     )

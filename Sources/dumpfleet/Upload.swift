@@ -8,14 +8,15 @@ struct Upload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Upload dumps to the coordinator (hashed and LZ4-compressed while streaming).",
         discussion: """
-        Each file is hashed first; a dump the coordinator already has is recorded against this
-        VM without sending its bytes. Otherwise its LZ4 frame is streamed, and a dropped
-        connection resumes from the server's offset. Running the same command again after an
+        Each file is hashed first; a dump the coordinator already has is recorded against this \
+        VM without sending its bytes. Otherwise its LZ4 frame is streamed, and a dropped \
+        connection resumes from the server's offset. Running the same command again after an \
         interruption resumes too. Exits 1 if any file failed.
 
         Example:
-          dumpfleet upload MEMORY.DMP --vm vdi-w10-0147 --host kvm-12 --tag pool=finance \\
-              --server http://coordinator:8080 --token "$DUMPFLEET_TOKEN"
+          dumpfleet upload MEMORY.DMP --vm vdi-w10-0147 --host kvm-12 \\
+              --tag pool=finance --server http://coordinator:8080 \\
+              --token "$DUMPFLEET_TOKEN"
         """
     )
 

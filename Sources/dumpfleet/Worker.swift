@@ -11,9 +11,9 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Claim queued dumps, analyze them and store reports and signatures.",
         discussion: """
-        Connects to PostgreSQL for the queue; reads dumps from the blob folder when it can see
-        it (--blobs, e.g. a shared mount), otherwise downloads them from the coordinator
-        (--server, --token). Each dump is decompressed into --scratch as a sparse file and
+        Connects to PostgreSQL for the queue; reads dumps from the blob folder when it can see \
+        it (--blobs, e.g. a shared mount), otherwise downloads them from the coordinator \
+        (--server, --token). Each dump is decompressed into --scratch as a sparse file and \
         deleted after analysis. SIGTERM or SIGINT drains: no new claims, jobs in hand finish.
 
         Example:
