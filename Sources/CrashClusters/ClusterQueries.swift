@@ -55,6 +55,11 @@ public struct ClusterQueries: Sendable {
                              mergedFrom: mergedFrom, members: members, daily: daily, correlations: try correlations(cluster: target, on: db))
     }
 
+    /// The cluster a dump is in, if it has been placed.
+    public func cluster(ofDump dumpId: Int64, on db: PostgresConnection) throws -> Int64? {
+        try db.execute("SELECT cluster_id FROM cluster_members WHERE dump_id = $1", [String(dumpId)]).values.first?[0].flatMap { Int64($0) }
+    }
+
     /// Modules, driver versions and processes over-represented in the cluster against all other
     /// dumps, as crash-stats reports them: the difference in support, and a χ² test of the 2×2
     /// table. Kept when the difference is at least 20 points and χ² ≥ 3.84 (p < 0.05); best first.
@@ -117,7 +122,7 @@ public struct ClusterQueries: Sendable {
     public func merge(_ source: Int64, into target: Int64, on db: PostgresConnection) throws {
         guard source != target else { throw Failure(description: "a cluster cannot be merged into itself") }
         try db.transaction {
-            try db.execute("SELECT pg_advisory_xact_lock(7460212)")
+            try db.execute("SELECT pg_advisory_xact_lock(\(CrashIndex.clusteringLock))")
             let live = try db.execute("SELECT id FROM clusters WHERE id IN ($1, $2) AND merged_into IS NULL", [String(source), String(target)])
             guard live.count == 2 else { throw Failure(description: "clusters \(source) and \(target) must both exist and not be merged already") }
             try db.execute("UPDATE cluster_members SET cluster_id = $2, pinned = true WHERE cluster_id = $1", [String(source), String(target)])
@@ -130,7 +135,7 @@ public struct ClusterQueries: Sendable {
     public func split(_ cluster: Int64, dumps: [Int64], on db: PostgresConnection) throws -> Int64 {
         guard !dumps.isEmpty else { throw Failure(description: "name the dumps to split off") }
         return try db.transaction {
-            try db.execute("SELECT pg_advisory_xact_lock(7460212)")
+            try db.execute("SELECT pg_advisory_xact_lock(\(CrashIndex.clusteringLock))")
             let list = PostgresConnection.arrayLiteral(dumps)
             let inCluster = try db.execute("SELECT count(*) FROM cluster_members WHERE cluster_id = $1 AND dump_id = ANY($2::bigint[])", [String(cluster), list])
             guard inCluster.values[0][0] == String(Set(dumps).count) else { throw Failure(description: "not every dump given is in cluster \(cluster)") }
@@ -145,8 +150,8 @@ public struct ClusterQueries: Sendable {
             try db.execute("""
                 INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
                 SELECT dump_id, $1, fingerprint, bands FROM signatures WHERE dump_id = ANY($2::bigint[]) AND fingerprint IS NOT NULL
-                ORDER BY dump_id LIMIT 8
-                """, [String(created), list])
+                ORDER BY dump_id LIMIT $3
+                """, [String(created), list, String(CrashIndex().exemplarsPerCluster)])
             try db.execute("""
                 INSERT INTO cluster_exemplars (dump_id, cluster_id, fingerprint, bands)
                 SELECT s.dump_id, $1, s.fingerprint, s.bands FROM signatures s JOIN cluster_members m ON m.dump_id = s.dump_id

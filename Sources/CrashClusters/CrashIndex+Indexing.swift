@@ -99,7 +99,7 @@ extension CrashIndex {
                  stale AS (DELETE FROM dump_attributes a WHERE a.dump_id = ANY($1::bigint[])
                            AND (a.dump_id, a.kind, a.value) NOT IN (SELECT dump_id, kind, value FROM fresh)),
                  added AS (INSERT INTO dump_attributes (dump_id, kind, value) SELECT dump_id, kind, value FROM fresh ON CONFLICT DO NOTHING)
-            SELECT pg_advisory_xact_lock(7460212)
+            SELECT pg_advisory_xact_lock(\(Self.clusteringLock))
             """, [batch.ids, batch.keyArrays, batch.printTexts, PostgresConnection.arrayLiteral(attributes.map(\.0)),
                   PostgresConnection.arrayLiteral(attributes.map(\.1)), PostgresConnection.arrayLiteral(attributes.map(\.2))])
     }

@@ -23,6 +23,10 @@ public struct CrashIndex: Sendable {
 
     public init() {}
 
+    /// The transaction-level advisory lock that serializes every change to cluster membership:
+    /// placing crashes (`index`), and the operators' merge and split.
+    static let clusteringLock: Int64 = 7460212
+
     /// The `top` stored crashes most like `signature`, best first, with why they matched.
     public func similar(to signature: CrashSignature, excluding dumpId: Int64? = nil, top: Int, on db: PostgresConnection) throws -> [SimilarCrash] {
         let fingerprint = Fingerprint(signature)
@@ -37,6 +41,21 @@ public struct CrashIndex: Sendable {
                                 clusterId: row[2].flatMap { Int64($0) })
         }
         return Array(hits.sorted { $0.score > $1.score || ($0.score == $1.score && $0.dumpId < $1.dumpId) }.prefix(top))
+    }
+
+    /// Clusters other than `cluster` that hold crashes like `dumpId`'s, best first: its
+    /// `similar` crashes grouped by their cluster, each cluster with its best score and that
+    /// crash's bucket.
+    public func similarClusters(toDump dumpId: Int64, besides cluster: Int64, top: Int,
+                                on db: PostgresConnection) throws -> [(cluster: Int64, score: Double, bucket: String)] {
+        guard let signature = try signature(dumpId: dumpId, on: db) else { return [] }
+        var best: [Int64: (score: Double, bucket: String)] = [:]
+        for hit in try similar(to: signature, excluding: dumpId, top: 50, on: db) {
+            guard let other = hit.clusterId, other != cluster, best[other] == nil else { continue }
+            best[other] = (hit.score, hit.bucket)
+        }
+        return Array(best.map { (cluster: $0.key, score: $0.value.score, bucket: $0.value.bucket) }
+            .sorted { ($0.score, $1.cluster) > ($1.score, $0.cluster) }.prefix(top))
     }
 
     /// The stored signature of a dump.

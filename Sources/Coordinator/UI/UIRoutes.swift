@@ -54,20 +54,9 @@ struct UIRoutes: Sendable {
         let id = try QueryRoutes.id(context)
         let page = try await work.database { [clusters, index, catalog] db -> (ClusterDetail, String?, [(Int64, Double, String)])? in
             guard let detail = try clusters.detail(id: id, on: db) else { return nil }
-            var report: String?
-            var similar: [(Int64, Double, String)] = []
-            if let representative = detail.representativeDumpId {
-                report = try catalog.report(dumpId: representative, on: db)
-                if let signature = try index.signature(dumpId: representative, on: db) {
-                    var best: [Int64: (Double, String)] = [:]
-                    for hit in try index.similar(to: signature, excluding: representative, top: 50, on: db) {
-                        guard let other = hit.clusterId, other != detail.summary.id, best[other] == nil else { continue }
-                        best[other] = (hit.score, hit.bucket)
-                    }
-                    similar = best.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.1 > $1.1 }.prefix(5).map { $0 }
-                }
-            }
-            return (detail, report, similar)
+            guard let representative = detail.representativeDumpId else { return (detail, nil, []) }
+            return (detail, try catalog.report(dumpId: representative, on: db),
+                    try index.similarClusters(toDump: representative, besides: detail.summary.id, top: 5, on: db).map { ($0.cluster, $0.score, $0.bucket) })
         }
         guard let (detail, report, similar) = page else { return HTMLPage.response(title: "No cluster \(id)", body: "", status: .notFound) }
         let summary = detail.summary
@@ -102,10 +91,9 @@ struct UIRoutes: Sendable {
 
     @Sendable func dump(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let id = try QueryRoutes.id(context)
-        let page = try await work.database { [catalog] db -> (DumpStatus, String?, Int64?)? in
+        let page = try await work.database { [catalog, clusters] db -> (DumpStatus, String?, Int64?)? in
             guard let dump = try catalog.dump(id: id, on: db) else { return nil }
-            let cluster = try db.execute("SELECT cluster_id FROM cluster_members WHERE dump_id = $1", [String(id)]).values.first?[0].flatMap { Int64($0) }
-            return (dump, try catalog.report(dumpId: id, on: db), cluster)
+            return (dump, try catalog.report(dumpId: id, on: db), try clusters.cluster(ofDump: id, on: db))
         }
         guard let (dump, report, cluster) = page else { return HTMLPage.response(title: "No dump \(id)", body: "", status: .notFound) }
         var body = ["<p>Content hash <code>\(dump.contentHash)</code>, \(dump.size) bytes"
