@@ -11,14 +11,16 @@ public struct ClusterQueries: Sendable {
         public var description: String
     }
 
-    /// Clusters with dumps, largest first; `since` (YYYY-MM-DD) keeps those seen since then.
-    public func list(since: String? = nil, limit: Int = 200, on db: PostgresConnection) throws -> [ClusterSummary] {
+    /// Clusters with dumps, largest first; `since` (YYYY-MM-DD) keeps those seen since then,
+    /// and `matching` (an ILIKE pattern) those whose title or a bucket matches.
+    public func list(since: String? = nil, matching pattern: String? = nil, limit: Int = 200, on db: PostgresConnection) throws -> [ClusterSummary] {
         let rows = try db.execute("""
             SELECT \(Self.summaryColumns) FROM \(Self.summarySource)
             WHERE c.merged_into IS NULL
-            GROUP BY c.id HAVING $1::date IS NULL OR max(u.uploaded_at) >= $1::date
+            GROUP BY c.id HAVING ($1::date IS NULL OR max(u.uploaded_at) >= $1::date)
+                AND ($3::text IS NULL OR c.title ILIKE $3 OR bool_or(s.bucket ILIKE $3))
             ORDER BY count(DISTINCT m.dump_id) DESC, c.id LIMIT $2
-            """, [since, String(limit)])
+            """, [since, String(limit), pattern])
         return rows.values.map(Self.summary)
     }
 
@@ -99,7 +101,7 @@ public struct ClusterQueries: Sendable {
     }
 
     /// What a search box finds: dumps uploaded from VMs whose name contains `text`, and
-    /// clusters whose buckets or title contain it.
+    /// clusters whose buckets or title contain it (any case).
     public func search(_ text: String, limit: Int = 50, on db: PostgresConnection) throws -> (dumps: [(id: Int64, vm: String, bucket: String?, cluster: Int64?)], clusters: [ClusterSummary]) {
         let pattern = "%" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%"
         let dumps = try db.execute("""
@@ -109,10 +111,7 @@ public struct ClusterQueries: Sendable {
             """, [pattern, String(limit)]).values.map { row in
             (id: Int64(row[0] ?? "0") ?? 0, vm: row[1] ?? "", bucket: row[2], cluster: row[3].flatMap { Int64($0) })
         }
-        let clusters = try list(on: db).filter { summary in
-            summary.title.localizedCaseInsensitiveContains(text) || summary.buckets.contains { $0.localizedCaseInsensitiveContains(text) }
-        }
-        return (dumps, Array(clusters.prefix(limit)))
+        return (dumps, try list(matching: pattern, limit: limit, on: db))
     }
 
     // MARK: operator edits
