@@ -53,7 +53,10 @@ let package = Package(
         .target(name: "Coordinator", dependencies: [
             "Store", "BlobStore", "FleetAPI", "CrashClusters", "DumpAnalysis",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -107,6 +110,6 @@ let package = Package(
         ]),
         .testTarget(name: "DeployTests"),
         .testTarget(name: "ClusterTests", dependencies: ["CrashSimilarity", "CrashClusters", "DumpAnalysis", "DumpForge", "DumpMemory", "Store", "FleetAPI", "TestSupport"]),
-        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore"]),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "TestSupport"]),
     ]
 )

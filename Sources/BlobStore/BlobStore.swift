@@ -11,6 +11,12 @@ public struct BlobStore: Sendable {
         public var description: String
     }
 
+    /// A blob's bytes are not what its name says: the frame is cut short, or they hash to
+    /// another content hash. (A frame that does not decode at all throws `LZ4Error`.)
+    public struct Damage: Error, CustomStringConvertible, Equatable {
+        public var description: String
+    }
+
     public let root: URL
     /// Bytes per read; 4 MiB keeps the LZ4 blocks full.
     public static let chunkSize = 4 << 20
@@ -30,6 +36,13 @@ public struct BlobStore: Sendable {
     public func path(of contentHash: String) throws -> URL {
         try Self.validate(contentHash)
         return root.appendingPathComponent(String(contentHash.prefix(2))).appendingPathComponent(contentHash + ".lz4")
+    }
+
+    /// Bytes free for an unprivileged writer on the store's filesystem, or nil when it cannot be told.
+    public func freeBytes() -> UInt64? {
+        var status = statvfs()
+        guard statvfs(root.path, &status) == 0 else { return nil }
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
     }
 
     public func contains(_ contentHash: String) -> Bool {
@@ -84,37 +97,47 @@ public struct BlobStore: Sendable {
         }
     }
 
-    /// Where the compressed bytes of upload session `id` (a UUID) gather before they verify.
-    public func incomingPath(session id: String) throws -> String {
+    /// The files of upload session `id` (a UUID, in any case: the files are named by its
+    /// lower-case form, as PostgreSQL prints it).
+    public func incoming(session id: String) throws -> IncomingUpload {
         guard let uuid = UUID(uuidString: id) else { throw Failure(description: "not an upload session id: \"\(id.prefix(80))\"") }
         let folder = root.appendingPathComponent("incoming")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        return folder.appendingPathComponent(uuid.uuidString.lowercased() + ".part").path
+        return IncomingUpload(folder: folder.path, session: uuid.uuidString.lowercased())
     }
 
-    /// Takes an uploaded LZ4 frame into the store: lets `verifier` (one that watched the bytes
-    /// arrive, or a fresh one) decode whatever of the file it has not seen, checks that the
-    /// frame ended, held `size` bytes and hashes to `contentHash`, then renames the file into place
-    /// (or drops it, when the store has that blob already). Anything wrong removes the file.
-    public func adopt(compressedFile: String, contentHash: String, size: UInt64, verifier: FrameVerifier? = nil) throws {
+    /// Moves the verified frame of `upload` into the store under `contentHash`. A blob the store
+    /// has already is kept and the upload's copy dropped, unless `replacing` (the stored copy was
+    /// found damaged or is missing): then the old file goes to `quarantine/` first.
+    public func publish(_ upload: IncomingUpload, contentHash: String, replacing: Bool) throws {
         let final = try path(of: contentHash)
-        do {
-            let verifier = try verifier ?? FrameVerifier(expectedSize: size)
-            let length = try FileManager.default.attributesOfItem(atPath: compressedFile)[.size] as? NSNumber
-            try verifier.catchUp(from: compressedFile, upTo: length?.uint64Value ?? 0)
-            try verifier.check(contentHash: contentHash)
-        } catch {
-            try? FileManager.default.removeItem(atPath: compressedFile)
-            throw error
-        }
         try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
         if FileManager.default.fileExists(atPath: final.path) {
-            try? FileManager.default.removeItem(atPath: compressedFile)
-            return
+            guard replacing else {
+                try? FileManager.default.removeItem(atPath: upload.part)
+                return
+            }
+            _ = try quarantine(contentHash)
         }
-        guard rename(compressedFile, final.path) == 0 else {
-            throw Failure(description: "cannot rename into \(final.path): \(String(cString: strerror(errno)))")
+        guard rename(upload.part, final.path) == 0 else {
+            throw Failure(description: "cannot move the upload into the store: \(String(cString: strerror(errno)))")
         }
+    }
+
+    /// Moves a stored blob that failed verification out of the store, into `quarantine/` under
+    /// its hash and the time, for an operator to look at; returns where it went (nil when there
+    /// was no such blob).
+    @discardableResult
+    public func quarantine(_ contentHash: String) throws -> String? {
+        let blob = try path(of: contentHash)
+        guard FileManager.default.fileExists(atPath: blob.path) else { return nil }
+        let folder = root.appendingPathComponent("quarantine")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let target = folder.appendingPathComponent("\(contentHash)-\(Int(Date().timeIntervalSince1970)).lz4").path
+        guard rename(blob.path, target) == 0 else {
+            throw Failure(description: "cannot move blob \(contentHash) to quarantine: \(String(cString: strerror(errno)))")
+        }
+        return target
     }
 
     /// Decompresses a blob of this store into `destination` (see `extract(blobAt:contentHash:to:)`).
@@ -149,7 +172,7 @@ public struct BlobStore: Sendable {
             offset += UInt64(bytes.count)
         }
         guard ftruncate(fd, off_t(size)) == 0 else { throw Failure(description: "cannot size \(destination)") }
-        guard actual == contentHash else { throw Failure(description: "blob \(contentHash) holds bytes hashing to \(actual)") }
+        guard actual == contentHash else { throw Damage(description: "blob \(contentHash) holds bytes hashing to \(actual)") }
         return size
     }
 
@@ -170,7 +193,7 @@ public struct BlobStore: Sendable {
                 }
             }
         }
-        guard decoder.finished else { throw Failure(description: "the LZ4 frame in \(blob) is cut short") }
+        guard decoder.finished else { throw Damage(description: "the LZ4 frame in \(blob) is cut short") }
         return (hasher.finalize(), size)
     }
 }

@@ -21,7 +21,12 @@ public struct ContentHasher {
     nonisolated(unsafe) static let zeroBlock: UnsafeMutableRawPointer = calloc(1, blockSize)!
 
     private var digests: [UInt8] = []
-    private var pending: [UInt8] = []
+    /// The block being hashed, streamed rather than buffered (a buffered block cost every
+    /// upload in progress 4 MiB): its length so far, and its SHA-256 once a non-zero byte came.
+    /// While a block holds only zeros nothing is hashed: a whole zero block takes the known
+    /// digest, a short one is hashed from the zero page when it ends.
+    private var blockLength = 0
+    private var blockHasher: SHA256?
     /// Bytes hashed so far.
     public private(set) var size: UInt64 = 0
 
@@ -31,36 +36,56 @@ public struct ContentHasher {
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         size += UInt64(bytes.count)
         var offset = 0
-        if !pending.isEmpty {
-            let taken = min(Self.blockSize - pending.count, bytes.count)
-            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<taken]))
-            offset = taken
-            if pending.count == Self.blockSize {
-                pending.withUnsafeBytes { digests += Self.digest(ofBlock: $0) }
-                pending.removeAll(keepingCapacity: true)
+        while offset < bytes.count {
+            if blockLength == 0 && bytes.count - offset >= Self.blockSize {
+                digests += Self.digest(ofBlock: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Self.blockSize]))
+                offset += Self.blockSize
+                continue
             }
+            let taken = min(Self.blockSize - blockLength, bytes.count - offset)
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + taken])
+            if blockHasher == nil && memcmp(piece.baseAddress!, Self.zeroBlock, taken) != 0 {
+                var hasher = SHA256()
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: Self.zeroBlock, count: blockLength))
+                blockHasher = hasher
+            }
+            blockHasher?.update(bufferPointer: piece)
+            blockLength += taken
+            offset += taken
+            if blockLength == Self.blockSize { endBlock() }
         }
-        while bytes.count - offset >= Self.blockSize {
-            digests += Self.digest(ofBlock: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Self.blockSize]))
-            offset += Self.blockSize
-        }
-        if offset < bytes.count { pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset...])) }
     }
 
-    /// Adds whole blocks whose digests were computed elsewhere (in parallel); only valid while
-    /// no partial block is pending.
+    private mutating func endBlock() {
+        if let hasher = blockHasher {
+            digests += hasher.finalize()
+        } else if blockLength == Self.blockSize {
+            digests += Self.zeroBlockDigest
+        } else {
+            digests += SHA256.hash(data: UnsafeRawBufferPointer(start: Self.zeroBlock, count: blockLength))
+        }
+        blockLength = 0
+        blockHasher = nil
+    }
+
+    /// Whether the bytes so far end on a block boundary, so that the block digests and the
+    /// size say all there is to say (what `FrameVerifier` saves in a checkpoint).
+    var isAtBlockBoundary: Bool { blockLength == 0 }
+
+    /// The digests of the whole blocks so far, 32 bytes each.
+    var blockDigests: [UInt8] { digests }
+
+    /// Adds whole blocks whose digests were computed elsewhere (in parallel, or before a
+    /// checkpoint); only valid on a block boundary.
     mutating func append(blockDigests: [UInt8], bytes: UInt64) {
-        precondition(pending.isEmpty, "block digests appended after a partial block")
+        precondition(blockLength == 0, "block digests appended after a partial block")
         digests += blockDigests
         size += bytes
     }
 
     /// The content hash: 64 lower-case hex digits.
     public mutating func finalize() -> String {
-        if !pending.isEmpty {
-            pending.withUnsafeBytes { digests += Self.digest(ofBlock: $0) }
-            pending.removeAll()
-        }
+        if blockLength > 0 { endBlock() }
         return SHA256.hash(data: digests).map { String(format: "%02x", $0) }.joined()
     }
 

@@ -2,19 +2,27 @@ import FleetAPI
 import Foundation
 import Hummingbird
 
-/// An error answer of the API: an HTTP status and `{"error": "..."}` (plus, for a PATCH at the
-/// wrong offset, where the upload really is).
+/// An error answer of the API: an HTTP status and `{"error": "..."}` (plus, for uploads, where
+/// the upload really is), with `Retry-After` when trying again later can help.
+///
+/// The message is for the client: it never holds a connection string, a password or a path of
+/// the coordinator's (errors the coordinator did not expect are answered by `ErrorCounting`
+/// with a reference to the log line that has the details).
 struct APIFailure: HTTPResponseError {
     var status: HTTPResponse.Status
     var body: APIError
+    var retryAfter: Int?
 
-    init(_ status: HTTPResponse.Status, _ message: String, received: UInt64? = nil) {
+    init(_ status: HTTPResponse.Status, _ message: String, received: UInt64? = nil, retryAfter: Int? = nil) {
         self.status = status
         body = APIError(error: message, received: received)
+        self.retryAfter = retryAfter
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONBody.response(body, status: status)
+        var response = JSONBody.response(body, status: status)
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 
     /// The request's JSON body as `type`, or a 400 that says what was wrong with it.
@@ -25,6 +33,11 @@ struct APIFailure: HTTPResponseError {
             throw APIFailure(.badRequest, "the body is not a \(type): \(error)")
         }
     }
+}
+
+extension HTTPResponse.Status {
+    /// 507: the server cannot store what the request would add (its disk is full).
+    static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
 }
 
 /// JSON answers: compact, keys sorted, slashes left alone.

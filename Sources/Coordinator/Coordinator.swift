@@ -1,10 +1,13 @@
 import BlobStore
 import FleetAPI
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
-import UnixSignals
 import Store
+import Synchronization
+import UnixSignals
 
 /// `dumpfleet coordinator`: the HTTP API in front of the queue and the blob store. It migrates
 /// the database on start, serves uploads, status and blobs, reaps expired leases, and on
@@ -41,20 +44,33 @@ public struct Coordinator: Sendable {
         guard !configuration.tokens.isEmpty else {
             throw ConfigurationError(description: "no access tokens: give --tokens-file or DUMPFLEET_TOKENS, so uploads are not open to anyone")
         }
+        for token in configuration.tokens { try token.validate() }
         let pool = ConnectionPool(connectionString: configuration.database, capacity: configuration.databaseConnections)
-        let work = BlockingWork(pool: pool)
+        let work = BlockingWork(pool: pool, computeThreads: configuration.computeThreads > 0 ? configuration.computeThreads : System.coreCount)
         let applied = try await work.database { db in try Migrations.apply(db) }
         if !applied.isEmpty { logger.notice("database migrated", metadata: ["versions": "\(applied)"]) }
         let blobs = try BlobStore(root: configuration.blobRoot)
         let catalog = Catalog(analyzerVersion: configuration.analyzerVersion)
         let metrics = CoordinatorMetrics()
+        let active = ActiveUploads()
+        let openFiles = ConnectionLimits.raiseOpenFilesLimit()
+        let limits = ConnectionLimits(
+            total: configuration.maxConnections > 0 ? configuration.maxConnections
+                : ConnectionLimits.total(openFiles: openFiles, uploadsInProgress: configuration.maxUploadsInProgress,
+                                         databaseConnections: configuration.databaseConnections),
+            perAddress: configuration.maxConnectionsPerAddress)
+        let uploadLimits = UploadLimits(
+            maxUploadBytes: configuration.maxUploadBytes,
+            quota: Catalog.UploadQuota(sessions: configuration.maxSessionsPerToken, bytes: configuration.maxSessionBytesPerToken),
+            uploadsInProgress: configuration.maxUploadsInProgress, minFreeBytes: configuration.minFreeBytes,
+            idleTimeoutSeconds: configuration.idleTimeoutSeconds)
 
         let router = Router(context: CoordinatorContext.self)
         router.add(middleware: ErrorCounting(metrics: metrics, logger: logger))
-        let queries = QueryRoutes(work: work, catalog: catalog, blobs: blobs, metrics: metrics)
+        let queries = QueryRoutes(work: work, catalog: catalog, blobs: blobs, metrics: metrics, logger: logger)
         queries.addPublic(to: router)
         let api = router.group("v1").add(middleware: BearerAuthentication(tokens: configuration.tokens))
-        UploadRoutes(work: work, catalog: catalog, blobs: blobs, maxUploadBytes: configuration.maxUploadBytes, metrics: metrics, logger: logger)
+        UploadRoutes(work: work, catalog: catalog, blobs: blobs, limits: uploadLimits, metrics: metrics, active: active, logger: logger)
             .add(to: api)
         queries.add(to: api)
         ClusterRoutes(work: work).add(to: api)
@@ -64,19 +80,35 @@ public struct Coordinator: Sendable {
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/ui/clusters"]) }
 
         let logger = self.logger
+        let byAddress = limits.perAddress > 0 ? ConnectionsByAddress(limit: limits.perAddress) : nil
+        let http = HTTP1Channel.Configuration(
+            additionalChannelHandlers: byAddress.map { [AddressLimitHandler(connections: $0) { metrics.connectionsRefused.increment() }] } ?? [],
+            idleTimeout: .milliseconds(Int64(configuration.idleTimeoutSeconds * 1000)))
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dumpfleet"),
+            server: .http1(configuration: http),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dumpfleet",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.total, logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                logger.notice("coordinator listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                logger.notice("coordinator listening", metadata: [
+                    "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "connections": "\(limits.total)", "openFiles": "\(openFiles)",
+                    "perAddress": "\(limits.perAddress)", "idleTimeout": "\(configuration.idleTimeoutSeconds)s",
+                    "uploadsInProgress": "\(configuration.maxUploadsInProgress)"])
                 await onRunning(port)
             },
             logger: logger
         )
-        let reaper = LeaseReaper(work: work, queue: catalog.queue, interval: configuration.reapIntervalSeconds, metrics: metrics, logger: logger)
-        return ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: reaper)],
-                                                 gracefulShutdownSignals: signals, logger: logger))
+        let chores = Housekeeping(work: work, catalog: catalog, blobs: blobs, active: active, metrics: metrics,
+                                  sessionIdleSeconds: configuration.sessionIdleSeconds, logger: logger)
+        let services: [any Service] = [
+            app,
+            Chore(name: "lease reaper", interval: configuration.reapIntervalSeconds, logger: logger, body: chores.reapLeases),
+            Chore(name: "upload expiry", interval: min(60, max(configuration.reapIntervalSeconds, configuration.sessionIdleSeconds / 4)),
+                  logger: logger, body: chores.expireUploads),
+            Chore(name: "queue gauges", interval: configuration.metricsRefreshSeconds, logger: logger, body: chores.readQueueGauges),
+        ]
+        return ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: signals, logger: logger))
     }
 }
 
@@ -95,11 +127,16 @@ public struct RunningCoordinator: Sendable {
     }
 }
 
-/// Counts and logs requests answered with an error (the body says what went wrong).
+/// Counts and logs requests answered with an error. What the handlers did not turn into an
+/// answer of their own is not shown to the client, who could read a server path or worse in it:
+/// a database that cannot be reached is answered 503 "database unavailable", anything else 500
+/// with a reference number, and the log line with that number has the details (never a
+/// connection string or a password: `PostgresConnection` keeps neither).
 struct ErrorCounting: RouterMiddleware {
     typealias Context = CoordinatorContext
     let metrics: CoordinatorMetrics
     let logger: Logger
+    let references = ReferenceNumbers()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -112,10 +149,21 @@ struct ErrorCounting: RouterMiddleware {
         } catch let failure as any HTTPResponseError {
             metrics.requestErrors.increment()
             throw failure
+        } catch let failure as PostgresConnection.Failure where failure.isConnectionFailure {
+            metrics.requestErrors.increment()
+            logger.warning("database unavailable", metadata: ["method": "\(request.method)", "path": "\(request.uri.path)", "error": "\(failure)"])
+            throw APIFailure(.serviceUnavailable, "database unavailable", retryAfter: 5)
         } catch {
             metrics.requestErrors.increment()
-            logger.warning("request failed", metadata: ["method": "\(request.method)", "path": "\(request.uri.path)", "error": "\(error)"])
-            throw APIFailure(.internalServerError, "\(error)")
+            let reference = references.next()
+            logger.error("request failed", metadata: ["method": "\(request.method)", "path": "\(request.uri.path)", "reference": "\(reference)", "error": "\(error)"])
+            throw APIFailure(.internalServerError, "internal error (reference \(reference) in the coordinator's log)")
         }
     }
+}
+
+/// Numbers that tie an error answer to its log line.
+final class ReferenceNumbers: Sendable {
+    private let counter = Atomic<Int>(0)
+    func next() -> Int { counter.add(1, ordering: .relaxed).newValue }
 }

@@ -2,19 +2,25 @@ import BlobStore
 import FleetAPI
 import Foundation
 import Hummingbird
+import Logging
 import Store
+import Synchronization
 
 /// The read side: queue overview, dumps, jobs, reports, blob download for workers, and the
-/// unauthenticated health and metrics endpoints.
+/// unauthenticated health and metrics endpoints, which say nothing about the database beyond
+/// whether it answers and cost it nothing when scraped.
 struct QueryRoutes: Sendable {
     let work: BlockingWork
     let catalog: Catalog
     let blobs: BlobStore
     let metrics: CoordinatorMetrics
+    let logger: Logger
+    let databaseDown = Flag()
 
     func add(to group: RouterGroup<CoordinatorContext>) {
         group.get("status", use: status)
         group.get("dumps/:id", use: dump)
+        group.get("dumps/:id/uploads", use: uploads)
         group.get("dumps/:id/report", use: report)
         group.get("jobs/:id", use: job)
         group.get("blobs/:hash", use: blob)
@@ -25,20 +31,21 @@ struct QueryRoutes: Sendable {
         router.get("metrics", use: prometheus)
     }
 
+    /// 200 when the database answers, else 503 "unavailable"; the reason goes to the log, once
+    /// each time the database goes away.
     @Sendable func health(_ request: Request, context: CoordinatorContext) async throws -> Response {
         do {
             let version = try await work.database { db in try Migrations.currentVersion(db) }
+            if databaseDown.change(to: false) { logger.notice("health: the database answers again") }
             return JSONBody.response(Health(status: "ok", database: "ok", schemaVersion: version))
         } catch {
-            return JSONBody.response(Health(status: "degraded", database: "\(error)", schemaVersion: nil), status: .serviceUnavailable)
+            if databaseDown.change(to: true) { logger.warning("health: the database does not answer", metadata: ["error": "\(error)"]) }
+            return JSONBody.response(Health(status: "degraded", database: "unavailable", schemaVersion: nil), status: .serviceUnavailable)
         }
     }
 
     @Sendable func prometheus(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        if let queue = try? await work.database({ [catalog] db in try catalog.status(on: db) }) {
-            metrics.setQueue(jobs: queue.jobs, lagSeconds: queue.oldestQueuedSeconds, dumps: queue.dumps)
-        }
-        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
     }
 
@@ -52,6 +59,28 @@ struct QueryRoutes: Sendable {
             throw APIFailure(.notFound, "no dump \(id)")
         }
         return JSONBody.response(dump)
+    }
+
+    /// `?after=UPLOAD_ID&limit=N` (N at most 1000, default 100).
+    @Sendable func uploads(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        let id = try Self.id(context)
+        let after = try Self.number(request, "after", default: 0, in: 0...Int64.max)
+        let limit = Int(try Self.number(request, "limit", default: 100, in: 1...1000))
+        let page = try await work.database { [catalog] db -> [UploadRecord]? in
+            guard try catalog.dump(id: id, uploadLimit: 0, on: db) != nil else { return nil }
+            return try catalog.uploads(ofDump: id, after: after, limit: limit, on: db)
+        }
+        guard let page else { throw APIFailure(.notFound, "no dump \(id)") }
+        return JSONBody.response(UploadPage(uploads: page, next: page.count == limit ? page.last?.id : nil))
+    }
+
+    /// A whole-number query parameter within `range`, or `fallback` when absent.
+    static func number(_ request: Request, _ name: String, default fallback: Int64, in range: ClosedRange<Int64>) throws -> Int64 {
+        guard let text = request.uri.queryParameters.get(name) else { return fallback }
+        guard let value = Int64(text), range.contains(value) else {
+            throw APIFailure(.badRequest, "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
     }
 
     @Sendable func report(_ request: Request, context: CoordinatorContext) async throws -> Response {
@@ -83,7 +112,7 @@ struct QueryRoutes: Sendable {
         return Response(status: .ok, headers: [.contentType: "application/x-lz4"],
                         body: .init(contentLength: size.intValue) { [work] writer in
             defer { reader.close() }
-            while let chunk = try await work.run({ try reader.next() }) {
+            while let chunk = try await work.compute({ try reader.next() }) {
                 try await writer.write(ByteBuffer(bytes: chunk))
             }
             try await writer.finish(nil)
@@ -96,6 +125,14 @@ struct QueryRoutes: Sendable {
         }
         return id
     }
+}
+
+/// A shared yes-or-no that says when it changes.
+final class Flag: Sendable {
+    private let value = Mutex(false)
+
+    /// Sets the flag; true when that changed it.
+    func change(to new: Bool) -> Bool { value.withLock { old in defer { old = new }; return old != new } }
 }
 
 /// A blob file read in 1 MiB pieces.

@@ -5,21 +5,27 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import Store
-import Synchronization
 
 /// The upload protocol (deploy/API.md): announce, append the LZ4 frame in one or more PATCHes,
-/// finish. The compressed bytes gather in the blob store's incoming folder, named by the session
-/// id, and are decoded and hashed as they arrive; `finish` checks size and hash and renames them
-/// into the store, so nothing unverified ever has a blob's name.
+/// finish. The compressed bytes gather in the blob store's incoming folder (`IncomingUpload`),
+/// named by the session id in its canonical (lower-case) form, and are checked as they arrive
+/// (`FrameVerifier`, which saves where it got to). `finish` checks size and hash and moves them
+/// into the store, so nothing unverified ever has a blob's name, and records them; a finish
+/// whose record fails can be repeated, so an upload ends either recorded or resumable.
 struct UploadRoutes: Sendable {
     let work: BlockingWork
     let catalog: Catalog
     let blobs: BlobStore
-    let maxUploadBytes: UInt64
+    let limits: UploadLimits
     let metrics: CoordinatorMetrics
-    let busy = SessionLocks()
-    let verifiers = LiveVerifiers()
+    let active: ActiveUploads
     let logger: Logger
+
+    /// How far an upload may get past its last saved checkpoint: what a later request (or a
+    /// restarted coordinator) has to read and decode again at most, besides one hash block.
+    static let checkpointInterval: UInt64 = 64 << 20
+    /// Free disk space is looked at again after this many bytes of a PATCH.
+    static let diskCheckInterval: UInt64 = 16 << 20
 
     func add(to group: RouterGroup<CoordinatorContext>) {
         group.post("uploads", use: announce)
@@ -30,22 +36,30 @@ struct UploadRoutes: Sendable {
 
     @Sendable func announce(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let announcement = try await APIFailure.decode(UploadAnnouncement.self, request, context)
-        try validate(announcement)
-        let caller = context.caller
-        let status = try await work.database { [catalog] db in try catalog.announce(announcement, uploadedBy: caller, on: db) }
+        try UploadValidation.check(announcement, maxUploadBytes: limits.maxUploadBytes)
+        try checkDiskSpace(received: nil)
+        let (caller, quota, blobs) = (context.caller, limits.quota, self.blobs)
+        let status: UploadStatus
+        do {
+            status = try await work.database { [catalog] db in
+                try catalog.announce(announcement, uploadedBy: caller, quota: quota, blobIsPresent: { blobs.contains($0) }, on: db)
+            }
+        } catch let refusal as Catalog.Refusal {
+            throw APIFailure(refusal.reason == .conflict ? .conflict : .tooManyRequests, refusal.description)
+        }
         if status.state == .known {
             metrics.uploadsKnown.increment()
             logger.info("upload of a known dump recorded", metadata: ["dump": "\(status.dumpId ?? 0)", "vm": "\(announcement.vm)"])
             return JSONBody.response(status)
         }
         guard let id = status.uploadId else { throw APIFailure(.internalServerError, "no session id") }
-        let received = try receivedBytes(session: id)
+        let received = try blobs.incoming(session: id).received
         return JSONBody.response(UploadStatus(state: .open, uploadId: id, received: received), status: received == 0 ? .created : .ok)
     }
 
     @Sendable func show(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let session = try await openSession(context)
-        return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: try receivedBytes(session: session.id)))
+        return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: try blobs.incoming(session: session.id).received))
     }
 
     /// Appends the body at `Upload-Offset`, which must be where the session is. Bytes that
@@ -55,68 +69,106 @@ struct UploadRoutes: Sendable {
         guard let offsetText = request.headers[HTTPField.Name(UploadHeaders.offset)!], let offset = UInt64(offsetText) else {
             throw APIFailure(.badRequest, "a PATCH needs an \(UploadHeaders.offset) header")
         }
-        guard busy.take(session.id) else { throw APIFailure(.conflict, "another connection is writing this upload") }
-        defer { busy.release(session.id) }
-        let path = try blobs.incomingPath(session: session.id)
-        let received = try receivedBytes(session: session.id)
+        let upload = try blobs.incoming(session: session.id)
+        guard active.take(session.id) else { throw busy(upload) }
+        defer { active.release(session.id) }
+        guard active.startStreaming(limit: limits.uploadsInProgress) else {
+            throw APIFailure(.serviceUnavailable, "\(limits.uploadsInProgress) uploads are arriving already; try again shortly",
+                             received: upload.received, retryAfter: 5)
+        }
+        defer { active.stopStreaming() }
+        let received = upload.received
         guard offset == received else {
             throw APIFailure(.conflict, "the upload is at byte \(received), not \(offset)", received: received)
         }
+        try checkDiskSpace(received: received)
+        let verifier = try await resumeVerification(session, upload)
         // An LZ4 frame is at most a little larger than its content (incompressible blocks are
         // stored raw with a 4-byte header per 4 MiB block); allow that much and no more.
         let limit = session.announcement.size + session.announcement.size / 128 + (1 << 20)
-        // Verify as the bytes arrive, picking up where the last connection left off.
-        let verifier = try await work.run { [verifiers] in
-            let verifier = try verifiers.take(session.id).flatMap { $0.consumed <= received ? $0 : nil }
-                ?? FrameVerifier(expectedSize: session.announcement.size)
-            try verifier.catchUp(from: path, upTo: received)
-            return verifier
-        }
-        let file = try AppendingFile(path: path)
-        defer { file.close() }
+        let file: AppendingFile
+        do { file = try upload.appending() } catch let failure as AppendingFile.Failure { throw try diskFailure(failure, upload) }
         var total = received
+        var unsaved: UInt64 = 0
+        var unchecked: UInt64 = 0
         do {
             for try await buffer in request.body {
-                total += UInt64(buffer.readableBytes)
+                let count = UInt64(buffer.readableBytes)
+                total += count
                 guard total <= limit else {
                     throw APIFailure(.contentTooLarge, "the upload is larger than its announced \(session.announcement.size) bytes allow")
                 }
-                try buffer.withUnsafeReadableBytes { try file.write($0) }
-                metrics.uploadBytes.increment(by: Int64(buffer.readableBytes))
-                try await work.run { try buffer.withUnsafeReadableBytes { try verifier.feed($0) } }
+                unchecked += count
+                let checkDisk = unchecked >= Self.diskCheckInterval
+                if checkDisk { unchecked = 0 }
+                let end = total
+                try await work.compute { [self] in
+                    Failpoint.reach("verify", "upload \(session.id)")
+                    if checkDisk { try checkDiskSpace(received: nil) }
+                    try buffer.withUnsafeReadableBytes { try file.write($0) }
+                    try verifier.advance(file.descriptor, upTo: end)
+                }
+                metrics.uploadBytes.increment(by: Int64(count))
+                unsaved += count
+                if unsaved >= Self.checkpointInterval {
+                    unsaved = 0
+                    try await save(verifier, upload, session: session.id, received: total)
+                }
             }
         } catch let failure as FrameVerifier.Overflow {
-            try await refuse(session, path: path, APIFailure(.contentTooLarge, "upload rejected: \(failure)"))
-        } catch let failure as BlobStore.Failure {
-            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
+            try await refuse(session, upload, APIFailure(.contentTooLarge, "upload rejected: \(failure)"))
         } catch let failure as LZ4Error {
-            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
+            try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
         } catch let failure as APIFailure where failure.status == .contentTooLarge {
-            try await refuse(session, path: path, failure)
+            try await refuse(session, upload, failure)
         } catch {
-            verifiers.put(session.id, verifier)  // the connection dropped: what arrived is verified and kept
+            // The connection dropped, the disk filled, or the database failed: what arrived is
+            // checked and kept, and the client resumes after it.
+            try? await save(verifier, upload, session: session.id, received: upload.received)
+            if let failure = error as? AppendingFile.Failure { throw try diskFailure(failure, upload) }
             throw error
         }
-        verifiers.put(session.id, verifier)
+        try await save(verifier, upload, session: session.id, received: total)
         return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: total))
     }
 
-    /// Checks the bytes (decoded size and SHA-256 must match the announcement; the PATCHes
-    /// verified them as they came, so this is quick), moves them into the store and records
-    /// dump, upload and job. A mismatch removes the bytes and closes the session with the reason.
+    /// Checks the bytes (decoded size and content hash must match the announcement; the
+    /// PATCHes checked them as they came, so this is quick), moves them into the store, and
+    /// records dump, upload and job. Bytes that are not what was announced are deleted and the
+    /// session closed with the reason; a frame that has not ended yet leaves the session open.
+    /// If the record fails after the move, the session stays open and a second `finish`
+    /// records the bytes already in the store (the `publishing` mark says they verified).
     @Sendable func finish(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let session = try await openSession(context)
-        guard busy.take(session.id) else { throw APIFailure(.conflict, "another connection is writing this upload") }
-        defer { busy.release(session.id) }
-        let path = try blobs.incomingPath(session: session.id)
+        let upload = try blobs.incoming(session: session.id)
+        guard active.take(session.id) else { throw busy(upload) }
+        defer { active.release(session.id) }
         let announced = session.announcement
-        let verifier = verifiers.take(session.id)
-        do {
-            try await work.run { [blobs] in try blobs.adopt(compressedFile: path, contentHash: announced.contentHash, size: announced.size, verifier: verifier) }
-        } catch {
-            try await refuse(session, path: path, APIFailure(.unprocessableContent, "upload rejected: \(error)"))
+        if !upload.isPublishing {
+            guard upload.hasBytes else {
+                throw APIFailure(.conflict, "the upload holds no bytes yet: send the frame with PATCH first", received: 0)
+            }
+            let verifier = try await resumeVerification(session, upload)
+            do {
+                try verifier.check(contentHash: announced.contentHash)
+            } catch let incomplete as FrameVerifier.Incomplete {
+                try? await save(verifier, upload, session: session.id, received: upload.received)
+                throw APIFailure(.conflict, "\(incomplete): send the rest first", received: upload.received)
+            } catch {
+                try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(error)"))
+            }
+            try await work.compute { try upload.markPublishing() }
+        }
+        if upload.hasBytes {
+            let damaged = try await work.database { [catalog] db in try catalog.isBlobDamaged(contentHash: announced.contentHash, on: db) }
+            try await work.compute { [blobs] in try blobs.publish(upload, contentHash: announced.contentHash, replacing: damaged) }
+        } else if !blobs.contains(announced.contentHash) {
+            // Verified and moved, then the stored file went away before it was recorded.
+            upload.remove()
+            throw APIFailure(.conflict, "the upload's bytes are gone from the store: send them again", received: 0)
         }
         let status = try await work.database { [catalog] db in try catalog.finish(session, on: db) }
+        upload.remove()
         metrics.uploadsStored.increment()
         logger.info("dump stored", metadata: ["dump": "\(status.dumpId ?? 0)", "job": "\(status.jobId ?? 0)", "vm": "\(announced.vm)", "bytes": "\(announced.size)"])
         return JSONBody.response(status)
@@ -124,10 +176,38 @@ struct UploadRoutes: Sendable {
 
     // MARK: helpers
 
+    /// The session's verifier, taken up from its saved checkpoint and brought level with the
+    /// file in slices (each at most one checkpoint interval, so other uploads' work interleaves).
+    /// A frame found damaged here closes the session.
+    func resumeVerification(_ session: Catalog.Session, _ upload: IncomingUpload) async throws -> FrameVerifier {
+        let verifier = upload.verifier(expectedSize: session.announcement.size)
+        do {
+            var reread: UInt64 = 0
+            while true {
+                let read = try await work.compute { try upload.catchUp(verifier, budget: Self.checkpointInterval) }
+                if read == 0 { break }
+                reread += read
+            }
+            if reread > 0 {
+                metrics.uploadBytesReverified.increment(by: Int64(reread))
+                try await work.compute { try upload.save(verifier) }
+            }
+        } catch let failure as FrameVerifier.Overflow {
+            try await refuse(session, upload, APIFailure(.contentTooLarge, "upload rejected: \(failure)"))
+        } catch let failure as LZ4Error {
+            try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
+        }
+        return verifier
+    }
+
+    func save(_ verifier: FrameVerifier, _ upload: IncomingUpload, session: String, received: UInt64) async throws {
+        try await work.compute { try upload.save(verifier) }
+        try await work.database { [catalog] db in try catalog.touch(sessionId: session, received: received, on: db) }
+    }
+
     /// Closes a session for good: its bytes are deleted and the reason kept. Always throws.
-    func refuse(_ session: Catalog.Session, path: String, _ failure: APIFailure) async throws -> Never {
-        try? FileManager.default.removeItem(atPath: path)
-        _ = verifiers.take(session.id)
+    func refuse(_ session: Catalog.Session, _ upload: IncomingUpload, _ failure: APIFailure) async throws -> Never {
+        upload.remove()
         let message = failure.body.error
         _ = try? await work.database { [catalog] db in try catalog.reject(sessionId: session.id, error: message, on: db) }
         metrics.uploadsRejected.increment()
@@ -135,91 +215,41 @@ struct UploadRoutes: Sendable {
         throw failure
     }
 
+    func busy(_ upload: IncomingUpload) -> APIFailure {
+        APIFailure(.conflict, "another connection is writing this upload (one that falls silent is dropped after \(Int(limits.idleTimeoutSeconds)) s)",
+                   received: upload.received, retryAfter: 2)
+    }
+
+    /// Refuses (507) when the blob store's disk is down to its reserve; PATCHes keep what they
+    /// received, and the client resumes when space returns.
+    func checkDiskSpace(received: UInt64?) throws {
+        guard let free = blobs.freeBytes(), free < limits.minFreeBytes else { return }
+        metrics.diskFullRefusals.increment()
+        throw APIFailure(.insufficientStorage, "the coordinator's disk is nearly full (\(free >> 20) MiB free, \(limits.minFreeBytes >> 20) MiB kept in reserve); try again later",
+                         received: received, retryAfter: 60)
+    }
+
+    func diskFailure(_ failure: AppendingFile.Failure, _ upload: IncomingUpload) throws -> APIFailure {
+        guard failure.isDiskFull else { return APIFailure(.internalServerError, failure.description) }
+        metrics.diskFullRefusals.increment()
+        return APIFailure(.insufficientStorage, "the coordinator's disk is full; try again later", received: upload.received, retryAfter: 60)
+    }
+
     func openSession(_ context: CoordinatorContext) async throws -> Catalog.Session {
         let id = context.parameters.get("id") ?? ""
         guard UUID(uuidString: id) != nil else { throw APIFailure(.badRequest, "not an upload session id: \"\(id.prefix(80))\"") }
         guard let session = try await work.database({ [catalog] db in try catalog.openSession(id: id, on: db) }) else {
-            throw APIFailure(.notFound, "no open upload session \(id) (finished, rejected or never announced: announce again)")
+            throw APIFailure(.notFound, "no open upload session \(id.lowercased()) (finished, rejected, expired or never announced: announce again)")
         }
         return session
     }
-
-    func receivedBytes(session id: String) throws -> UInt64 {
-        let path = try blobs.incomingPath(session: id)
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        return (attributes?[.size] as? NSNumber)?.uint64Value ?? 0
-    }
-
-    func validate(_ announcement: UploadAnnouncement) throws {
-        do { try BlobStore.validate(announcement.contentHash) } catch { throw APIFailure(.badRequest, "\(error)") }
-        guard announcement.size > 0 else { throw APIFailure(.badRequest, "an empty file is not a dump") }
-        guard announcement.size <= maxUploadBytes else {
-            metrics.uploadsRejected.increment()
-            throw APIFailure(.contentTooLarge, "the dump is \(announcement.size) bytes; this coordinator accepts at most \(maxUploadBytes)")
-        }
-        try Self.checkName(announcement.vm, what: "vm", allowEmpty: false)
-        try Self.checkName(announcement.host ?? "", what: "host", allowEmpty: true)
-        try Self.checkName(announcement.fileName ?? "", what: "fileName", allowEmpty: true)
-        guard announcement.tags.count <= 32 else { throw APIFailure(.badRequest, "at most 32 tags") }
-        for (key, value) in announcement.tags {
-            try Self.checkName(key, what: "tag name", allowEmpty: false)
-            try Self.checkName(value, what: "tag value", allowEmpty: true)
-        }
-    }
-
-    /// Names are labels, never paths: at most 255 characters, no control characters.
-    static func checkName(_ text: String, what: String, allowEmpty: Bool) throws {
-        guard allowEmpty || !text.isEmpty else { throw APIFailure(.badRequest, "\(what) is empty") }
-        guard text.count <= 255, !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw APIFailure(.badRequest, "\(what) must be at most 255 characters without control characters")
-        }
-    }
 }
 
-/// Upload sessions a connection is writing or finishing right now: one at a time per session.
-final class SessionLocks: Sendable {
-    private let taken = Mutex<Set<String>>([])
-
-    func take(_ id: String) -> Bool { taken.withLock { $0.insert(id).inserted } }
-    func release(_ id: String) { _ = taken.withLock { $0.remove(id) } }
-}
-
-/// The verifiers of uploads in progress, by session, so the next PATCH or the finish goes on
-/// where the last request stopped. Bounded: a session whose verifier was dropped is verified
-/// from its file instead.
-final class LiveVerifiers: Sendable {
-    private let verifiers = Mutex<[String: FrameVerifier]>([:])
-    static let limit = 64
-
-    func take(_ id: String) -> FrameVerifier? { verifiers.withLock { $0.removeValue(forKey: id) } }
-
-    func put(_ id: String, _ verifier: FrameVerifier) {
-        verifiers.withLock { table in
-            if table.count >= Self.limit, let victim = table.keys.first { table.removeValue(forKey: victim) }
-            table[id] = verifier
-        }
-    }
-}
-
-/// A file opened for appending, written with write(2).
-final class AppendingFile: @unchecked Sendable {
-    private let fd: Int32
-    let path: String
-
-    init(path: String) throws {
-        self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw APIFailure(.internalServerError, "cannot open \(path): \(String(cString: strerror(errno)))") }
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let result = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            guard result > 0 else { throw APIFailure(.internalServerError, "cannot write \(path): \(String(cString: strerror(errno)))") }
-            done += result
-        }
-    }
-
-    func close() { Glibc.close(fd) }
+/// What the coordinator accepts of uploads, and how much at once.
+struct UploadLimits: Sendable {
+    var maxUploadBytes: UInt64
+    var quota: Catalog.UploadQuota
+    var uploadsInProgress: Int
+    var minFreeBytes: UInt64
+    var idleTimeoutSeconds: Double
 }

@@ -52,13 +52,16 @@ public struct JobStatus: Codable, Sendable, Equatable {
 
 /// One upload of a dump (which VM, from where, when).
 public struct UploadRecord: Codable, Sendable, Equatable {
+    /// Increases with time; the cursor of `GET /v1/dumps/{id}/uploads?after=`.
+    public var id: Int64
     public var vm: String
     public var host: String?
     public var tags: [String: String]
     public var uploadedBy: String?
     public var uploadedAt: String
 
-    public init(vm: String, host: String?, tags: [String: String], uploadedBy: String?, uploadedAt: String) {
+    public init(id: Int64, vm: String, host: String?, tags: [String: String], uploadedBy: String?, uploadedAt: String) {
+        self.id = id
         self.vm = vm
         self.host = host
         self.tags = tags
@@ -74,26 +77,45 @@ public struct DumpStatus: Codable, Sendable, Equatable {
     public var size: UInt64
     public var bugcheckCode: UInt64?
     public var build: Int?
+    /// The first uploads (100); `uploadCount` says how many there are in all.
     public var uploads: [UploadRecord]
+    public var uploadCount: Int64
     public var jobs: [JobStatus]
     public var bucket: String?
     public var signatureId: String?
+    /// Set when a worker found the stored copy damaged or missing: the next upload of the
+    /// dump replaces it.
+    public var blobError: String?
 
-    public init(id: Int64, contentHash: String, size: UInt64, bugcheckCode: UInt64?, build: Int?, uploads: [UploadRecord],
-                jobs: [JobStatus], bucket: String?, signatureId: String?) {
+    public init(id: Int64, contentHash: String, size: UInt64, bugcheckCode: UInt64?, build: Int?, uploads: [UploadRecord], uploadCount: Int64,
+                jobs: [JobStatus], bucket: String?, signatureId: String?, blobError: String? = nil) {
         self.id = id
         self.contentHash = contentHash
         self.size = size
         self.bugcheckCode = bugcheckCode
         self.build = build
         self.uploads = uploads
+        self.uploadCount = uploadCount
         self.jobs = jobs
         self.bucket = bucket
         self.signatureId = signatureId
+        self.blobError = blobError
     }
 
     /// Whether every job of the dump is finished (done or failed).
     public var isSettled: Bool { !jobs.isEmpty && jobs.allSatisfy(\.isFinished) }
+}
+
+/// `GET /v1/dumps/{id}/uploads?after=ID&limit=N`: one page of a dump's uploads; `next` is the
+/// `after` of the next page, absent on the last.
+public struct UploadPage: Codable, Sendable, Equatable {
+    public var uploads: [UploadRecord]
+    public var next: Int64?
+
+    public init(uploads: [UploadRecord], next: Int64?) {
+        self.uploads = uploads
+        self.next = next
+    }
 }
 
 /// `GET /healthz`

@@ -25,6 +25,21 @@ public struct UploadAnnouncement: Codable, Sendable, Equatable {
         self.tags = tags
         self.fileName = fileName
     }
+
+    enum CodingKeys: String, CodingKey {
+        case contentHash, size, vm, host, tags, fileName
+    }
+
+    /// `tags` may be left out (deploy/API.md says so), as may `host` and `fileName`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        contentHash = try container.decode(String.self, forKey: .contentHash)
+        size = try container.decode(UInt64.self, forKey: .size)
+        vm = try container.decode(String.self, forKey: .vm)
+        host = try container.decodeIfPresent(String.self, forKey: .host)
+        tags = try container.decodeIfPresent([String: String].self, forKey: .tags) ?? [:]
+        fileName = try container.decodeIfPresent(String.self, forKey: .fileName)
+    }
 }
 
 /// The answer to an announcement, to a `PATCH` and to `finish`.

@@ -29,54 +29,129 @@ public struct Catalog: Sendable {
 
     // MARK: uploads
 
-    /// Answers an announcement: a dump the store has already gets the new upload recorded (and
-    /// a job if its analyzer version has none); otherwise the open session for this dump, VM and
-    /// host is returned, or a new one opened.
-    public func announce(_ announcement: UploadAnnouncement, uploadedBy: String?, on db: PostgresConnection) throws -> UploadStatus {
+    /// How much one token may have in flight: open upload sessions, and the bytes they announced.
+    public struct UploadQuota: Sendable, Equatable {
+        public var sessions: Int
+        public var bytes: UInt64
+
+        public init(sessions: Int, bytes: UInt64) {
+            self.sessions = sessions
+            self.bytes = bytes
+        }
+    }
+
+    /// An announcement this catalog will not take: it contradicts what is stored (`conflict`)
+    /// or the token has as much in flight as it may (`quota`).
+    public struct Refusal: Error, CustomStringConvertible {
+        public enum Reason: Sendable { case conflict, quota }
+        public var reason: Reason
+        public var description: String
+    }
+
+    /// Answers an announcement. A dump the store holds gets the new upload recorded (and a job
+    /// if its analyzer version has none), unless its stored copy was found damaged or is gone
+    /// (`blobIsPresent`): then, as for a new dump, the open session for this dump, VM and host
+    /// is returned (taking the announcement's tags and file name), or a new one is opened within
+    /// the token's `quota`.
+    public func announce(_ announcement: UploadAnnouncement, uploadedBy: String?, quota: UploadQuota,
+                         blobIsPresent: (String) -> Bool, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
-            let known = try db.execute("SELECT id FROM dumps WHERE content_hash = $1", [announcement.contentHash])
-            if let dumpId = known.values.first?[0].flatMap({ Int64($0) }) {
-                try recordUpload(dumpId: dumpId, announcement, uploadedBy: uploadedBy, on: db)
-                let jobId = try queueJob(dumpId: dumpId, on: db)
-                return UploadStatus(state: .known, dumpId: dumpId, jobId: jobId)
+            let known = try db.execute("SELECT id, size, blob_damaged_at IS NOT NULL FROM dumps WHERE content_hash = $1", [announcement.contentHash])
+            if let row = known.values.first, let dumpId = row[0].flatMap({ Int64($0) }) {
+                let size = row[1].flatMap { UInt64($0) } ?? 0
+                guard size == announcement.size else {
+                    throw Refusal(reason: .conflict, description: "dump \(dumpId) has this content hash and \(size) bytes, not \(announcement.size)")
+                }
+                if row[2] == "f" && blobIsPresent(announcement.contentHash) {
+                    try recordUpload(dumpId: dumpId, announcement, uploadedBy: uploadedBy, on: db)
+                    let jobId = try queueJob(dumpId: dumpId, on: db)
+                    return UploadStatus(state: .known, dumpId: dumpId, jobId: jobId)
+                }
             }
+            let parameters: [String?] = [announcement.contentHash, String(announcement.size), announcement.vm, announcement.host ?? "",
+                                         try Self.json(announcement.tags), announcement.fileName, uploadedBy]
+            let open = try db.execute("""
+                SELECT id, size FROM upload_sessions WHERE content_hash = $1 AND vm_name = $2 AND host = $3 AND state = 'open' FOR UPDATE
+                """, [announcement.contentHash, announcement.vm, announcement.host ?? ""])
+            if open.values.isEmpty {
+                try checkQuota(quota, for: announcement, uploadedBy: uploadedBy, on: db)
+            }
+            // A new session, or the open one with what this announcement says of it (the upload
+            // that finishes is the one announced last).
             let rows = try db.execute("""
                 INSERT INTO upload_sessions (content_hash, size, vm_name, host, tags, file_name, uploaded_by)
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
-                ON CONFLICT (content_hash, vm_name, host) WHERE state = 'open' DO UPDATE SET updated_at = now()
+                ON CONFLICT (content_hash, vm_name, host) WHERE state = 'open' DO UPDATE
+                    SET tags = excluded.tags, file_name = excluded.file_name, uploaded_by = excluded.uploaded_by, updated_at = now()
+                    WHERE upload_sessions.size = excluded.size
                 RETURNING id, size
-                """, [announcement.contentHash, String(announcement.size), announcement.vm, announcement.host ?? "",
-                      try Self.json(announcement.tags), announcement.fileName, uploadedBy])
-            guard let id = rows.values.first?[0], let size = rows.values.first?[1].flatMap({ UInt64($0) }) else {
-                throw Catalog.Failure(description: "the upload session was not created")
-            }
-            guard size == announcement.size else {
-                throw Catalog.Failure(description: "an open upload of this dump from \(announcement.vm) announced \(size) bytes, not \(announcement.size)")
+                """, parameters)
+            guard let id = rows.values.first?[0] else {
+                let size = open.values.first?[1] ?? "another size"
+                throw Refusal(reason: .conflict, description: "an open upload of this dump from \(announcement.vm) announced \(size) bytes, not \(announcement.size)")
             }
             return UploadStatus(state: .open, uploadId: id)
         }
     }
 
+    /// Throws `Refusal(.quota)` when a new session would take the token past `quota`. Announces
+    /// of one token take turns here (an advisory lock per token), so two at once cannot both
+    /// squeeze under the limit.
+    func checkQuota(_ quota: UploadQuota, for announcement: UploadAnnouncement, uploadedBy: String?, on db: PostgresConnection) throws {
+        try db.execute("SELECT pg_advisory_xact_lock($1::integer, hashtext($2))", [String(Self.quotaLock), uploadedBy ?? ""])
+        let held = try db.execute("""
+            SELECT count(*), coalesce(sum(size), 0) FROM upload_sessions WHERE state = 'open' AND uploaded_by IS NOT DISTINCT FROM $1
+            """, [uploadedBy]).values[0]
+        let sessions = Int(held[0] ?? "0") ?? 0
+        let bytes = UInt64(held[1] ?? "0") ?? 0
+        let who = uploadedBy.map { "token \"\($0)\"" } ?? "this caller"
+        guard sessions < quota.sessions else {
+            throw Refusal(reason: .quota, description: "\(who) holds \(sessions) open upload sessions, the most one token may; finish them or let them expire")
+        }
+        guard announcement.size <= quota.bytes, bytes <= quota.bytes - announcement.size else {
+            throw Refusal(reason: .quota, description: "\(who) has announced \(bytes) bytes in open upload sessions; \(announcement.size) more would pass its limit of \(quota.bytes)")
+        }
+    }
+
+    /// The key space of the per-token advisory locks (two-key form, apart from the clustering lock).
+    static let quotaLock: Int32 = 0x0D0F_0001
+
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
     }
 
-    /// The open session with this id, or nil (unknown, finished or rejected).
+    /// The open session with this id, or nil (unknown, finished, rejected or expired). The id
+    /// in the session is the canonical one, in lower case, whatever case it was given in.
     public func openSession(id: String, on db: PostgresConnection) throws -> Session? {
         guard UUID(uuidString: id) != nil else { return nil }
         let rows = try db.execute("""
-            SELECT content_hash, size, vm_name, host, tags::text, file_name, uploaded_by FROM upload_sessions
+            SELECT id::text, content_hash, size, vm_name, host, tags::text, file_name, uploaded_by FROM upload_sessions
             WHERE id = $1 AND state = 'open'
             """, [id])
-        guard let row = rows.values.first, let contentHash = row[0], let size = row[1].flatMap({ UInt64($0) }), let vm = row[2] else { return nil }
-        let tags = try JSONDecoder().decode([String: String].self, from: Data((row[4] ?? "{}").utf8))
-        let host = row[3].flatMap { $0.isEmpty ? nil : $0 }
-        return Session(id: id, announcement: UploadAnnouncement(contentHash: contentHash, size: size, vm: vm, host: host, tags: tags, fileName: row[5]),
-                       uploadedBy: row[6])
+        guard let row = rows.values.first, let canonical = row[0], let contentHash = row[1], let size = row[2].flatMap({ UInt64($0) }), let vm = row[3] else {
+            return nil
+        }
+        let tags = try JSONDecoder().decode([String: String].self, from: Data((row[5] ?? "{}").utf8))
+        let host = row[4].flatMap { $0.isEmpty ? nil : $0 }
+        return Session(id: canonical, announcement: UploadAnnouncement(contentHash: contentHash, size: size, vm: vm, host: host, tags: tags, fileName: row[6]),
+                       uploadedBy: row[7])
+    }
+
+    /// Notes activity on an open session: how many compressed bytes it holds now.
+    public func touch(sessionId: String, received: UInt64, on db: PostgresConnection) throws {
+        try db.execute("UPDATE upload_sessions SET received = $2, updated_at = now() WHERE id = $1 AND state = 'open'", [sessionId, String(received)])
+    }
+
+    /// Whether the store's copy of this content was found damaged (a finished upload of it
+    /// then replaces the file rather than keeping it).
+    public func isBlobDamaged(contentHash: String, on db: PostgresConnection) throws -> Bool {
+        try db.execute("SELECT blob_damaged_at IS NOT NULL FROM dumps WHERE content_hash = $1", [contentHash]).values.first?[0] == "t"
     }
 
     /// Records a session whose bytes verified and are in the blob store: the dump (once per
-    /// content, whoever finishes first), this upload, and a job. Returns the dump and job ids.
+    /// content, whoever finishes first), this upload, and a job. When the stored copy had been
+    /// found damaged, this upload replaced it: the mark goes and the dump's failed jobs are
+    /// queued again. Returns the dump and job ids.
     public func finish(_ session: Session, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
             let dump = try db.execute("""
@@ -86,9 +161,31 @@ public struct Catalog: Sendable {
             guard let dumpId = dump.values.first?[0].flatMap({ Int64($0) }) else { throw Failure(description: "the dump row was not created") }
             try recordUpload(dumpId: dumpId, session.announcement, uploadedBy: session.uploadedBy, on: db)
             try db.execute("UPDATE upload_sessions SET state = 'stored', dump_id = $2, updated_at = now() WHERE id = $1", [session.id, String(dumpId)])
+            let repaired = try db.execute("UPDATE dumps SET blob_damaged_at = NULL, blob_error = NULL WHERE id = $1 AND blob_damaged_at IS NOT NULL",
+                                          [String(dumpId)])
+            if repaired.affected > 0 {
+                try queue.requeue(.dump(dumpId), note: "queued again: a good copy of the dump was uploaded", on: db)
+            }
             let jobId = try queueJob(dumpId: dumpId, on: db)
             return UploadStatus(state: .stored, uploadId: session.id, dumpId: dumpId, jobId: jobId)
         }
+    }
+
+    /// Expires open sessions with no activity for `idleSeconds`, except those a request is
+    /// using right now (`busy`); returns their ids (their files are the caller's to delete).
+    public func expireSessions(idleSeconds: Double, busy: [String], on db: PostgresConnection) throws -> [String] {
+        try db.execute("""
+            UPDATE upload_sessions SET state = 'expired', error = 'no bytes arrived for ' || $1 || ' seconds', updated_at = now()
+            WHERE state = 'open' AND updated_at < now() - make_interval(secs => $1::double precision) AND NOT (id::text = ANY($2::text[]))
+            RETURNING id::text
+            """, [String(idleSeconds), PostgresConnection.arrayLiteral(busy)]).values.compactMap { $0[0] }
+    }
+
+    /// Of these session ids, the ones that are open.
+    public func openSessions(among ids: [String], on db: PostgresConnection) throws -> Set<String> {
+        guard !ids.isEmpty else { return [] }
+        return Set(try db.execute("SELECT id::text FROM upload_sessions WHERE id::text = ANY($1::text[]) AND state = 'open'",
+                                  [PostgresConnection.arrayLiteral(ids)]).values.compactMap { $0[0] })
     }
 
     /// Closes a session whose bytes were refused (hash mismatch, too large), keeping the reason.
@@ -132,22 +229,32 @@ public struct Catalog: Sendable {
         try jobs(where: "id = $1", id, on: db).first
     }
 
-    public func dump(id: Int64, on db: PostgresConnection) throws -> DumpStatus? {
+    /// A dump with the first `uploadLimit` of its uploads (a dump can have very many: every
+    /// VM that sent it; `uploads(ofDump:after:limit:)` pages through the rest).
+    public func dump(id: Int64, uploadLimit: Int = 100, on db: PostgresConnection) throws -> DumpStatus? {
         let rows = try db.execute("""
-            SELECT d.content_hash, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id
+            SELECT d.content_hash, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id, d.blob_error,
+                   (SELECT count(*) FROM uploads u WHERE u.dump_id = d.id)
             FROM dumps d LEFT JOIN signatures s ON s.dump_id = d.id WHERE d.id = $1
             """, [String(id)])
         guard let row = rows.values.first, let contentHash = row[0] else { return nil }
-        let uploads = try db.execute("""
-            SELECT vm_name, host, tags::text, uploaded_by, \(SQLTime.iso8601("uploaded_at"))
-            FROM uploads WHERE dump_id = $1 ORDER BY id
-            """, [String(id)]).values.map { upload in
-            UploadRecord(vm: upload[0] ?? "", host: upload[1], tags: (try? JSONDecoder().decode([String: String].self, from: Data((upload[2] ?? "{}").utf8))) ?? [:],
-                         uploadedBy: upload[3], uploadedAt: upload[4] ?? "")
-        }
         return DumpStatus(id: id, contentHash: contentHash, size: UInt64(row[1] ?? "0") ?? 0, bugcheckCode: row[2].flatMap { Int64($0) }.map { UInt64(bitPattern: $0) },
-                          build: row[3].flatMap { Int($0) }, uploads: uploads, jobs: try jobs(where: "dump_id = $1", id, on: db),
-                          bucket: row[4], signatureId: row[5])
+                          build: row[3].flatMap { Int($0) }, uploads: try uploads(ofDump: id, after: 0, limit: uploadLimit, on: db),
+                          uploadCount: Int64(row[7] ?? "0") ?? 0, jobs: try jobs(where: "dump_id = $1", id, on: db),
+                          bucket: row[4], signatureId: row[5], blobError: row[6])
+    }
+
+    /// Uploads of a dump with ids above `after`, oldest first (keyset paging on the
+    /// (dump_id, id) index, so the last page costs what the first does).
+    public func uploads(ofDump id: Int64, after: Int64, limit: Int, on db: PostgresConnection) throws -> [UploadRecord] {
+        try db.execute("""
+            SELECT id, vm_name, host, tags::text, uploaded_by, \(SQLTime.iso8601("uploaded_at"))
+            FROM uploads WHERE dump_id = $1 AND id > $2 ORDER BY id LIMIT $3
+            """, [String(id), String(after), String(limit)]).values.map { upload in
+            UploadRecord(id: Int64(upload[0] ?? "0") ?? 0, vm: upload[1] ?? "", host: upload[2],
+                         tags: (try? JSONDecoder().decode([String: String].self, from: Data((upload[3] ?? "{}").utf8))) ?? [:],
+                         uploadedBy: upload[4], uploadedAt: upload[5] ?? "")
+        }
     }
 
     /// The stored analyze report of a dump, as JSON text.

@@ -138,6 +138,68 @@ public struct JobQueue: Sendable {
         }
     }
 
+    /// Returns a claimed job to the queue without counting the attempt against it: the worker
+    /// could not work on it for reasons of its own (a token the coordinator refuses, a full
+    /// scratch disk), not the dump's. The attempt is logged as given back and the job's
+    /// attempt budget grows by one, so a misconfigured worker cannot use the budget up. Fenced.
+    public func giveBack(_ lease: Lease, reason: String, on db: PostgresConnection) throws {
+        try db.transaction {
+            let rows = try db.execute("""
+                UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1,
+                                available_at = now(), last_error = $4
+                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+                """, [String(lease.jobId), String(lease.attempt), lease.workerId, "given back by worker \(lease.workerId): \(reason)"])
+            guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
+            try logAttempt(lease, outcome: "given back", error: reason, on: db)
+            try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+        }
+    }
+
+    /// Ends a job whose dump's stored copy is damaged or missing: no retry can help until the
+    /// dump is uploaded again. The dump is marked, so that the next announcement of its content
+    /// takes the bytes instead of answering "known"; that upload replaces the copy and queues
+    /// the job again (`Catalog.finish`). Fenced.
+    public func failForDamagedBlob(_ lease: Lease, error: String, on db: PostgresConnection) throws {
+        try db.transaction {
+            let message = "the stored copy of the dump is damaged or missing (\(error)); upload the dump again to replace it"
+            let rows = try db.execute("""
+                UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = $4
+                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running' RETURNING dump_id
+                """, [String(lease.jobId), String(lease.attempt), lease.workerId, message])
+            guard let dumpId = rows.values.first?[0] else { throw LeaseLost(lease: lease) }
+            try db.execute("UPDATE dumps SET blob_damaged_at = now(), blob_error = $2 WHERE id = $1", [dumpId, error])
+            try logAttempt(lease, outcome: "failed", error: message, on: db)
+        }
+    }
+
+    /// Which failed jobs `requeue` takes.
+    public enum Selection: Sendable, Equatable {
+        case job(Int64)
+        case dump(Int64)
+        /// Those whose last error contains this text.
+        case failedWith(String)
+        case allFailed
+    }
+
+    /// Queues failed jobs again with `attempts` more attempts; returns their ids. For jobs that
+    /// failed for a cause since fixed (a bug an upgrade fixed, a dump uploaded again).
+    @discardableResult
+    public func requeue(_ selection: Selection, attempts: Int = 5, note: String? = nil, on db: PostgresConnection) throws -> [Int64] {
+        let (condition, value): (String, String?) = switch selection {
+        case .job(let id): ("id = $2::bigint", String(id))
+        case .dump(let id): ("dump_id = $2::bigint", String(id))
+        case .failedWith(let text): ("strpos(coalesce(last_error, ''), $2) > 0", text)
+        case .allFailed: ("$2::text IS NULL", nil)
+        }
+        let rows = try db.execute("""
+            UPDATE jobs SET state = 'queued', max_attempts = attempt + $1::integer, available_at = now(), finished_at = NULL,
+                            last_error = coalesce($3, last_error)
+            WHERE state = 'failed' AND \(condition) RETURNING id
+            """, [String(attempts), value, note])
+        if !rows.values.isEmpty { try db.execute("SELECT pg_notify($1, '')", [Self.channel]) }
+        return rows.values.compactMap { $0[0].flatMap { Int64($0) } }.sorted()
+    }
+
     /// Returns jobs whose lease expired (their worker died or stalled) to the queue, or to
     /// `failed` when that was the last attempt. Returns how many.
     @discardableResult

@@ -203,5 +203,34 @@ AS $$ SELECT e.dump_id, e.cluster_id FROM cluster_exemplars e WHERE e.bands && k
 -- for every crash placed, so their index takes entries directly.
 ALTER INDEX cluster_exemplars_bands SET (fastupdate = off);
 """#),
+        Migration(version: 6, name: "hardening", sql: #"""
+-- DumpFleet schema, version 6: limits and recovery that a hostile review asked for.
+
+-- Upload sessions expire when nothing arrives for a while (their bytes are deleted), and count
+-- against the quota of the token that announced them. `received` is how many compressed bytes a
+-- session holds, kept as it grows; `updated_at` is its last activity.
+ALTER TABLE upload_sessions DROP CONSTRAINT upload_sessions_state_check;
+ALTER TABLE upload_sessions ADD CONSTRAINT upload_sessions_state_check
+    CHECK (state IN ('open', 'stored', 'rejected', 'expired'));
+ALTER TABLE upload_sessions ADD COLUMN received bigint NOT NULL DEFAULT 0 CHECK (received >= 0);
+CREATE INDEX upload_sessions_open_by_owner ON upload_sessions (uploaded_by) WHERE state = 'open';
+CREATE INDEX upload_sessions_open_by_activity ON upload_sessions (updated_at) WHERE state = 'open';
+
+-- A stored blob whose bytes a worker found damaged (or missing). The dump is no longer "known":
+-- the next upload of the same content is taken, replaces the blob, and queues the dump's failed
+-- jobs again.
+ALTER TABLE dumps ADD COLUMN blob_damaged_at timestamptz;
+ALTER TABLE dumps ADD COLUMN blob_error text;
+
+-- An attempt a worker gave back because of its own setup (a token the coordinator refuses, a
+-- full scratch disk): it does not count against the job.
+ALTER TABLE job_attempts DROP CONSTRAINT job_attempts_outcome_check;
+ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome_check
+    CHECK (outcome IN ('done', 'retry', 'failed', 'expired', 'given back'));
+
+-- The uploads of a dump are read a page at a time, in id order.
+DROP INDEX uploads_by_dump;
+CREATE INDEX uploads_by_dump ON uploads (dump_id, id);
+"""#),
     ]
 }

@@ -12,6 +12,13 @@ public final class PostgresConnection: @unchecked Sendable {
         public var sqlState: String?
         public var message: String
         public var description: String { sqlState.map { "\(message) [SQLSTATE \($0)]" } ?? message }
+
+        /// The server could not be reached or dropped the connection (class 08, or the
+        /// server shutting down: 57P01 to 57P03), as opposed to a statement it refused.
+        public var isConnectionFailure: Bool {
+            guard let sqlState else { return false }
+            return sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(sqlState)
+        }
     }
 
     /// Rows of text values (nil for SQL NULL), in the order the query returned them.
@@ -30,16 +37,18 @@ public final class PostgresConnection: @unchecked Sendable {
 
     private var connection: OpaquePointer?
     private var prepared: [String: String] = [:]
-    public let connectionString: String
+    /// Statements that succeeded on this connection (the pool reads it to tell whether a body
+    /// that failed had done anything before the connection broke).
+    public private(set) var completedStatements = 0
 
+    /// The connection string is never kept, printed or put in an error: it may hold a password.
     public init(_ connectionString: String) throws {
-        self.connectionString = connectionString
         connection = PQconnectdb(connectionString)
         guard PQstatus(connection) == CONNECTION_OK else {
-            let message = Self.errorText(connection)
+            let message = Self.redacted(Self.errorText(connection), connectionString: connectionString)
             PQfinish(connection)
             connection = nil
-            throw Failure(sqlState: "08001", message: "cannot connect to PostgreSQL (\(connectionString)): \(message)")
+            throw Failure(sqlState: "08001", message: "cannot connect to PostgreSQL: \(message)")
         }
         // Server notices (and the FATAL a server sends as it shuts down) would go to stderr
         // by default; errors reach callers as thrown Failures instead.
@@ -66,7 +75,9 @@ public final class PostgresConnection: @unchecked Sendable {
             return PQexecParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
         defer { PQclear(result) }
-        return try check(result)
+        let rows = try check(result)
+        completedStatements += 1
+        return rows
     }
 
     /// The prepared statement's name for `sql`, preparing it if new; nil once the cache is full.
@@ -158,6 +169,27 @@ public final class PostgresConnection: @unchecked Sendable {
         return Rows(columns: columns, values: values, affected: affected)
     }
 
+    /// libpq's connection error without anything of the connection string: libpq quotes the
+    /// string's words when it cannot parse it, so a string it cannot parse gives no detail at
+    /// all, and a password that appears in the text anyway is blanked.
+    static func redacted(_ message: String, connectionString: String) -> String {
+        var parseError: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(connectionString, &parseError) else {
+            if let parseError { PQfreemem(parseError) }
+            return "the connection string is not one libpq can parse (it is not shown: it may hold a password)"
+        }
+        defer { PQconninfoFree(options) }
+        var secrets: [String] = []
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if String(cString: keyword) == "password", let value = option.pointee.val, value.pointee != 0 { secrets.append(String(cString: value)) }
+            option += 1
+        }
+        var text = message
+        for secret in secrets where secret.count >= 1 { text = text.replacingAll(secret, with: "********") }
+        return text
+    }
+
     static func errorText(_ connection: OpaquePointer?) -> String {
         PQerrorMessage(connection).map { String(cString: $0) }?.trimmingTrailingNewlines ?? "unknown libpq error"
     }
@@ -195,6 +227,24 @@ extension PostgresConnection {
 }
 
 extension String {
+    /// Every occurrence of `target` replaced (without Foundation, which this file does not use).
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        let text = Array(utf8), pattern = Array(target.utf8)
+        guard !pattern.isEmpty, text.count >= pattern.count else { return self }
+        var result: [UInt8] = []
+        var index = 0
+        while index < text.count {
+            if index + pattern.count <= text.count && text[index..<index + pattern.count].elementsEqual(pattern) {
+                result += replacement.utf8
+                index += pattern.count
+            } else {
+                result.append(text[index])
+                index += 1
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
     var trimmingTrailingNewlines: String {
         var text = self
         while text.last == "\n" || text.last == " " { text.removeLast() }

@@ -32,7 +32,7 @@ struct JobRunner: Sendable {
         keeper.hold(lease)
         defer { keeper.release(lease) }
         metrics.queueLagSeconds.set(lease.queuedSeconds)
-        Failpoint.reach("after-claim", job: lease.jobId)
+        Failpoint.reach("after-claim", "job \(lease.jobId)")
         let scratch = "\(self.scratch)/job-\(lease.jobId)-\(lease.attempt)"
         defer {
             try? FileManager.default.removeItem(atPath: scratch + ".dmp")
@@ -41,7 +41,7 @@ struct JobRunner: Sendable {
         let outcome: Result<(CrashReport, DumpFacts), any Error> = Result {
             let contentHash = try dumpHash(lease)
             try fetch(contentHash, into: scratch)
-            Failpoint.reach("during-analysis", job: lease.jobId)
+            Failpoint.reach("during-analysis", "job \(lease.jobId)")
             return try analyze(scratch + ".dmp")
         }
         if keeper.isLost(lease) {
@@ -109,7 +109,7 @@ struct JobRunner: Sendable {
                     try db.transaction {
                         try queue.complete(lease, report: reportJSON, signature: signature, facts: facts, on: db)
                         try index.index(dumpId: lease.dumpId, report: report, on: db)
-                        Failpoint.reach("before-commit", job: lease.jobId)
+                        Failpoint.reach("before-commit", "job \(lease.jobId)")
                     }
                 }
                 metrics.jobsDone.increment()

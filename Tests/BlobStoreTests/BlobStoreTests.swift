@@ -109,7 +109,7 @@ import Testing
         let blob = try store.path(of: stored.contentHash).path
         let bytes = FileManager.default.contents(atPath: blob)!
         _ = FileManager.default.createFile(atPath: blob, contents: bytes.prefix(bytes.count / 2))
-        #expect(throws: BlobStore.Failure.self) { try store.extract(stored.contentHash, to: folder + "/out") }
+        #expect(throws: BlobStore.Damage.self) { try store.extract(stored.contentHash, to: folder + "/out") }
     }
 }
 
