@@ -70,7 +70,7 @@ let package = Package(
         ]),
         .target(name: "CrashClusters", dependencies: ["Store", "FleetAPI", "CrashSimilarity", "DumpAnalysis"]),
         .target(name: "Worker", dependencies: [
-            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpMemory", "DumpFile", "CrashClusters",
+            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpFormat", "DumpMemory", "DumpFile", "CrashClusters",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),

@@ -38,15 +38,21 @@ struct ClusterRoutes: Sendable {
         return JSONBody.response(try await work.database { [index] db in try index.similar(to: signature, top: top, on: db) })
     }
 
+    /// `?since=YYYY-MM-DD&limit=N&offset=M` (N at most 1000, default 200), largest first.
     @Sendable func list(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let since = request.uri.queryParameters.get("since")
-        if let since, !Self.isDate(since) { throw APIFailure(.badRequest, "since must be a date, YYYY-MM-DD") }
-        return JSONBody.response(try await work.database { [clusters] db in try clusters.list(since: since, on: db) })
+        if let since, !Self.isDate(since) { throw APIFailure(.badRequest, "since must be a calendar date, YYYY-MM-DD") }
+        let limit = Int(try QueryRoutes.number(request, "limit", default: 200, in: 1...1000))
+        let offset = Int(try QueryRoutes.number(request, "offset", default: 0, in: 0...1_000_000_000))
+        return JSONBody.response(try await work.database { [clusters] db in try clusters.list(since: since, limit: limit, offset: offset, on: db) })
     }
 
+    /// `?membersAfter=DUMP_ID&memberLimit=N` pages through the members (N at most 1000, default 500).
     @Sendable func detail(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let id = try QueryRoutes.id(context)
-        guard let detail = try await work.database({ [clusters] db in try clusters.detail(id: id, on: db) }) else {
+        let after = try QueryRoutes.number(request, "membersAfter", default: 0, in: 0...Int64.max)
+        let limit = Int(try QueryRoutes.number(request, "memberLimit", default: 500, in: 1...1000))
+        guard let detail = try await work.database({ [clusters] db in try clusters.detail(id: id, membersAfter: after, memberLimit: limit, on: db) }) else {
             throw APIFailure(.notFound, "no cluster \(id)")
         }
         return JSONBody.response(detail)
@@ -84,8 +90,22 @@ struct ClusterRoutes: Sendable {
         return top
     }
 
+    /// YYYY-MM-DD in ASCII digits, naming a day the calendar has (so 2024-13-45 and full-width
+    /// digits are refused here, not by PostgreSQL).
     static func isDate(_ text: String) -> Bool {
-        let parts = text.split(separator: "-")
-        return parts.count == 3 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) } && text.count == 10
+        let bytes = Array(text.utf8)
+        guard bytes.count == 10, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-") else { return false }
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for byte in bytes[range] {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), year >= 1, (1...12).contains(month) else { return false }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+        return (1...days).contains(day)
     }
 }

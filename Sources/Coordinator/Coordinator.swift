@@ -104,7 +104,7 @@ public struct Coordinator: Sendable {
         let services: [any Service] = [
             app,
             Chore(name: "lease reaper", interval: configuration.reapIntervalSeconds, logger: logger, body: chores.reapLeases),
-            Chore(name: "upload expiry", interval: min(60, max(configuration.reapIntervalSeconds, configuration.sessionIdleSeconds / 4)),
+            Chore(name: "upload expiry", interval: min(60, max(0.5, configuration.sessionIdleSeconds / 4)),
                   logger: logger, body: chores.expireUploads),
             Chore(name: "queue gauges", interval: configuration.metricsRefreshSeconds, logger: logger, body: chores.readQueueGauges),
         ]

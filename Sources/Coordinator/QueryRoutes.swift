@@ -19,6 +19,7 @@ struct QueryRoutes: Sendable {
 
     func add(to group: RouterGroup<CoordinatorContext>) {
         group.get("status", use: status)
+        group.get("whoami") { _, context in JSONBody.response(Caller(token: context.caller ?? "")) }
         group.get("dumps/:id", use: dump)
         group.get("dumps/:id/uploads", use: uploads)
         group.get("dumps/:id/report", use: report)

@@ -13,19 +13,20 @@ public struct ClusterQueries: Sendable {
 
     /// Clusters with dumps, largest first; `since` (YYYY-MM-DD) keeps those seen since then,
     /// and `matching` (an ILIKE pattern) those whose title or a bucket matches.
-    public func list(since: String? = nil, matching pattern: String? = nil, limit: Int = 200, on db: PostgresConnection) throws -> [ClusterSummary] {
+    public func list(since: String? = nil, matching pattern: String? = nil, limit: Int = 200, offset: Int = 0, on db: PostgresConnection) throws -> [ClusterSummary] {
         let rows = try db.execute("""
             SELECT \(Self.summaryColumns) FROM \(Self.summarySource)
             WHERE c.merged_into IS NULL
             GROUP BY c.id HAVING ($1::date IS NULL OR max(u.uploaded_at) >= $1::date)
                 AND ($3::text IS NULL OR c.title ILIKE $3 OR bool_or(s.bucket ILIKE $3))
-            ORDER BY count(DISTINCT m.dump_id) DESC, c.id LIMIT $2
-            """, [since, String(limit), pattern])
+            ORDER BY count(DISTINCT m.dump_id) DESC, c.id LIMIT $2 OFFSET $4
+            """, [since, String(limit), pattern, String(offset)])
         return rows.values.map(Self.summary)
     }
 
-    /// One cluster (following merges to the cluster it joined), or nil.
-    public func detail(id: Int64, on db: PostgresConnection) throws -> ClusterDetail? {
+    /// One cluster (following merges to the cluster it joined), or nil. Its members come a page
+    /// at a time, `memberLimit` with dump ids above `membersAfter` (the summary counts them all).
+    public func detail(id: Int64, membersAfter: Int64 = 0, memberLimit: Int = 500, on db: PostgresConnection) throws -> ClusterDetail? {
         var target = id
         var mergedFrom: Int64?
         for _ in 0..<64 {
@@ -40,12 +41,12 @@ public struct ClusterQueries: Sendable {
             """, [String(target)])
         guard let row = rows.values.first else { return nil }
         let members = try db.execute("""
-            SELECT m.dump_id, m.score, m.pinned, array_to_string(array_agg(DISTINCT u.vm_name), ' '), s.bucket
+            SELECT m.dump_id, m.score, m.pinned, array_to_json(array_agg(DISTINCT u.vm_name))::text, s.bucket
             FROM cluster_members m JOIN uploads u ON u.dump_id = m.dump_id JOIN signatures s ON s.dump_id = m.dump_id
-            WHERE m.cluster_id = $1 GROUP BY m.dump_id, m.score, m.pinned, s.bucket ORDER BY m.dump_id
-            """, [String(target)]).values.map { member in
+            WHERE m.cluster_id = $1 AND m.dump_id > $2 GROUP BY m.dump_id, m.score, m.pinned, s.bucket ORDER BY m.dump_id LIMIT $3
+            """, [String(target), String(membersAfter), String(memberLimit)]).values.map { member in
             ClusterDetail.Member(dumpId: Int64(member[0] ?? "0") ?? 0, score: Double(member[1] ?? "0") ?? 0, pinned: member[2] == "t",
-                   vms: (member[3] ?? "").split(separator: " ").map(String.init), bucket: member[4] ?? "")
+                   vms: Self.textArray(member[3]), bucket: member[4] ?? "")
         }
         let daily = try db.execute("""
             SELECT to_char(day, 'YYYY-MM-DD'), count(*) FROM (
@@ -164,7 +165,7 @@ public struct ClusterQueries: Sendable {
     /// What `summary(_:)` reads, from `summarySource` grouped by cluster.
     static let summaryColumns = """
         c.id, coalesce(c.title, ''), count(DISTINCT m.dump_id), count(DISTINCT u.vm_name), count(DISTINCT nullif(u.host, '')),
-        \(SQLTime.minute("min(u.uploaded_at)")), \(SQLTime.minute("max(u.uploaded_at)")), array_to_string(array_agg(DISTINCT s.bucket), ' ')
+        \(SQLTime.minute("min(u.uploaded_at)")), \(SQLTime.minute("max(u.uploaded_at)")), array_to_json(array_agg(DISTINCT s.bucket))::text
         """
     static let summarySource = """
         clusters c JOIN cluster_members m ON m.cluster_id = c.id
@@ -174,6 +175,13 @@ public struct ClusterQueries: Sendable {
     static func summary(_ row: [String?]) -> ClusterSummary {
         ClusterSummary(id: Int64(row[0] ?? "0") ?? 0, title: row[1] ?? "", dumps: Int(row[2] ?? "0") ?? 0, vms: Int(row[3] ?? "0") ?? 0,
                        hosts: Int(row[4] ?? "0") ?? 0, firstSeen: row[5] ?? "", lastSeen: row[6] ?? "",
-                       buckets: (row[7] ?? "").split(separator: " ").map(String.init))
+                       buckets: Self.textArray(row[7]))
+    }
+
+    /// A text array the query sent as JSON: names may hold spaces (a VM called "vdi finance 02"),
+    /// so no separator character would do.
+    static func textArray(_ json: String?) -> [String] {
+        guard let json, let values = try? JSONDecoder().decode([String?].self, from: Data(json.utf8)) else { return [] }
+        return values.compactMap { $0 }
     }
 }

@@ -118,6 +118,13 @@ public struct UploadPage: Codable, Sendable, Equatable {
     }
 }
 
+/// `GET /v1/whoami`: the name of the caller's token.
+public struct Caller: Codable, Sendable, Equatable {
+    public var token: String
+
+    public init(token: String) { self.token = token }
+}
+
 /// `GET /healthz`
 public struct Health: Codable, Sendable, Equatable {
     public var status: String

@@ -10,9 +10,18 @@ public struct FleetClient: Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public var status: Int
         public var message: String
-        /// For a PATCH at the wrong offset: where the upload really is.
+        /// For an upload request: where the upload really is.
         public var received: UInt64?
+        /// The server's `Retry-After`: trying again after this many seconds can help.
+        public var retryAfter: Int?
         public var description: String { status == 0 ? message : "\(message) (HTTP \(status))" }
+
+        public init(status: Int, message: String, received: UInt64? = nil, retryAfter: Int? = nil) {
+            self.status = status
+            self.message = message
+            self.received = received
+            self.retryAfter = retryAfter
+        }
     }
 
     /// The coordinator's base URL, e.g. http://coordinator:8080 (no trailing slash).
@@ -55,6 +64,8 @@ public struct FleetClient: Sendable {
     // MARK: reading
 
     public func status() async throws -> QueueStatus { try await send("GET", "/v1/status") }
+    /// The name of the token, as the coordinator knows it (a cheap check that it accepts the token).
+    public func whoami() async throws -> Caller { try await send("GET", "/v1/whoami") }
     public func dump(_ id: Int64) async throws -> DumpStatus { try await send("GET", "/v1/dumps/\(id)") }
     public func job(_ id: Int64) async throws -> JobStatus { try await send("GET", "/v1/jobs/\(id)") }
 
@@ -96,16 +107,29 @@ public struct FleetClient: Sendable {
             throw Self.failure(status: Int(response.status.code), body: try await response.body.collect(upTo: 1 << 20))
         }
         guard let output = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
-            throw Failure(status: 0, message: "cannot create \(path)")
+            throw WriteFailure(description: "cannot create \(path)")
         }
         defer { try? output.close() }
         try output.truncate(atOffset: 0)
         var written: UInt64 = 0
         for try await buffer in response.body {
-            try output.write(contentsOf: Data(buffer.readableBytesView))
+            do {
+                try output.write(contentsOf: Data(buffer.readableBytesView))
+            } catch {
+                throw WriteFailure(description: "cannot write \(path): \(error)")
+            }
             written += UInt64(buffer.readableBytes)
         }
+        if let expected = response.headers.first(name: "Content-Length").flatMap({ UInt64($0) }), written != expected {
+            throw Failure(status: 0, message: "the download of blob \(contentHash) ended after \(written) of \(expected) bytes")
+        }
         return written
+    }
+
+    /// Writing a download to local disk failed (a full scratch disk, say): the client's own
+    /// trouble, not the server's.
+    public struct WriteFailure: Error, CustomStringConvertible {
+        public var description: String
     }
 
     // MARK: plumbing
@@ -130,7 +154,11 @@ public struct FleetClient: Sendable {
 
     func decode<Answer: Decodable>(_ response: HTTPClientResponse) async throws -> Answer {
         let body = try await response.body.collect(upTo: 16 << 20)
-        guard (200..<300).contains(Int(response.status.code)) else { throw Self.failure(status: Int(response.status.code), body: body) }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            var failure = Self.failure(status: Int(response.status.code), body: body)
+            failure.retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
+            throw failure
+        }
         do {
             return try JSONDecoder().decode(Answer.self, from: Data(body.readableBytesView))
         } catch {

@@ -20,8 +20,11 @@ public struct Uploader: Sendable {
     }
 
     public let client: FleetClient
-    /// Attempts at sending the bytes before giving up.
+    /// Attempts at sending the bytes over a dropped connection before giving up.
     public var attempts = 5
+    /// Seconds in all to wait when the server says to try again later (another connection
+    /// still holds the upload, too many uploads are arriving at once).
+    public var patience = 300.0
     public let progress: @Sendable (Progress) -> Void
 
     public init(client: FleetClient, progress: @escaping @Sendable (Progress) -> Void = { _ in }) {
@@ -37,8 +40,9 @@ public struct Uploader: Sendable {
         let name = URL(fileURLWithPath: file).lastPathComponent
         var status = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: vm, host: host, tags: tags, fileName: name))
         guard status.state == .open, let session = status.uploadId else { return status }
-        var lastError: (any Error)?
-        for attempt in 1...attempts {
+        var failures = 0
+        var waited = 0.0
+        while true {
             let offset = status.received ?? 0
             let chunks = CompressedFileChunks(path: file, skip: offset) { done in
                 progress(Progress(file: file, phase: .sending, done: done, total: size))
@@ -46,17 +50,26 @@ public struct Uploader: Sendable {
             do {
                 status = try await client.append(session: session, offset: offset, body: chunks)
                 return try await client.finish(session: session)
+            } catch let failure as FleetClient.Failure where failure.retryAfter != nil && failure.status != 507 && waited < patience {
+                // Busy: wait as told, then go on from where the server stands.
+                let delay = Double(min(max(failure.retryAfter ?? 1, 1), 30))
+                waited += delay
+                try await Task.sleep(for: .seconds(delay))
+                status = try await client.session(session)
             } catch let failure as FleetClient.Failure where failure.status == 409 && failure.received != nil {
-                status.received = failure.received  // someone else moved the session on: go on from there
-                lastError = failure
+                // The server stands elsewhere (another connection moved the session on, or
+                // finish found the frame incomplete): go on from there.
+                status.received = failure.received
+                failures += 1
+                if failures >= attempts { throw failure }
             } catch let failure as FleetClient.Failure where failure.status != 0 {
                 throw failure  // the server refused: retrying sends the same bytes again
             } catch {
-                lastError = error
-                try await Task.sleep(for: .milliseconds(200 * attempt))
+                failures += 1
+                if failures >= attempts { throw error }
+                try await Task.sleep(for: .milliseconds(200 * failures))
                 status = try await client.session(session)
             }
         }
-        throw lastError ?? FleetClient.Failure(status: 0, message: "upload of \(file) did not finish")
     }
 }

@@ -2,6 +2,7 @@ import BlobStore
 import CrashClusters
 import DumpAnalysis
 import DumpFile
+import DumpFormat
 import DumpMemory
 import FleetClient
 import Foundation
@@ -10,9 +11,11 @@ import Store
 
 /// One job, start to end: fetch the blob, decompress it into a sparse scratch file, map it,
 /// analyze it, store report and signature under the lease and place the crash in a cluster (one
-/// transaction), delete the scratch file. A dump
-/// that cannot be read at all fails the attempt (retried with backoff, then dead-lettered);
-/// a damaged one gives a partial report, which is a result like any other.
+/// transaction), delete the scratch file. What becomes of a failed attempt depends on whose
+/// fault it was (`JobFailure`): a dump that cannot be read at all uses up the attempt (retried
+/// with backoff, then dead-lettered); a damaged stored copy fails the job until the dump is
+/// uploaded again; the worker's own trouble gives the job back and pauses the worker. A
+/// damaged dump gives a partial report, which is a result like any other.
 struct JobRunner: Sendable {
     let configuration: WorkerConfiguration
     /// This worker's own scratch folder.
@@ -23,6 +26,8 @@ struct JobRunner: Sendable {
     let index = CrashIndex()
     let metrics: WorkerMetrics
     let logger: Logger
+    /// Called when the worker's setup failed a job: the worker stops claiming.
+    let pause: @Sendable (String) -> Void
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -38,12 +43,12 @@ struct JobRunner: Sendable {
             try? FileManager.default.removeItem(atPath: scratch + ".dmp")
             try? FileManager.default.removeItem(atPath: scratch + ".lz4")
         }
-        let outcome: Result<(CrashReport, DumpFacts), any Error> = Result {
+        let outcome: Result<(CrashReport, DumpFacts), JobFailure> = Result {
             let contentHash = try dumpHash(lease)
             try fetch(contentHash, into: scratch)
             Failpoint.reach("during-analysis", "job \(lease.jobId)")
             return try analyze(scratch + ".dmp")
-        }
+        }.mapError { $0 as? JobFailure ?? JobFailure(fault: .worker, description: "\($0)") }
         if keeper.isLost(lease) {
             metrics.jobsAbandoned.increment()
             logger.warning("lease lost during analysis; job abandoned", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)"])
@@ -52,35 +57,65 @@ struct JobRunner: Sendable {
         switch outcome {
         case .success(let (report, facts)):
             store(report, facts: facts, lease: lease)
-        case .failure(let error):
-            record(failure: "\(error)", lease: lease)
+        case .failure(let failure):
+            record(failure, lease: lease)
         }
     }
 
     func dumpHash(_ lease: JobQueue.Lease) throws -> String {
         let rows = try pool.withConnection { db in try db.execute("SELECT content_hash FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
-        guard let contentHash = rows.values.first?[0] else { throw Failure(description: "dump \(lease.dumpId) is not in the database") }
+        guard let contentHash = rows.values.first?[0] else { throw JobFailure(fault: .dump, description: "dump \(lease.dumpId) is not in the database") }
         return contentHash
     }
 
     /// Decompresses the dump into `scratch.dmp`, from the shared blob folder or, through
-    /// `scratch.lz4`, from the coordinator.
+    /// `scratch.lz4`, from the coordinator; says whose fault it is when that fails.
     func fetch(_ contentHash: String, into scratch: String) throws {
         let size: UInt64
         switch configuration.blobs {
         case .directory(let root):
-            size = try BlobStore(root: root).extract(contentHash, to: scratch + ".dmp")
+            let blob = try BlobStore(root: root).path(of: contentHash).path
+            guard FileManager.default.fileExists(atPath: blob) else {
+                guard access(root, R_OK | X_OK) == 0 else { throw JobFailure(fault: .worker, description: "cannot read the blob folder \(root)") }
+                throw JobFailure(fault: .storedCopy, description: "the blob folder has no file for this dump")
+            }
+            size = try extracting { try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: scratch + ".dmp") }
         case .coordinator(let url, let token):
             let client = FleetClient(server: url, token: token)
-            _ = try AsyncBridge.wait { try await client.download(blob: contentHash, to: scratch + ".lz4") }
-            size = try BlobStore.extract(blobAt: scratch + ".lz4", contentHash: contentHash, to: scratch + ".dmp")
+            do {
+                _ = try AsyncBridge.wait { try await client.download(blob: contentHash, to: scratch + ".lz4") }
+            } catch let failure as FleetClient.Failure where failure.status == 404 {
+                throw JobFailure(fault: .storedCopy, description: "the coordinator has no blob for this dump")
+            } catch let failure as FleetClient.Failure where failure.status == 401 || failure.status == 403 {
+                throw JobFailure(fault: .worker, description: "the coordinator refuses this worker's token (HTTP \(failure.status))")
+            } catch {
+                throw JobFailure(fault: .worker, description: "cannot download the dump from the coordinator: \(error)")
+            }
+            size = try extracting { try BlobStore.extract(blobAt: scratch + ".lz4", contentHash: contentHash, to: scratch + ".dmp") }
         }
         metrics.bytesFetched.increment(by: Int64(clamping: size))
     }
 
+    /// Runs an extraction: bytes that are not what the blob's name says are the stored copy's
+    /// fault; anything else (the scratch disk full, say) is the worker's.
+    func extracting(_ body: () throws -> UInt64) throws -> UInt64 {
+        do {
+            return try body()
+        } catch let damage as BlobStore.Damage {
+            throw JobFailure(fault: .storedCopy, description: damage.description)
+        } catch let damage as LZ4Error {
+            throw JobFailure(fault: .storedCopy, description: damage.description)
+        } catch {
+            throw JobFailure(fault: .worker, description: "cannot decompress the dump into the scratch folder: \(error)")
+        }
+    }
+
     func analyze(_ path: String) throws -> (CrashReport, DumpFacts) {
         let started = Date()
-        let dump = try KernelDump(source: MappedFile.open(path))
+        let source: ByteSource
+        do { source = try MappedFile.open(path) } catch { throw JobFailure(fault: .worker, description: "\(error)") }
+        let dump: KernelDump
+        do { dump = try KernelDump(source: source) } catch { throw JobFailure(fault: .dump, description: "\(error)") }
         let report = CrashAnalyzer(parallelism: configuration.analysisThreads).analyze(dump)
         metrics.analysisSeconds.record(Date().timeIntervalSince(started))
         let header = dump.header
@@ -88,7 +123,6 @@ struct JobRunner: Sendable {
                               bugCheckCode: UInt64(header.bugCheckCode))
         return (report, facts)
     }
-
     /// Stores the result under the lease. A dropped connection is retried (the write is
     /// idempotent and fenced); a lost lease means another attempt owns the job now.
     func store(_ report: CrashReport, facts: DumpFacts, lease: JobQueue.Lease) {
@@ -101,7 +135,7 @@ struct JobRunner: Sendable {
             signature = StoredSignature(id: report.signature.id, bucket: report.signature.bucket, bugCheckClass: report.signature.bugCheckClass,
                                         featuresJSON: String(decoding: try encoder.encode(report.signature), as: UTF8.self))
         } catch {
-            return record(failure: "cannot encode the report: \(error)", lease: lease)
+            return record(JobFailure(fault: .dump, description: "cannot encode the report: \(error)"), lease: lease)
         }
         for attempt in 1...5 {
             do {
@@ -127,13 +161,28 @@ struct JobRunner: Sendable {
         logger.error("giving the job up; its lease will expire and another attempt will run", metadata: ["job": "\(lease.jobId)"])
     }
 
-    func record(failure message: String, lease: JobQueue.Lease) {
-        metrics.jobsFailed.increment()
-        logger.warning("job attempt failed", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)", "error": "\(message)"])
+    func record(_ failure: JobFailure, lease: JobQueue.Lease) {
+        let message = failure.description
         do {
-            try pool.withConnection { db in try queue.fail(lease, error: message, on: db) }
+            switch failure.fault {
+            case .dump:
+                metrics.jobsFailed.increment()
+                logger.warning("job attempt failed", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)", "error": "\(message)"])
+                try pool.withConnection { db in try queue.fail(lease, error: message, on: db) }
+            case .storedCopy:
+                metrics.jobsFailed.increment()
+                logger.error("the stored copy of a dump is damaged; its job fails until the dump is uploaded again",
+                             metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "error": "\(message)"])
+                try pool.withConnection { db in try queue.failForDamagedBlob(lease, error: message, on: db) }
+            case .worker:
+                metrics.jobsGivenBack.increment()
+                logger.error("job given back: this worker cannot work on it", metadata: ["job": "\(lease.jobId)", "error": "\(message)"])
+                try pool.withConnection { db in try queue.giveBack(lease, reason: message, on: db) }
+                pause(message)
+            }
         } catch {
             logger.warning("cannot record the failure (the lease will expire instead): \(error)", metadata: ["job": "\(lease.jobId)"])
+            if failure.fault == .worker { pause(message) }
         }
     }
 }

@@ -16,6 +16,13 @@ public final class Worker: @unchecked Sendable {
     private let lock = NSCondition()
     private var running = 0
     private var draining = false
+    /// Why the worker claims nothing right now, when its own setup failed.
+    private var pausedBecause: String?
+
+    /// The worker cannot start: the coordinator refuses its token.
+    public struct SetupFailure: Error, CustomStringConvertible {
+        public var description: String
+    }
 
     public init(configuration: WorkerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -38,16 +45,32 @@ public final class Worker: @unchecked Sendable {
     /// The worst heartbeat lateness so far, in seconds.
     public var worstHeartbeatLateness: Double { keeper.worstLateness }
 
-    /// Works until drained. Blocking: call it on a thread of your own.
+    /// Works until drained. Blocking: call it on a thread of your own. Throws `SetupFailure`
+    /// at once, having claimed nothing, when the coordinator refuses the token; other trouble
+    /// with its setup pauses the worker until it is mended.
     public func run() throws {
         let scratch = try ScratchFolder(root: configuration.scratch, workerId: configuration.workerId)
-        let runner = JobRunner(configuration: configuration, scratch: scratch.path, pool: pool, queue: queue, keeper: keeper, metrics: metrics, logger: logger)
+        let setup = WorkerSetup(configuration: configuration, scratch: scratch.path)
+        if let problem = setup.problem() {
+            if problem.refusesToken { throw SetupFailure(description: problem.description) }
+            pause(problem.description)
+        }
+        let runner = JobRunner(configuration: configuration, scratch: scratch.path, pool: pool, queue: queue, keeper: keeper, metrics: metrics,
+                               logger: logger, pause: { [weak self] reason in self?.pause(reason) })
         keeper.start()
         if configuration.listen { wakeUps.startListening() }
         logger.notice("worker started", metadata: ["worker": "\(configuration.workerId)", "concurrency": "\(configuration.concurrency)",
                                                    "lease": "\(configuration.leaseSeconds)s", "listen": "\(configuration.listen)"])
         var failures = 0
         while let free = freeSlots() {
+            if isPaused {
+                if let problem = setup.problem() {
+                    pause(problem.description)
+                    sleepWhilePaused()
+                    continue
+                }
+                resume()
+            }
             do {
                 let leases = try pool.withConnection { db in
                     try queue.claim(workerId: configuration.workerId, limit: free, leaseSeconds: configuration.leaseSeconds,
@@ -73,6 +96,41 @@ public final class Worker: @unchecked Sendable {
         wakeUps.stop()
         withExtendedLifetime(scratch) {}
         logger.notice("worker drained", metadata: ["worker": "\(configuration.workerId)"])
+    }
+
+    /// Stops claiming, and says why (once per reason).
+    func pause(_ reason: String) {
+        lock.lock()
+        let changed = pausedBecause != reason
+        pausedBecause = reason
+        lock.unlock()
+        metrics.paused.set(to: 1.0)
+        if changed {
+            logger.error("worker paused: it claims no jobs until its setup works again (checked every \(configuration.setupRetrySeconds) s)",
+                         metadata: ["reason": "\(reason)"])
+        }
+    }
+
+    private func resume() {
+        lock.lock()
+        pausedBecause = nil
+        lock.unlock()
+        metrics.paused.set(to: 0.0)
+        logger.notice("worker resumed: its setup works again")
+    }
+
+    private var isPaused: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return pausedBecause != nil
+    }
+
+    /// Waits out one setup-retry interval, or until drained.
+    private func sleepWhilePaused() {
+        lock.lock()
+        let deadline = Date().addingTimeInterval(configuration.setupRetrySeconds)
+        while !draining && Date() < deadline { _ = lock.wait(until: deadline) }
+        lock.unlock()
     }
 
     /// Waits for a free slot; nil once draining.

@@ -35,6 +35,9 @@ public struct WorkerConfiguration: Sendable {
     public var analyzerVersion: Int
     /// Backoff between attempts at a failing job, and when to give up on it.
     public var retry = RetryPolicy()
+    /// How often a worker paused by trouble of its own (see `JobFailure.Fault.worker`) checks
+    /// whether its setup works again.
+    public var setupRetrySeconds = 30.0
 
     public init(database: String, blobs: BlobSource, scratch: String, analyzerVersion: Int) {
         self.database = database

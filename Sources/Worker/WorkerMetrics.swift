@@ -6,6 +6,8 @@ public final class WorkerMetrics: Sendable {
     let jobsDone: Counter
     let jobsFailed: Counter
     let jobsAbandoned: Counter
+    let jobsGivenBack: Counter
+    let paused: Gauge
     let bytesFetched: Counter
     let analysisSeconds: ValueHistogram
     let queueLagSeconds: Gauge
@@ -17,6 +19,9 @@ public final class WorkerMetrics: Sendable {
         jobsDone = registry.makeCounter(descriptor: jobs, labels: [("outcome", "done")])
         jobsFailed = registry.makeCounter(descriptor: jobs, labels: [("outcome", "failed")])
         jobsAbandoned = registry.makeCounter(descriptor: jobs, labels: [("outcome", "abandoned")])
+        jobsGivenBack = registry.makeCounter(descriptor: jobs, labels: [("outcome", "given back")])
+        paused = registry.makeGauge(descriptor: .init(namespace: "dumpfleet_worker", metricName: "paused", unitName: "",
+                                                      helpText: "1 while the worker claims nothing because its own setup fails (the log says why)"))
         bytesFetched = registry.makeCounter(descriptor: .init(namespace: "dumpfleet_worker", metricName: "fetched_bytes", unitName: "total",
                                                               helpText: "Dump bytes fetched and decompressed into scratch"))
         analysisSeconds = registry.makeValueHistogram(descriptor: .init(namespace: "dumpfleet_worker", metricName: "analysis", unitName: "seconds",

@@ -20,6 +20,6 @@ struct DumpFleet: AsyncParsableCommand {
           dumpfleet demo                          the fleet on a private PostgreSQL
         """,
         subcommands: [Analyze.self, Inspect.self, Upload.self, Status.self, Show.self, Wait.self, Similar.self, Clusters.self, Cluster.self,
-                      CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Recluster.self, Forge.self, Demo.self]
+                      CoordinatorCommand.self, WorkerCommand.self, Migrate.self, Reprocess.self, Requeue.self, Recluster.self, Forge.self, Demo.self]
     )
 }

@@ -4,10 +4,15 @@ import Logging
 
 /// Where the database is. Empty means libpq's own defaults, so the usual PGHOST, PGPORT,
 /// PGUSER, PGPASSWORD and PGDATABASE variables work as they do for psql.
+///
+/// The environment is read when the value is used, not as the option's default: `--help`
+/// prints defaults, and a connection string may hold a password.
 struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("database"),
             help: ArgumentHelp("PostgreSQL connection string or URL (postgresql://user@host/db).", discussion: "Default: $DUMPFLEET_DATABASE, else libpq's PG* variables."))
-    var connection: String = ProcessInfo.processInfo.environment["DUMPFLEET_DATABASE"] ?? ""
+    var given: String?
+
+    var connection: String { given ?? ProcessInfo.processInfo.environment["DUMPFLEET_DATABASE"] ?? "" }
 }
 
 /// Which coordinator to talk to, and the bearer token to show it.
@@ -15,8 +20,11 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Coordinator URL (default: $DUMPFLEET_SERVER, else http://127.0.0.1:8080).")
     var server: String = ProcessInfo.processInfo.environment["DUMPFLEET_SERVER"] ?? "http://127.0.0.1:8080"
 
-    @Option(help: "Bearer token (default: $DUMPFLEET_TOKEN).")
-    var token: String = ProcessInfo.processInfo.environment["DUMPFLEET_TOKEN"] ?? ""
+    /// Like the database's, the token's default is read when used, so `--help` never shows it.
+    @Option(name: .customLong("token"), help: "Bearer token (default: $DUMPFLEET_TOKEN).")
+    var givenToken: String?
+
+    var token: String { givenToken ?? ProcessInfo.processInfo.environment["DUMPFLEET_TOKEN"] ?? "" }
 
     func validate() throws {
         guard server.hasPrefix("http://") || server.hasPrefix("https://") else { throw ValidationError("--server must be an http:// or https:// URL") }
@@ -37,4 +45,30 @@ enum FleetLogging {
 /// Prints to stderr.
 func warn(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// A length of time on the command line: `90` or `90s` (seconds), `15m`, `24h`, `2d`.
+struct Seconds: ExpressibleByArgument, CustomStringConvertible {
+    var value: Double
+
+    init(_ value: Double) { self.value = value }
+
+    init?(argument: String) {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var text = Substring(argument)
+        var unit = 1.0
+        if let last = text.last, let factor = units[last] {
+            unit = factor
+            text = text.dropLast()
+        }
+        guard let number = Double(text), number.isFinite, number >= 0 else { return nil }
+        value = number * unit
+    }
+
+    var description: String {
+        for (unit, size) in [("d", 86400.0), ("h", 3600), ("m", 60)] where value >= size && value.truncatingRemainder(dividingBy: size) == 0 {
+            return "\(Int(value / size))\(unit)"
+        }
+        return value == value.rounded() ? "\(Int(value))s" : "\(value)s"
+    }
 }

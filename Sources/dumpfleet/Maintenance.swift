@@ -39,6 +39,66 @@ struct Reprocess: ParsableCommand {
     }
 }
 
+/// `dumpfleet requeue`
+struct Requeue: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Queue failed jobs again, once what made them fail is mended.",
+        discussion: """
+        A job ends failed when its attempts are used up, or at once when the stored copy of \
+        its dump is damaged (uploading the dump again replaces the copy and requeues the job \
+        by itself). Choose the jobs by id, by dump, by a piece of their last error, or all \
+        failed jobs; each gets --attempts more attempts. Jobs that are not failed are left alone.
+
+        Examples:
+          dumpfleet requeue 31 32
+          dumpfleet requeue --error "No space left on device"
+          dumpfleet requeue --all-failed --attempts 2
+        """
+    )
+
+    @Argument(help: "Ids of failed jobs.")
+    var jobs: [Int64] = []
+
+    @Option(name: .customLong("dump"), help: "The failed jobs of this dump; repeat for more.")
+    var dumps: [Int64] = []
+
+    @Option(name: .customLong("error"), help: "Failed jobs whose last error contains this text.")
+    var errorText: String?
+
+    @Flag(name: .customLong("all-failed"), help: "Every failed job.")
+    var allFailed = false
+
+    @Option(help: "Attempts each job gets from now on.")
+    var attempts = 5
+
+    @Flag(help: "Print the ids as JSON.")
+    var json = false
+
+    @OptionGroup var database: DatabaseOptions
+
+    func validate() throws {
+        guard !jobs.isEmpty || !dumps.isEmpty || errorText != nil || allFailed else {
+            throw ValidationError("choose jobs: give job ids, --dump, --error or --all-failed")
+        }
+        guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
+        guard errorText.map({ !$0.isEmpty }) ?? true else { throw ValidationError("--error needs some text") }
+    }
+
+    func run() throws {
+        let connection = try PostgresConnection(database.connection)
+        var selections = jobs.map(JobQueue.Selection.job) + dumps.map(JobQueue.Selection.dump)
+        if let errorText { selections.append(.failedWith(errorText)) }
+        if allFailed { selections = [.allFailed] }
+        var queued: Set<Int64> = []
+        for selection in selections {
+            queued.formUnion(try JobQueue().requeue(selection, attempts: attempts, on: connection))
+        }
+        let ids = queued.sorted()
+        if json { return print(try JSONOutput.encode(["requeued": ids])) }
+        print(ids.isEmpty ? "no failed job matched" : "queued \(ids.count) failed job\(ids.count == 1 ? "" : "s") again with \(attempts) attempt\(attempts == 1 ? "" : "s") each: \(ids.map(String.init).joined(separator: ", "))")
+    }
+}
+
 /// `dumpfleet recluster`
 struct Recluster: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -56,6 +56,12 @@ struct Show: AsyncParsableCommand {
             lines.append("  uploaded \(upload.uploadedAt) from \(upload.vm)" + (upload.host.map { " on \($0)" } ?? "")
                          + (upload.uploadedBy.map { " by \($0)" } ?? "") + (tags.isEmpty ? "" : " [\(tags)]"))
         }
+        if dump.uploadCount > Int64(dump.uploads.count) {
+            lines.append("  ... and \(dump.uploadCount - Int64(dump.uploads.count)) more uploads (GET /v1/dumps/\(dump.id)/uploads pages through them)")
+        }
+        if let damage = dump.blobError {
+            lines.append("  the stored copy is damaged or missing (\(damage)): upload the dump again to replace it")
+        }
         for job in dump.jobs {
             lines.append("  job \(job.id) (analyzer v\(job.analyzerVersion)): \(job.state), attempt \(job.attempt) of \(job.maxAttempts)"
                          + (job.lastError.map { ", last error: \($0)" } ?? ""))

@@ -49,11 +49,18 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on this port (off by default).")
     var metricsPort: Int?
 
+    @Option(name: .customLong("metrics-host"), help: "Address the metrics port listens on (0.0.0.0 for a scraper on another host).")
+    var metricsHost = "127.0.0.1"
+
+    @Option(name: .customLong("setup-retry"), help: "While the worker's own setup fails (token refused, scratch full), check it again this often.")
+    var setupRetry = Seconds(30)
+
     func validate() throws {
         guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be 1 to 256") }
         guard (1...64).contains(analysisThreads) else { throw ValidationError("--analysis-threads must be 1 to 64") }
         guard lease >= 1 && lease <= 3600 else { throw ValidationError("--lease must be 1 to 3600 seconds") }
         guard poll > 0 && poll <= 600 else { throw ValidationError("--poll must be above 0 and at most 600 seconds") }
+        guard setupRetry.value >= 0.1 && setupRetry.value <= 3600 else { throw ValidationError("--setup-retry must be 0.1 s to 1 h") }
         guard !blobs.isEmpty || !server.token.isEmpty else {
             throw ValidationError("give --blobs (a folder the coordinator writes) or --token for downloading from --server")
         }
@@ -68,6 +75,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.leaseSeconds = lease
         configuration.pollSeconds = poll
         configuration.listen = !noListen
+        configuration.setupRetrySeconds = setupRetry.value
         let logger = Logger(label: "dumpfleet.worker")
         let worker = Worker(configuration: configuration, logger: logger)
         let signals = SignalWatch(signals: [SIGTERM, SIGINT]) {
@@ -76,7 +84,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         defer { signals.cancel() }
         let metrics = metricsPort.map { port in
-            Task { try await MetricsEndpoint.serve(worker.metrics.registry, host: "0.0.0.0", port: port, logger: logger) }
+            Task { [metricsHost] in try await MetricsEndpoint.serve(worker.metrics.registry, host: metricsHost, port: port, logger: logger) }
         }
         defer { metrics?.cancel() }
         try await ThreadRunner.run { try worker.run() }

@@ -1,10 +1,15 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// The UI's sign-in: a browser cannot send a bearer header, so the token lives in an HttpOnly,
 /// SameSite=Strict cookie scoped to /ui, set by the login form (or once by `?token=`, which is
 /// then dropped from the address by a redirect, for scripted checks). Without a valid cookie or
-/// header, pages redirect to the login form.
+/// `Authorization: Bearer` header, pages redirect to the login form.
+///
+/// Signing in is refused when a browser says the request comes from another site: otherwise a
+/// page elsewhere could sign a visitor's browser in with the page's own token (login CSRF), and
+/// the visitor would work in someone else's view.
 struct UIAuthentication: RouterMiddleware {
     typealias Context = CoordinatorContext
     static let cookie = "dumpfleet_token"
@@ -13,17 +18,39 @@ struct UIAuthentication: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path == "/ui/login" { return try await next(request, context) }
         if let given = request.uri.queryParameters.get("token") {
-            guard valid(given), Self.fitsInCookie(given) else { return Self.loginRedirect }
-            var rest = URLComponents(string: request.uri.description) ?? URLComponents()
-            let kept = (rest.queryItems ?? []).filter { $0.name != "token" }
-            rest.queryItems = kept.isEmpty ? nil : kept
-            var response = Response(status: .seeOther, headers: [.location: rest.string ?? request.uri.path])
+            guard valid(given), Self.fitsInCookie(given), Self.comesFromThisSite(request) else { return Self.loginRedirect }
+            let kept = request.uri.queryParameters.filter { $0.key != "token" }.map { URLQueryItem(name: String($0.key), value: String($0.value)) }
+            var response = Response(status: .seeOther, headers: [.location: Self.localLocation(path: request.uri.path, query: kept)])
             response.setCookie(Self.cookie(for: given))
             return response
         }
-        let header = request.headers[.authorization].map { String($0.dropFirst("Bearer ".count)) }
+        let header = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst("Bearer ".count)) : nil }
         guard let token = request.cookies[Self.cookie]?.value ?? header, valid(token) else { return Self.loginRedirect }
         return try await next(request, context)
+    }
+
+    /// A redirect target on this server: the path with one leading slash (browsers read a
+    /// location that starts with two slashes, or a slash and a backslash, as another host),
+    /// every character a path may not hold escaped, and the query.
+    static func localLocation(path: String, query: [URLQueryItem]) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.insert("%")
+        let trimmed = String(path.drop { $0 == "/" || $0 == "\\" })
+        var location = "/" + (trimmed.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
+        var components = URLComponents()
+        components.queryItems = query.isEmpty ? nil : query
+        if let encoded = components.percentEncodedQuery { location += "?" + encoded }
+        return location
+    }
+
+    /// False when a browser says the request comes from another site: `Sec-Fetch-Site` other
+    /// than same-origin or none (typed in, bookmarked), or an `Origin` naming another host.
+    /// Programs send neither and pass: they cannot carry someone else's cookie anyway.
+    static func comesFromThisSite(_ request: Request) -> Bool {
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!] { return site == "same-origin" || site == "none" }
+        guard let origin = request.headers[.origin] else { return true }
+        guard let parts = URLComponents(string: origin), let host = parts.host, let authority = request.head.authority else { return false }
+        return authority.lowercased() == (host + (parts.port.map { ":\($0)" } ?? "")).lowercased()
     }
 
     func valid(_ token: String) -> Bool { tokens.contains { BearerAuthentication.equal($0.secret, token) } }
@@ -56,6 +83,9 @@ struct UILogin: Sendable {
     }
 
     @Sendable func submit(_ request: Request, context: CoordinatorContext) async throws -> Response {
+        guard UIAuthentication.comesFromThisSite(request) else {
+            return Self.page(message: "Sign in from this coordinator's own page: a sign-in sent from another site is refused.", status: .forbidden)
+        }
         let body = try await request.body.collect(upTo: 4096)
         let fields = URLComponents(string: "?" + String(buffer: body).replacingOccurrences(of: "+", with: " "))?.queryItems ?? []
         let token = fields.first { $0.name == "token" }?.value ?? ""

@@ -82,23 +82,33 @@ struct UIRoutes: Sendable {
             body.append("<h2>Representative: <a href=\"/ui/dumps/\(representative)\">dump \(representative)</a></h2>")
             body.append(Self.reportSummary(report))
         }
-        body.append("<h2>Members</h2>" + HTMLPage.table(["Dump", "Score", "Bucket", "VMs"], detail.members.map { member in
+        let shown = detail.members.count < summary.dumps ? " (the first \(detail.members.count) of \(summary.dumps))" : ""
+        body.append("<h2>Members\(shown)</h2>" + HTMLPage.table(["Dump", "Score", "Bucket", "VMs"], detail.members.map { member in
             ["<a href=\"/ui/dumps/\(member.dumpId)\">\(member.dumpId)</a>" + (member.pinned ? " <span class=\"muted\">pinned</span>" : ""),
              String(format: "%.2f", member.score), "<code>\(HTMLPage.escape(member.bucket))</code>", HTMLPage.escape(member.vms.joined(separator: " "))]
         }, id: "members"))
         return HTMLPage.response(title: "Cluster \(summary.id): \(summary.title)", body: body.joined(separator: "\n"))
     }
 
+    /// A dump: its uploads a page at a time (`?uploadsAfter=UPLOAD_ID`), jobs, analysis.
     @Sendable func dump(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let id = try QueryRoutes.id(context)
-        let page = try await work.database { [catalog, clusters] db -> (DumpStatus, String?, Int64?)? in
-            guard let dump = try catalog.dump(id: id, on: db) else { return nil }
-            return (dump, try catalog.report(dumpId: id, on: db), try clusters.cluster(ofDump: id, on: db))
+        let after = try QueryRoutes.number(request, "uploadsAfter", default: 0, in: 0...Int64.max)
+        let pageSize = Self.uploadsPerPage
+        let page = try await work.database { [catalog, clusters] db -> (DumpStatus, [UploadRecord], String?, Int64?)? in
+            guard let dump = try catalog.dump(id: id, uploadLimit: 0, on: db) else { return nil }
+            return (dump, try catalog.uploads(ofDump: id, after: after, limit: pageSize, on: db), try catalog.report(dumpId: id, on: db),
+                    try clusters.cluster(ofDump: id, on: db))
         }
-        guard let (dump, report, cluster) = page else { return HTMLPage.response(title: "No dump \(id)", body: "", status: .notFound) }
+        guard let (dump, uploads, report, cluster) = page else { return HTMLPage.response(title: "No dump \(id)", body: "", status: .notFound) }
         var body = ["<p>Content hash <code>\(dump.contentHash)</code>, \(dump.size) bytes"
                     + (cluster.map { "; in <a href=\"/ui/clusters/\($0)\">cluster \($0)</a>" } ?? "") + ".</p>"]
-        body.append("<h2>Uploads</h2>" + HTMLPage.table(["VM", "Host", "When", "By"], dump.uploads.map { upload in
+        if let damage = dump.blobError {
+            body.append("<p><strong>The stored copy is damaged or missing</strong> (\(HTMLPage.escape(damage))): the next upload of this dump replaces it.</p>")
+        }
+        let next = uploads.count == pageSize ? uploads.last.map { " <a href=\"/ui/dumps/\(id)?uploadsAfter=\($0.id)\">next \(pageSize)</a>" } ?? "" : ""
+        body.append("<h2>Uploads</h2><p class=\"muted\">\(dump.uploadCount) in all\(after > 0 ? ", from number \(after) on" : "").\(next)</p>"
+                    + HTMLPage.table(["VM", "Host", "When", "By"], uploads.map { upload in
             [HTMLPage.escape(upload.vm), HTMLPage.escape(upload.host ?? ""), HTMLPage.escape(upload.uploadedAt), HTMLPage.escape(upload.uploadedBy ?? "")]
         }, id: "uploads"))
         body.append("<h2>Jobs</h2>" + HTMLPage.table(["Job", "State", "Attempt", "Last error"], dump.jobs.map { job in
@@ -108,6 +118,8 @@ struct UIRoutes: Sendable {
         if let report { body.append("<h2>Report (JSON)</h2><pre>\(HTMLPage.escape(report))</pre>") }
         return HTMLPage.response(title: "Dump \(id)" + (dump.bucket.map { ": \($0)" } ?? ""), body: body.joined(separator: "\n"))
     }
+
+    static let uploadsPerPage = 100
 
     /// A number goes to that dump; other text lists the VMs' dumps and the clusters whose
     /// buckets match.

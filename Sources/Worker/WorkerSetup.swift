@@ -1,0 +1,42 @@
+import FleetClient
+import Foundation
+
+/// What a worker needs besides the database, checked before it claims anything and again
+/// while it is paused: a scratch folder it can write to, and the blobs (the coordinator taking
+/// its token, or the blob folder being there).
+struct WorkerSetup: Sendable {
+    let configuration: WorkerConfiguration
+    let scratch: String
+
+    /// Bytes written to the scratch folder to prove it takes some.
+    static let probeBytes = 1 << 20
+
+    /// What is wrong, or nil when everything works. `refusesToken` is set when the coordinator
+    /// refused the token (no waiting fixes that: an operator must).
+    func problem() -> (description: String, refusesToken: Bool)? {
+        let probe = "\(scratch)/.setup-probe"
+        defer { unlink(probe) }
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return ("cannot write to the scratch folder \(scratch): \(String(cString: strerror(errno)))", false) }
+        let zeros = [UInt8](repeating: 0, count: Self.probeBytes)
+        let written = zeros.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        let writeError = errno
+        close(fd)
+        guard written == Self.probeBytes else {
+            return ("cannot write to the scratch folder \(scratch): \(written < 0 ? String(cString: strerror(writeError)) : "short write")", false)
+        }
+        switch configuration.blobs {
+        case .directory(let root):
+            guard access(root, R_OK | X_OK) == 0 else { return ("cannot read the blob folder \(root): \(String(cString: strerror(errno)))", false) }
+        case .coordinator(let url, let token):
+            do {
+                _ = try AsyncBridge.wait { try await FleetClient(server: url, token: token).whoami() }
+            } catch let failure as FleetClient.Failure where failure.status == 401 || failure.status == 403 {
+                return ("the coordinator at \(url) refuses this worker's token (HTTP \(failure.status)): check --token", true)
+            } catch {
+                return ("cannot reach the coordinator at \(url): \(error)", false)
+            }
+        }
+        return nil
+    }
+}
