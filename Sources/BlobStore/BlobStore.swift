@@ -11,6 +11,15 @@ public struct BlobStore: Sendable {
         public var description: String
     }
 
+    /// Writing the decompressed dump failed (the destination's disk is full, say): the
+    /// destination's trouble, not the blob's.
+    public struct OutputFailure: Error, CustomStringConvertible {
+        public var code: Int32
+        public var path: String
+        public var description: String { "cannot write \(path): \(String(cString: strerror(code)))" }
+        public var isDiskFull: Bool { code == ENOSPC || code == EDQUOT }
+    }
+
     /// A blob's bytes are not what its name says: the frame is cut short, or they hash to
     /// another content hash. (A frame that does not decode at all throws `LZ4Error`.)
     public struct Damage: Error, CustomStringConvertible, Equatable {
@@ -150,7 +159,7 @@ public struct BlobStore: Sendable {
     /// the hash; returns the size.
     public static func extract(blobAt blob: String, contentHash: String, to destination: String) throws -> UInt64 {
         let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw Failure(description: "cannot create \(destination): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw OutputFailure(code: errno, path: destination) }
         defer { close(fd) }
         let zeroPage = [UInt8](repeating: 0, count: 4096)
         var offset: UInt64 = 0
@@ -163,7 +172,7 @@ public struct BlobStore: Sendable {
                     var written = 0
                     while written < length {
                         let result = pwrite(fd, page.baseAddress! + written, length - written, off_t(offset) + off_t(start + written))
-                        guard result > 0 else { throw Failure(description: "cannot write \(destination): \(String(cString: strerror(errno)))") }
+                        guard result > 0 else { throw OutputFailure(code: result == 0 ? EIO : errno, path: destination) }
                         written += result
                     }
                 }
@@ -171,7 +180,7 @@ public struct BlobStore: Sendable {
             }
             offset += UInt64(bytes.count)
         }
-        guard ftruncate(fd, off_t(size)) == 0 else { throw Failure(description: "cannot size \(destination)") }
+        guard ftruncate(fd, off_t(size)) == 0 else { throw OutputFailure(code: errno, path: destination) }
         guard actual == contentHash else { throw Damage(description: "blob \(contentHash) holds bytes hashing to \(actual)") }
         return size
     }

@@ -91,8 +91,9 @@ struct UploadRoutes: Sendable {
         var total = received
         var unsaved: UInt64 = 0
         var unchecked: UInt64 = 0
+        var body = request.body.makeAsyncIterator()
         do {
-            for try await buffer in request.body {
+            while let buffer = try await Self.next(&body) {
                 let count = UInt64(buffer.readableBytes)
                 total += count
                 guard total <= limit else {
@@ -121,9 +122,13 @@ struct UploadRoutes: Sendable {
             try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
         } catch let failure as APIFailure where failure.status == .contentTooLarge {
             try await refuse(session, upload, failure)
+        } catch is BodyEnded {
+            try? await save(verifier, upload, session: session.id, received: upload.received)
+            logger.info("upload connection ended early", metadata: ["session": "\(session.id)", "received": "\(upload.received)"])
+            throw APIFailure(.badRequest, "the request body ended early; send the rest from byte \(upload.received)", received: upload.received)
         } catch {
-            // The connection dropped, the disk filled, or the database failed: what arrived is
-            // checked and kept, and the client resumes after it.
+            // The disk filled, or the database failed: what arrived is checked and kept, and
+            // the client resumes after it.
             try? await save(verifier, upload, session: session.id, received: upload.received)
             if let failure = error as? AppendingFile.Failure { throw try diskFailure(failure, upload) }
             throw error
@@ -175,6 +180,14 @@ struct UploadRoutes: Sendable {
     }
 
     // MARK: helpers
+
+    /// The request body's next piece; the client going away (or being timed out) mid-body is
+    /// `BodyEnded`, not an error of the coordinator's.
+    static func next(_ body: inout RequestBody.AsyncIterator) async throws -> ByteBuffer? {
+        do { return try await body.next() } catch { throw BodyEnded() }
+    }
+
+    struct BodyEnded: Error {}
 
     /// The session's verifier, taken up from its saved checkpoint and brought level with the
     /// file in slices (each at most one checkpoint interval, so other uploads' work interleaves).

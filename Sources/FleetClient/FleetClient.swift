@@ -107,7 +107,7 @@ public struct FleetClient: Sendable {
             throw Self.failure(status: Int(response.status.code), body: try await response.body.collect(upTo: 1 << 20))
         }
         guard let output = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
-            throw WriteFailure(description: "cannot create \(path)")
+            throw WriteFailure(description: "cannot create \(path)", code: nil)
         }
         defer { try? output.close() }
         try output.truncate(atOffset: 0)
@@ -116,7 +116,8 @@ public struct FleetClient: Sendable {
             do {
                 try output.write(contentsOf: Data(buffer.readableBytesView))
             } catch {
-                throw WriteFailure(description: "cannot write \(path): \(error)")
+                let posix = (error as NSError).domain == NSPOSIXErrorDomain ? Int32((error as NSError).code) : nil
+                throw WriteFailure(description: "cannot write \(path): \(posix.map { String(cString: strerror($0)) } ?? "\(error)")", code: posix)
             }
             written += UInt64(buffer.readableBytes)
         }
@@ -130,6 +131,9 @@ public struct FleetClient: Sendable {
     /// trouble, not the server's.
     public struct WriteFailure: Error, CustomStringConvertible {
         public var description: String
+        /// The errno, when the system gave one.
+        public var code: Int32?
+        public var isDiskFull: Bool { code == ENOSPC || code == EDQUOT }
     }
 
     // MARK: plumbing

@@ -16,4 +16,7 @@ struct JobFailure: Error, CustomStringConvertible {
 
     var fault: Fault
     var description: String
+    /// For a full scratch disk: the free space the job needs there (its dump's size; sparse
+    /// files take less, so this is an upper bound). The worker waits until it is free.
+    var needsFreeBytes: UInt64? = nil
 }

@@ -27,7 +27,7 @@ struct JobRunner: Sendable {
     let metrics: WorkerMetrics
     let logger: Logger
     /// Called when the worker's setup failed a job: the worker stops claiming.
-    let pause: @Sendable (String) -> Void
+    let pause: @Sendable (JobFailure) -> Void
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -44,8 +44,8 @@ struct JobRunner: Sendable {
             try? FileManager.default.removeItem(atPath: scratch + ".lz4")
         }
         let outcome: Result<(CrashReport, DumpFacts), JobFailure> = Result {
-            let contentHash = try dumpHash(lease)
-            try fetch(contentHash, into: scratch)
+            let (contentHash, size) = try dumpRow(lease)
+            try fetch(contentHash, size: size, into: scratch)
             Failpoint.reach("during-analysis", "job \(lease.jobId)")
             return try analyze(scratch + ".dmp")
         }.mapError { $0 as? JobFailure ?? JobFailure(fault: .worker, description: "\($0)") }
@@ -62,15 +62,18 @@ struct JobRunner: Sendable {
         }
     }
 
-    func dumpHash(_ lease: JobQueue.Lease) throws -> String {
-        let rows = try pool.withConnection { db in try db.execute("SELECT content_hash FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
-        guard let contentHash = rows.values.first?[0] else { throw JobFailure(fault: .dump, description: "dump \(lease.dumpId) is not in the database") }
-        return contentHash
+    /// The dump's content hash and size.
+    func dumpRow(_ lease: JobQueue.Lease) throws -> (String, UInt64) {
+        let rows = try pool.withConnection { db in try db.execute("SELECT content_hash, size FROM dumps WHERE id = $1", [String(lease.dumpId)]) }
+        guard let row = rows.values.first, let contentHash = row[0] else {
+            throw JobFailure(fault: .dump, description: "dump \(lease.dumpId) is not in the database")
+        }
+        return (contentHash, row[1].flatMap { UInt64($0) } ?? 0)
     }
 
     /// Decompresses the dump into `scratch.dmp`, from the shared blob folder or, through
     /// `scratch.lz4`, from the coordinator; says whose fault it is when that fails.
-    func fetch(_ contentHash: String, into scratch: String) throws {
+    func fetch(_ contentHash: String, size expected: UInt64, into scratch: String) throws {
         let size: UInt64
         switch configuration.blobs {
         case .directory(let root):
@@ -79,7 +82,7 @@ struct JobRunner: Sendable {
                 guard access(root, R_OK | X_OK) == 0 else { throw JobFailure(fault: .worker, description: "cannot read the blob folder \(root)") }
                 throw JobFailure(fault: .storedCopy, description: "the blob folder has no file for this dump")
             }
-            size = try extracting { try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: scratch + ".dmp") }
+            size = try extracting(expected) { try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: scratch + ".dmp") }
         case .coordinator(let url, let token):
             let client = FleetClient(server: url, token: token)
             do {
@@ -88,19 +91,24 @@ struct JobRunner: Sendable {
                 throw JobFailure(fault: .storedCopy, description: "the coordinator has no blob for this dump")
             } catch let failure as FleetClient.Failure where failure.status == 401 || failure.status == 403 {
                 throw JobFailure(fault: .worker, description: "the coordinator refuses this worker's token (HTTP \(failure.status))")
+            } catch let failure as FleetClient.WriteFailure where failure.isDiskFull {
+                throw JobFailure(fault: .worker, description: "the scratch disk is full: \(failure)", needsFreeBytes: expected)
             } catch {
                 throw JobFailure(fault: .worker, description: "cannot download the dump from the coordinator: \(error)")
             }
-            size = try extracting { try BlobStore.extract(blobAt: scratch + ".lz4", contentHash: contentHash, to: scratch + ".dmp") }
+            size = try extracting(expected) { try BlobStore.extract(blobAt: scratch + ".lz4", contentHash: contentHash, to: scratch + ".dmp") }
         }
         metrics.bytesFetched.increment(by: Int64(clamping: size))
     }
 
-    /// Runs an extraction: bytes that are not what the blob's name says are the stored copy's
-    /// fault; anything else (the scratch disk full, say) is the worker's.
-    func extracting(_ body: () throws -> UInt64) throws -> UInt64 {
+    /// Runs an extraction of a dump of `expected` bytes: bytes that are not what the blob's
+    /// name says are the stored copy's fault; anything else (the scratch disk full, say) is
+    /// the worker's.
+    func extracting(_ expected: UInt64, _ body: () throws -> UInt64) throws -> UInt64 {
         do {
             return try body()
+        } catch let failure as BlobStore.OutputFailure where failure.isDiskFull {
+            throw JobFailure(fault: .worker, description: "the scratch disk is full: \(failure)", needsFreeBytes: expected)
         } catch let damage as BlobStore.Damage {
             throw JobFailure(fault: .storedCopy, description: damage.description)
         } catch let damage as LZ4Error {
@@ -178,11 +186,11 @@ struct JobRunner: Sendable {
                 metrics.jobsGivenBack.increment()
                 logger.error("job given back: this worker cannot work on it", metadata: ["job": "\(lease.jobId)", "error": "\(message)"])
                 try pool.withConnection { db in try queue.giveBack(lease, reason: message, on: db) }
-                pause(message)
+                pause(failure)
             }
         } catch {
             logger.warning("cannot record the failure (the lease will expire instead): \(error)", metadata: ["job": "\(lease.jobId)"])
-            if failure.fault == .worker { pause(message) }
+            if failure.fault == .worker { pause(failure) }
         }
     }
 }

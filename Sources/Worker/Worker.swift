@@ -17,7 +17,13 @@ public final class Worker: @unchecked Sendable {
     private var running = 0
     private var draining = false
     /// Why the worker claims nothing right now, when its own setup failed.
-    private var pausedBecause: String?
+    private var paused: Pause?
+
+    struct Pause {
+        var reason: String
+        /// Scratch space to wait for (after a full disk), besides the setup working.
+        var needsFreeBytes: UInt64?
+    }
 
     /// The worker cannot start: the coordinator refuses its token.
     public struct SetupFailure: Error, CustomStringConvertible {
@@ -56,16 +62,16 @@ public final class Worker: @unchecked Sendable {
             pause(problem.description)
         }
         let runner = JobRunner(configuration: configuration, scratch: scratch.path, pool: pool, queue: queue, keeper: keeper, metrics: metrics,
-                               logger: logger, pause: { [weak self] reason in self?.pause(reason) })
+                               logger: logger, pause: { [weak self] failure in self?.pause(failure.description, needsFreeBytes: failure.needsFreeBytes) })
         keeper.start()
         if configuration.listen { wakeUps.startListening() }
         logger.notice("worker started", metadata: ["worker": "\(configuration.workerId)", "concurrency": "\(configuration.concurrency)",
                                                    "lease": "\(configuration.leaseSeconds)s", "listen": "\(configuration.listen)"])
         var failures = 0
         while let free = freeSlots() {
-            if isPaused {
-                if let problem = setup.problem() {
-                    pause(problem.description)
+            if let pause = currentPause {
+                if let problem = setup.problem(needsFreeBytes: pause.needsFreeBytes) {
+                    self.pause(problem.description, needsFreeBytes: pause.needsFreeBytes)
                     sleepWhilePaused()
                     continue
                 }
@@ -99,10 +105,10 @@ public final class Worker: @unchecked Sendable {
     }
 
     /// Stops claiming, and says why (once per reason).
-    func pause(_ reason: String) {
+    func pause(_ reason: String, needsFreeBytes: UInt64? = nil) {
         lock.lock()
-        let changed = pausedBecause != reason
-        pausedBecause = reason
+        let changed = paused?.reason != reason
+        paused = Pause(reason: reason, needsFreeBytes: needsFreeBytes ?? paused?.needsFreeBytes)
         lock.unlock()
         metrics.paused.set(to: 1.0)
         if changed {
@@ -113,16 +119,16 @@ public final class Worker: @unchecked Sendable {
 
     private func resume() {
         lock.lock()
-        pausedBecause = nil
+        paused = nil
         lock.unlock()
         metrics.paused.set(to: 0.0)
         logger.notice("worker resumed: its setup works again")
     }
 
-    private var isPaused: Bool {
+    private var currentPause: Pause? {
         lock.lock()
         defer { lock.unlock() }
-        return pausedBecause != nil
+        return paused
     }
 
     /// Waits out one setup-retry interval, or until drained.

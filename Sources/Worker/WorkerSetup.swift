@@ -9,11 +9,20 @@ struct WorkerSetup: Sendable {
     let scratch: String
 
     /// Bytes written to the scratch folder to prove it takes some.
-    static let probeBytes = 1 << 20
+    static let probeBytes = 64 << 10
 
     /// What is wrong, or nil when everything works. `refusesToken` is set when the coordinator
-    /// refused the token (no waiting fixes that: an operator must).
-    func problem() -> (description: String, refusesToken: Bool)? {
+    /// refused the token (no waiting fixes that: an operator must). `needsFreeBytes` is the
+    /// scratch space the job that found the disk full needs: until that much is free, the
+    /// disk is still too full for it.
+    func problem(needsFreeBytes: UInt64? = nil) -> (description: String, refusesToken: Bool)? {
+        if let needed = needsFreeBytes {
+            var status = statvfs()
+            if statvfs(scratch, &status) == 0 {
+                let free = UInt64(status.f_bavail) * UInt64(status.f_frsize)
+                if free < needed { return ("the scratch disk has \(free >> 20) MiB free; the last job needs up to \(needed >> 20) MiB", false) }
+            }
+        }
         let probe = "\(scratch)/.setup-probe"
         defer { unlink(probe) }
         let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)

@@ -40,6 +40,7 @@ final class FleetHarness: @unchecked Sendable {
         configuration.port = 0
         configuration.maxUploadBytes = maxUploadBytes
         configuration.reapIntervalSeconds = 0.5
+        configuration.minFreeBytes = 0
         let running = try await Coordinator(configuration: configuration, logger: logger).start()
         coordinator = running
         return FleetClient(server: running.url, token: Self.token)
@@ -47,6 +48,16 @@ final class FleetHarness: @unchecked Sendable {
 
     func stop() async {
         await coordinator?.stop()
+    }
+
+    /// A `dumpfleet coordinator` process on this harness's database and blob folder, and a
+    /// client with the harness's token.
+    func startCoordinatorProcess(_ arguments: [String] = [], port: Int = 0, openFiles: Int? = nil, environment: [String: String] = [:],
+                                 tokens: [(name: String, secret: String)] = [("tester", FleetHarness.token)],
+                                 name: String = "coordinator") throws -> (CoordinatorProcess, FleetClient) {
+        let process = try CoordinatorProcess(database: database, blobs: blobRoot, tokens: tokens, folder: folder, arguments: ["--min-free-gib", "0"] + arguments,
+                                             port: port, openFiles: openFiles, environment: environment, name: name)
+        return (process, FleetClient(server: process.url, token: Self.token))
     }
 
     /// Forges a crash into the harness folder; different seeds give different bytes.

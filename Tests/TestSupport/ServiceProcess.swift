@@ -6,10 +6,11 @@ public final class ServiceProcess {
     public let process = Process()
     public let log: String
 
-    public init(_ arguments: [String], environment: [String: String] = [:], log: String) throws {
+    /// Runs `dumpfleet` (or `executable`) with `arguments`.
+    public init(_ arguments: [String], executable: String = ServiceProcess.executable, environment: [String: String] = [:], log: String) throws {
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = FileHandle(forWritingAtPath: log)
@@ -23,6 +24,14 @@ public final class ServiceProcess {
     }
 
     public var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Runs `dumpfleet` with `arguments` to its end; its exit status and output (stdout and
+    /// stderr together).
+    public static func run(_ arguments: [String], environment: [String: String] = [:], log: String) throws -> (status: Int32, output: String) {
+        let command = try ServiceProcess(arguments, environment: environment, log: log)
+        command.process.waitUntilExit()
+        return (command.process.terminationStatus, command.output)
+    }
 
     /// Waits until the log contains `text`; false after `timeout` seconds.
     public func waitFor(_ text: String, timeout: Double = 60) -> Bool {

@@ -1,0 +1,134 @@
+import AsyncHTTPClient
+import BlobStore
+import FleetAPI
+import FleetClient
+import Foundation
+import Store
+import Testing
+import TestSupport
+
+/// What an upload session may hold: sessions and announced bytes per token, the disk's
+/// reserve, how long it lives without activity; and how long lists of a dump's uploads come
+/// back, and what a metrics scrape costs.
+@Suite struct UploadSessionLimitsTests {
+    @Test func aTokenHoldsAtMostItsQuotaOfSessionsAndBytes() async throws {
+        let harness = try FleetHarness()
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--max-sessions-per-token", "2", "--max-session-gib-per-token", "0.01"])
+        defer { coordinator.stop() }
+        func announce(_ index: Int, size: UInt64) async -> FleetClient.Failure? {
+            await CoordinatorTests.failure {
+                _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", index), size: size, vm: "vdi-\(index)"))
+            }
+        }
+        let tenMiB: UInt64 = 10_737_418  // 0.01 GiB
+        #expect(await announce(1, size: 6 << 20) == nil)
+        let bytes = await announce(2, size: 6 << 20)
+        #expect(bytes?.status == 429 && bytes?.message.contains("limit of \(tenMiB)") == true, "\(String(describing: bytes))")
+        #expect(await announce(3, size: 1 << 20) == nil)
+        let sessions = await announce(4, size: 1)
+        #expect(sessions?.status == 429 && sessions?.message.contains("2 open upload sessions") == true, "\(String(describing: sessions))")
+        #expect(await announce(1, size: 6 << 20) == nil, "announcing an open session again is no new session")
+        #expect(try harness.count("SELECT count(*) FROM upload_sessions WHERE state = 'open'") == 2)
+    }
+
+    @Test func anotherTokenHasAQuotaOfItsOwn() async throws {
+        let harness = try FleetHarness()
+        let second = "second-token-0123456789abcdef"
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--max-sessions-per-token", "1"],
+                                                                        tokens: [("tester", FleetHarness.token), ("second", second)])
+        defer { coordinator.stop() }
+        _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", 1), size: 10, vm: "a"))
+        let full = await CoordinatorTests.failure { _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", 2), size: 10, vm: "b")) }
+        #expect(full?.status == 429)
+        let other = FleetClient(server: coordinator.url, token: second)
+        #expect(try await other.announce(UploadAnnouncement(contentHash: String(format: "%064x", 2), size: 10, vm: "b")).state == .open)
+    }
+
+    @Test func anIdleSessionExpiresAndItsBytesAreDeleted() async throws {
+        let harness = try FleetHarness()
+        // Long enough that a loaded machine still gets the PATCH in before it; short for a test.
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--session-expiry", "5s"])
+        defer { coordinator.stop() }
+        let path = try harness.forge(seed: 51)
+        let (contentHash, size) = try ContentHasher.ofFile(path)
+        let frame = try await CoordinatorTests.compressedFrame(of: path)
+        let session = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-051")).uploadId)
+        _ = try await client.append(session: session, offset: 0, body: CoordinatorTests.chunks(frame[0..<frame.count / 2]))
+        #expect(try CoordinatorTests.leftovers(harness).count == 1)
+        try await UploadIntegrityTests.waitUntil(timeout: 40) {
+            (await CoordinatorTests.failure { _ = try await client.session(session) })?.status == 404
+        }
+        try await UploadIntegrityTests.waitUntil(timeout: 5) { try CoordinatorTests.leftovers(harness).isEmpty }
+        #expect(try harness.count("SELECT count(*) FROM upload_sessions WHERE state = 'expired'") == 1)
+        #expect(try await client.status().openUploadSessions == 0)
+        #expect(try CoordinatorLimitsTests.metric("dumpfleet_uploads_total{outcome=\"expired\"}", of: coordinator) == 1)
+        // Announcing again starts afresh.
+        let again = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-051"))
+        #expect(again.uploadId != session && again.received == 0)
+    }
+
+    @Test func uploadsThatWouldFillTheDiskAreRefused() async throws {
+        let harness = try FleetHarness()
+        // A reserve larger than any disk: nothing fits.
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--min-free-gib", "1000000"])
+        defer { coordinator.stop() }
+        let refused = await CoordinatorTests.failure {
+            _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", 7), size: 1 << 20, vm: "vdi-052"))
+        }
+        #expect(refused?.status == 507 && refused?.message.contains("nearly full") == true, "\(String(describing: refused))")
+        #expect(refused?.message.contains(harness.folder) == false)
+    }
+
+    /// A dump sent from 250 VMs: its status carries the first 100 uploads and the count, and
+    /// the rest come a page at a time; the web page shows one page.
+    @Test func aDumpsUploadsComeAPageAtATime() async throws {
+        let harness = try FleetHarness()
+        let (coordinator, client) = try harness.startCoordinatorProcess()
+        defer { coordinator.stop() }
+        let path = try harness.forge(seed: 53)
+        let dumpId = try #require(try await Uploader(client: client).upload(file: path, vm: "vm-000", host: nil, tags: [:]).dumpId)
+        let db = try PostgresConnection(harness.database)
+        try db.execute("""
+            INSERT INTO uploads (dump_id, vm_name, uploaded_by) SELECT $1, 'vm-' || lpad(n::text, 3, '0'), 'tester' FROM generate_series(1, 249) n
+            """, [String(dumpId)])
+        let dump = try await client.dump(dumpId)
+        #expect(dump.uploads.count == 100 && dump.uploadCount == 250)
+        var seen: [String] = []
+        var after: Int64 = 0
+        while true {
+            let page: UploadPage = try await Self.get(client, "/v1/dumps/\(dumpId)/uploads?after=\(after)&limit=100")
+            seen += page.uploads.map(\.vm)
+            guard let next = page.next else { break }
+            after = next
+        }
+        #expect(seen == (0..<250).map { String(format: "vm-%03d", $0) }, "every upload once, in order")
+        let wrong = try RawHTTP.exchange(port: coordinator.port, "GET", "/v1/dumps/\(dumpId)/uploads?limit=5000", headers: ["Authorization": "Bearer \(FleetHarness.token)"])
+        #expect(wrong.status == 400)
+        let html = try RawHTTP.exchange(port: coordinator.port, "GET", "/ui/dumps/\(dumpId)", headers: ["Authorization": "Bearer \(FleetHarness.token)"])
+        #expect(html.body.contains("250 in all") && html.body.components(separatedBy: "<tr><td>vm-").count - 1 == 100, "\(html.body.prefix(3000))")
+    }
+
+    /// Scraping /metrics reads nothing from the database: the queue gauges are a snapshot
+    /// taken every --metrics-refresh, however many scrapers there are.
+    @Test func metricsAreASnapshotNotAQueryPerScrape() async throws {
+        let harness = try FleetHarness()
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--metrics-refresh", "1h"])
+        defer { coordinator.stop() }
+        let path = try harness.forge(seed: 54)
+        _ = try await Uploader(client: client).upload(file: path, vm: "vdi-054", host: nil, tags: [:])
+        let queued = try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator)
+        #expect(queued == 0, "the snapshot was taken at start, before the upload")
+        #expect(try await client.status().jobs["queued"] == 1, "the status endpoint is live")
+        for _ in 0..<16 { _ = try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator) }
+        #expect(try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator) == 0)
+        #expect(try CoordinatorLimitsTests.metric("dumpfleet_queue_snapshot_time_seconds", of: coordinator) > 0)
+    }
+
+    static func get<T: Decodable>(_ client: FleetClient, _ path: String) async throws -> T {
+        var request = HTTPClientRequest(url: client.server + path)
+        request.headers.add(name: "Authorization", value: "Bearer \(FleetHarness.token)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+    }
+}
