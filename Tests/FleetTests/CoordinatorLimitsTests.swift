@@ -22,7 +22,8 @@ import TestSupport
         Thread.sleep(forTimeInterval: 0.3)
         let held = coordinator.openDescriptors
         #expect(held >= before + 150, "the connections were accepted: \(before) -> \(held) descriptors")
-        let closed = connections.filter { $0.isClosedByServer(within: 5) }.count
+        let deadline = Date().addingTimeInterval(5)
+        let closed = connections.filter { $0.isClosedByServer(within: max(0.01, deadline.timeIntervalSinceNow)) }.count
         #expect(closed == connections.count, "\(closed) of \(connections.count) half-sent requests were closed")
         Thread.sleep(forTimeInterval: 0.3)
         let after = coordinator.openDescriptors
@@ -73,7 +74,7 @@ import TestSupport
 
         let upload = try ServiceProcess(["upload", path, "--vm", "vdi-041", "--server", coordinator.url, "--token", FleetHarness.token],
                                         log: harness.folder + "/upload.log")
-        upload.process.waitUntilExit()
+        #expect(upload.waitForExit(timeout: 60), "the upload finished once the silent connection was dropped")
         #expect(upload.process.terminationStatus == 0 && upload.output.contains("stored as dump"), "\(upload.output)")
         #expect(vanished.isClosedByServer(within: 1), "the silent connection was closed")
     }

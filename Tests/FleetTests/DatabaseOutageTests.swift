@@ -33,11 +33,10 @@ import TestSupport
         let status = try RawHTTP.exchange(port: coordinator.port, "GET", "/v1/status", headers: ["Authorization": "Bearer \(FleetHarness.token)"])
         #expect(status.status == 503 && status.body.contains("database unavailable") && status.headers["retry-after"] != nil, "\(status)")
         let worker = try workerProcess(harness, name: "worker")
-        let migrate = try ServiceProcess(["migrate", "--database", harness.database], log: harness.folder + "/migrate.log")
-        migrate.process.waitUntilExit()
+        let migrate = try ServiceProcess.run(["migrate", "--database", harness.database], log: harness.folder + "/migrate.log")
         #expect(worker.waitFor("cannot claim jobs", timeout: 30), "\(worker.output)")
         worker.killAndWait()
-        #expect(migrate.process.terminationStatus != 0 && migrate.output.contains("cannot connect to PostgreSQL"), "\(migrate.output)")
+        #expect(migrate.status != 0 && migrate.output.contains("cannot connect to PostgreSQL"), "\(migrate.output)")
 
         #expect(coordinator.service.output.contains("the database does not answer"), "the log has the details")
         for (what, text) in [("/healthz", health.body), ("/v1/status", status.body), ("the coordinator's log", coordinator.service.output),

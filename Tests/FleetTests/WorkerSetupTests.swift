@@ -16,7 +16,7 @@ import TestSupport
         _ = try harness.storeAndQueue(try harness.forge(seed: 61))
         let worker = try ServiceProcess(["worker", "--database", harness.database, "--server", coordinator.url, "--token", "not-this-coordinators-token",
                                          "--scratch", harness.folder + "/scratch", "--poll", "0.3"], log: harness.folder + "/worker.log")
-        worker.process.waitUntilExit()
+        #expect(worker.waitForExit(timeout: 30), "the worker stops at once")
         #expect(worker.process.terminationStatus != 0 && worker.output.contains("refuses this worker's token"), "\(worker.output)")
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempt = 0") == 1, "nothing was claimed")
     }
@@ -37,7 +37,7 @@ import TestSupport
         #expect(worker.waitFor("worker paused", timeout: 30), "\(worker.output)")
         Thread.sleep(forTimeInterval: 2)  // paused: it claims no more, however often it looks
         worker.signal(SIGTERM)
-        worker.process.waitUntilExit()
+        #expect(worker.waitForExit(timeout: 30))
         #expect(worker.process.terminationStatus == 0, "\(worker.output)")
         #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE outcome = 'given back'") == 1, "\(worker.output)")
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE dump_id = $1 AND state = 'queued' AND max_attempts = 6", [String(dumpId)]) == 1,
@@ -83,20 +83,16 @@ import TestSupport
         try db.execute("UPDATE jobs SET state = 'failed', attempt = 5, finished_at = now(), last_error = 'No space left on device' WHERE dump_id = $1",
                        [String(first)])
         try db.execute("UPDATE jobs SET state = 'failed', attempt = 5, finished_at = now(), last_error = 'HTTP 401' WHERE dump_id = $1", [String(second)])
-        let requeue = try ServiceProcess(["requeue", "--error", "No space left", "--database", harness.database], log: harness.folder + "/requeue.log")
-        requeue.process.waitUntilExit()
-        #expect(requeue.process.terminationStatus == 0 && requeue.output.contains("queued 1 failed job again"), "\(requeue.output)")
+        let requeue = try ServiceProcess.run(["requeue", "--error", "No space left", "--database", harness.database], log: harness.folder + "/requeue.log")
+        #expect(requeue.status == 0 && requeue.output.contains("queued 1 failed job again"), "\(requeue.output)")
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE dump_id = $1 AND state = 'queued' AND max_attempts = 10", [String(first)]) == 1)
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE dump_id = $1 AND state = 'failed'", [String(second)]) == 1)
-        let all = try ServiceProcess(["requeue", "--all-failed", "--json", "--database", harness.database], log: harness.folder + "/all.log")
-        all.process.waitUntilExit()
+        let all = try ServiceProcess.run(["requeue", "--all-failed", "--json", "--database", harness.database], log: harness.folder + "/all.log")
         #expect(all.output.contains("\"requeued\""), "\(all.output)")
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE state = 'failed'") == 0)
-        let none = try ServiceProcess(["requeue", "--all-failed", "--database", harness.database], log: harness.folder + "/none.log")
-        none.process.waitUntilExit()
+        let none = try ServiceProcess.run(["requeue", "--all-failed", "--database", harness.database], log: harness.folder + "/none.log")
         #expect(none.output.contains("no failed job matched"))
-        let bare = try ServiceProcess(["requeue", "--database", harness.database], log: harness.folder + "/bare.log")
-        bare.process.waitUntilExit()
-        #expect(bare.process.terminationStatus != 0 && bare.output.contains("choose jobs"), "\(bare.output)")
+        let bare = try ServiceProcess.run(["requeue", "--database", harness.database], log: harness.folder + "/bare.log")
+        #expect(bare.status != 0 && bare.output.contains("choose jobs"), "\(bare.output)")
     }
 }

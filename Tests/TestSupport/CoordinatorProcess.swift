@@ -41,11 +41,11 @@ public final class CoordinatorProcess {
         return Int(line[range].split(separator: ":").last!)
     }
 
-    /// SIGTERM, then waits for the process to end; its exit status.
+    /// SIGTERM, then waits for the process to end (SIGKILL after 30 s); its exit status.
     @discardableResult
     public func stop() -> Int32 {
         service.signal(SIGTERM)
-        service.process.waitUntilExit()
+        _ = service.waitForExit(timeout: 30)
         return service.process.terminationStatus
     }
 

@@ -27,9 +27,10 @@ public final class ServiceProcess {
 
     /// Runs `dumpfleet` with `arguments` to its end; its exit status and output (stdout and
     /// stderr together).
-    public static func run(_ arguments: [String], environment: [String: String] = [:], log: String) throws -> (status: Int32, output: String) {
+    /// A command that has not ended after `timeout` seconds is killed and reported as status -1.
+    public static func run(_ arguments: [String], environment: [String: String] = [:], log: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
         let command = try ServiceProcess(arguments, environment: environment, log: log)
-        command.process.waitUntilExit()
+        guard command.waitForExit(timeout: timeout) else { return (-1, command.output + "\n(killed after \(timeout) s)") }
         return (command.process.terminationStatus, command.output)
     }
 
@@ -44,6 +45,19 @@ public final class ServiceProcess {
     }
 
     public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits up to `timeout` seconds for the process to end; false (and the process killed)
+    /// when it did not, so a test that fails does not hang.
+    public func waitForExit(timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        guard process.isRunning else {
+            process.waitUntilExit()
+            return true
+        }
+        killAndWait()
+        return false
+    }
 
     public func killAndWait() {
         signal(SIGKILL)
