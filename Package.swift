@@ -91,7 +91,7 @@ let package = Package(
             name: "FleetBench",
             dependencies: ["Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
                            "CrashClusters", "CrashSimilarity", "DumpAnalysis", "TestSupport",
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/FleetBench"
         ),
 

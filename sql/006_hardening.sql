@@ -25,3 +25,25 @@ ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome_check
 -- The uploads of a dump are read a page at a time, in id order.
 DROP INDEX uploads_by_dump;
 CREATE INDEX uploads_by_dump ON uploads (dump_id, id);
+
+-- How many uploads a dump has, kept by triggers (statement-level, so a bulk insert costs one
+-- update per dump), so that showing a dump sent from a million VMs does not count them.
+ALTER TABLE dumps ADD COLUMN upload_count bigint NOT NULL DEFAULT 0;
+UPDATE dumps d SET upload_count = counted.n
+FROM (SELECT dump_id, count(*) AS n FROM uploads GROUP BY dump_id) counted WHERE counted.dump_id = d.id;
+
+CREATE FUNCTION dumps_count_uploads() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE dumps d SET upload_count = d.upload_count + added.n
+        FROM (SELECT dump_id, count(*) AS n FROM new_uploads GROUP BY dump_id) added WHERE added.dump_id = d.id;
+    ELSE
+        UPDATE dumps d SET upload_count = d.upload_count - removed.n
+        FROM (SELECT dump_id, count(*) AS n FROM old_uploads GROUP BY dump_id) removed WHERE removed.dump_id = d.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER uploads_counted_in AFTER INSERT ON uploads REFERENCING NEW TABLE AS new_uploads
+    FOR EACH STATEMENT EXECUTE FUNCTION dumps_count_uploads();
+CREATE TRIGGER uploads_counted_out AFTER DELETE ON uploads REFERENCING OLD TABLE AS old_uploads
+    FOR EACH STATEMENT EXECUTE FUNCTION dumps_count_uploads();

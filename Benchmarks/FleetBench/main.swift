@@ -9,6 +9,10 @@
 //   similarity N synthetic signatures (default 1,000,000; `similarity 200000` for fewer), then
 //              `similar` top-10 latency, clustering all of them in batches (with BCubed against
 //              their families), and clustering one report per transaction as workers do
+//   abuse      (only when named) a coordinator process under a hostile review's load: half-sent
+//              requests, idle connections at 256 open files, crawling uploads, empty PATCHes on
+//              1 GiB sessions after a restart and a SIGKILL, 16 scrapers, 1.5 M upload records;
+//              needs `swift build -c release --product dumpfleet` first (see Abuse.swift)
 // End-to-end dumps per minute come from `dumpfleet demo` (it prints them).
 import BlobStore
 import CrashClusters
@@ -321,6 +325,10 @@ struct Family {
 }
 
 func percentile(_ values: [Double], _ p: Double) -> Double { values.sorted()[min(values.count - 1, Int(Double(values.count) * p))] }
+
+if sections.contains("abuse") {
+    try await AbuseBenchmark(database: database, folder: scratch).run()
+}
 
 if sections.contains("similarity") {
     let total = size(after: "similarity", default: 1_000_000)

@@ -8,9 +8,9 @@ import Foundation
 /// - `ID.checkpoint`: how far its verification got (`FrameVerifier.checkpoint()`), so that the
 ///   next request, or the next coordinator process, goes on from there instead of decoding the
 ///   whole file again.
-/// - `ID.publishing`: written once the frame verified and before it moves into the store. While
-///   it exists the bytes are known good, so a `finish` whose database write failed after the
-///   move can be repeated without them.
+/// - `ID.publishing`: written once the frame verified and before it moves into the store; it
+///   holds the frame's length. While it exists the bytes are known good, so a `finish` whose
+///   database write failed after the move can be repeated without them.
 public struct IncomingUpload: Sendable {
     public let session: String
     public let part: String
@@ -24,10 +24,13 @@ public struct IncomingUpload: Sendable {
         publishing = "\(folder)/\(session).publishing"
     }
 
-    /// Compressed bytes received so far.
+    /// Compressed bytes received so far (for a session that is publishing, the whole frame,
+    /// though it may have moved into the store already).
     public var received: UInt64 {
         var status = stat()
-        return stat(part, &status) == 0 ? UInt64(status.st_size) : 0
+        if stat(part, &status) == 0 { return UInt64(status.st_size) }
+        guard let marker = FileManager.default.contents(atPath: publishing) else { return 0 }
+        return UInt64(String(decoding: marker, as: UTF8.self)) ?? 0
     }
 
     public var hasBytes: Bool { FileManager.default.fileExists(atPath: part) }
@@ -71,8 +74,9 @@ public struct IncomingUpload: Sendable {
     /// Opens the frame file for appending (creating it).
     public func appending() throws -> AppendingFile { try AppendingFile(path: part) }
 
-    public func markPublishing() throws {
-        guard FileManager.default.createFile(atPath: publishing, contents: Data()) else {
+    /// Marks the frame (of `length` bytes) as checked whole, before it moves into the store.
+    public func markPublishing(length: UInt64) throws {
+        guard FileManager.default.createFile(atPath: publishing, contents: Data(String(length).utf8)) else {
             throw BlobStore.Failure(description: "cannot mark upload \(session) as publishing")
         }
     }

@@ -58,29 +58,33 @@ struct UploadRoutes: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let session = try await openSession(context)
+        let session = try await openSession(try Self.sessionId(context))
         return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: try blobs.incoming(session: session.id).received))
     }
 
     /// Appends the body at `Upload-Offset`, which must be where the session is. Bytes that
     /// arrived before a dropped connection stay: the client resumes after them.
     @Sendable func append(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let session = try await openSession(context)
         guard let offsetText = request.headers[HTTPField.Name(UploadHeaders.offset)!], let offset = UInt64(offsetText) else {
             throw APIFailure(.badRequest, "a PATCH needs an \(UploadHeaders.offset) header")
         }
-        let upload = try blobs.incoming(session: session.id)
-        guard active.take(session.id) else { throw busy(upload) }
-        defer { active.release(session.id) }
-        guard active.startStreaming(limit: limits.uploadsInProgress) else {
-            throw APIFailure(.serviceUnavailable, "\(limits.uploadsInProgress) uploads are arriving already; try again shortly",
-                             received: upload.received, retryAfter: 5)
-        }
-        defer { active.stopStreaming() }
+        // The session is taken before it is looked up, so that it cannot be finished in between.
+        let upload = try blobs.incoming(session: try Self.sessionId(context))
+        guard active.take(upload.session) else { throw busy(upload) }
+        defer { active.release(upload.session) }
+        let session = try await openSession(upload.session)
         let received = upload.received
         guard offset == received else {
             throw APIFailure(.conflict, "the upload is at byte \(received), not \(offset)", received: received)
         }
+        // Checked whole and moved into the store by a finish that could not record it: there is
+        // nothing more to send, only the finish to repeat.
+        if upload.isPublishing { return JSONBody.response(UploadStatus(state: .open, uploadId: session.id, received: received)) }
+        guard active.startStreaming(limit: limits.uploadsInProgress) else {
+            throw APIFailure(.serviceUnavailable, "\(limits.uploadsInProgress) uploads are arriving already; try again shortly",
+                             received: received, retryAfter: 5)
+        }
+        defer { active.stopStreaming() }
         try checkDiskSpace(received: received)
         let verifier = try await resumeVerification(session, upload)
         // An LZ4 frame is at most a little larger than its content (incompressible blocks are
@@ -122,13 +126,16 @@ struct UploadRoutes: Sendable {
             try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
         } catch let failure as APIFailure where failure.status == .contentTooLarge {
             try await refuse(session, upload, failure)
+        } catch let failure as APIFailure where failure.status == .insufficientStorage {
+            try? await save(verifier, upload, session: session.id, received: upload.received)
+            throw APIFailure(failure.status, failure.body.error, received: upload.received, retryAfter: failure.retryAfter)
         } catch is BodyEnded {
             try? await save(verifier, upload, session: session.id, received: upload.received)
             logger.info("upload connection ended early", metadata: ["session": "\(session.id)", "received": "\(upload.received)"])
             throw APIFailure(.badRequest, "the request body ended early; send the rest from byte \(upload.received)", received: upload.received)
         } catch {
-            // The disk filled, or the database failed: what arrived is checked and kept, and
-            // the client resumes after it.
+            // The disk filled up, or the database failed: what arrived is checked and kept,
+            // and the client resumes after it.
             try? await save(verifier, upload, session: session.id, received: upload.received)
             if let failure = error as? AppendingFile.Failure { throw try diskFailure(failure, upload) }
             throw error
@@ -144,10 +151,10 @@ struct UploadRoutes: Sendable {
     /// If the record fails after the move, the session stays open and a second `finish`
     /// records the bytes already in the store (the `publishing` mark says they verified).
     @Sendable func finish(_ request: Request, context: CoordinatorContext) async throws -> Response {
-        let session = try await openSession(context)
-        let upload = try blobs.incoming(session: session.id)
-        guard active.take(session.id) else { throw busy(upload) }
-        defer { active.release(session.id) }
+        let upload = try blobs.incoming(session: try Self.sessionId(context))
+        guard active.take(upload.session) else { throw busy(upload) }
+        defer { active.release(upload.session) }
+        let session = try await openSession(upload.session)
         let announced = session.announcement
         if !upload.isPublishing {
             guard upload.hasBytes else {
@@ -162,7 +169,7 @@ struct UploadRoutes: Sendable {
             } catch {
                 try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(error)"))
             }
-            try await work.compute { try upload.markPublishing() }
+            try await work.compute { try upload.markPublishing(length: verifier.consumed) }
         }
         if upload.hasBytes {
             let damaged = try await work.database { [catalog] db in try catalog.isBlobDamaged(contentHash: announced.contentHash, on: db) }
@@ -248,11 +255,17 @@ struct UploadRoutes: Sendable {
         return APIFailure(.insufficientStorage, "the coordinator's disk is full; try again later", received: upload.received, retryAfter: 60)
     }
 
-    func openSession(_ context: CoordinatorContext) async throws -> Catalog.Session {
+    /// The session id of the request's path, in its canonical form (lower case, as PostgreSQL
+    /// prints a uuid): locks, files and rows all go by it, whatever case the client wrote.
+    static func sessionId(_ context: CoordinatorContext) throws -> String {
         let id = context.parameters.get("id") ?? ""
-        guard UUID(uuidString: id) != nil else { throw APIFailure(.badRequest, "not an upload session id: \"\(id.prefix(80))\"") }
+        guard let uuid = UUID(uuidString: id) else { throw APIFailure(.badRequest, "not an upload session id: \"\(id.prefix(80))\"") }
+        return uuid.uuidString.lowercased()
+    }
+
+    func openSession(_ id: String) async throws -> Catalog.Session {
         guard let session = try await work.database({ [catalog] db in try catalog.openSession(id: id, on: db) }) else {
-            throw APIFailure(.notFound, "no open upload session \(id.lowercased()) (finished, rejected, expired or never announced: announce again)")
+            throw APIFailure(.notFound, "no open upload session \(id) (finished, rejected, expired or never announced: announce again)")
         }
         return session
     }

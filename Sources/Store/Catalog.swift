@@ -211,7 +211,7 @@ public struct Catalog: Sendable {
 
     public func status(on db: PostgresConnection) throws -> QueueStatus {
         let counts = try db.execute("""
-            SELECT (SELECT count(*) FROM dumps), (SELECT count(*) FROM uploads),
+            SELECT (SELECT count(*) FROM dumps), (SELECT coalesce(sum(upload_count), 0) FROM dumps),
                    (SELECT count(*) FROM upload_sessions WHERE state = 'open'),
                    coalesce((SELECT extract(epoch FROM now() - min(available_at)) FROM jobs
                              WHERE state = 'queued' AND available_at <= now()), 0)
@@ -233,8 +233,7 @@ public struct Catalog: Sendable {
     /// VM that sent it; `uploads(ofDump:after:limit:)` pages through the rest).
     public func dump(id: Int64, uploadLimit: Int = 100, on db: PostgresConnection) throws -> DumpStatus? {
         let rows = try db.execute("""
-            SELECT d.content_hash, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id, d.blob_error,
-                   (SELECT count(*) FROM uploads u WHERE u.dump_id = d.id)
+            SELECT d.content_hash, d.size, d.bugcheck_code, d.build, s.bucket, s.signature_id, d.blob_error, d.upload_count
             FROM dumps d LEFT JOIN signatures s ON s.dump_id = d.id WHERE d.id = $1
             """, [String(id)])
         guard let row = rows.values.first, let contentHash = row[0] else { return nil }

@@ -81,6 +81,7 @@ struct Demo: AsyncParsableCommand {
                                                 tokens: [AccessToken(name: "demo", secret: token)], analyzerVersion: CrashAnalyzer.version)
         settings.port = 0
         settings.reapIntervalSeconds = 2
+        settings.minFreeBytes = 64 << 20  // a scratch machine's disk: keep only a small reserve
         let coordinator = try await Coordinator(configuration: settings, logger: logger).start()
         print("2. coordinator listening on \(coordinator.url); starting \(workers) worker\(workers == 1 ? "" : "s")")
 

@@ -84,9 +84,12 @@ import TestSupport
         let open = try await client.session(session)
         #expect(open.state == .open, "the session stays open: the upload is resumable")
 
+        // The client starts over, as `dumpfleet upload` run again does: the session says it
+        // holds the whole frame, so nothing is sent twice, and the finish is repeated.
         try db.execute("DELETE FROM refuse_uploads")
-        let stored = try await client.finish(session: session)
-        #expect(stored.state == .stored && stored.dumpId != nil && stored.jobId != nil)
+        let stored = try await Uploader(client: client).upload(file: path, vm: "vdi-032", host: nil, tags: [:])
+        #expect(stored.state == .stored && stored.uploadId == session && stored.dumpId != nil && stored.jobId != nil)
+        #expect(try CoordinatorLimitsTests.metric("dumpfleet_upload_compressed_bytes_total", of: coordinator) == Double(frame.count))
         #expect(try harness.count("SELECT count(*) FROM dumps") == 1 && harness.count("SELECT count(*) FROM uploads") == 1)
         #expect(try BlobStore.extract(blobAt: harness.blobs.path(of: contentHash).path, contentHash: contentHash, to: harness.folder + "/check.dmp") == size)
         #expect(try CoordinatorTests.leftovers(harness).isEmpty)

@@ -46,16 +46,20 @@ import TestSupport
 
     @Test func anIdleSessionExpiresAndItsBytesAreDeleted() async throws {
         let harness = try FleetHarness()
-        // Long enough that a loaded machine still gets the PATCH in before it; short for a test.
-        let (coordinator, client) = try harness.startCoordinatorProcess(["--session-expiry", "5s"])
-        defer { coordinator.stop() }
+        // The session gets its bytes from one coordinator; a second one, with a short expiry,
+        // finds it idle (two processes, so that no timing on a busy machine decides the test).
+        var (coordinator, client) = try harness.startCoordinatorProcess()
         let path = try harness.forge(seed: 51)
         let (contentHash, size) = try ContentHasher.ofFile(path)
         let frame = try await CoordinatorTests.compressedFrame(of: path)
         let session = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-051")).uploadId)
         _ = try await client.append(session: session, offset: 0, body: CoordinatorTests.chunks(frame[0..<frame.count / 2]))
         #expect(try CoordinatorTests.leftovers(harness).count == 1)
-        try await UploadIntegrityTests.waitUntil(timeout: 40) {
+        coordinator.stop()
+        try await Task.sleep(for: .seconds(1.5))
+        (coordinator, client) = try harness.startCoordinatorProcess(["--session-expiry", "1s"], name: "expiring")
+        defer { coordinator.stop() }
+        try await UploadIntegrityTests.waitUntil(timeout: 20) {
             (await CoordinatorTests.failure { _ = try await client.session(session) })?.status == 404
         }
         try await UploadIntegrityTests.waitUntil(timeout: 5) { try CoordinatorTests.leftovers(harness).isEmpty }

@@ -107,7 +107,7 @@ struct UIRoutes: Sendable {
             body.append("<p><strong>The stored copy is damaged or missing</strong> (\(HTMLPage.escape(damage))): the next upload of this dump replaces it.</p>")
         }
         let next = uploads.count == pageSize ? uploads.last.map { " <a href=\"/ui/dumps/\(id)?uploadsAfter=\($0.id)\">next \(pageSize)</a>" } ?? "" : ""
-        body.append("<h2>Uploads</h2><p class=\"muted\">\(dump.uploadCount) in all\(after > 0 ? ", from number \(after) on" : "").\(next)</p>"
+        body.append("<h2>Uploads</h2><p class=\"muted\">\(dump.uploadCount) in all\(after > 0 ? ", those after upload \(after) below" : "").\(next)</p>"
                     + HTMLPage.table(["VM", "Host", "When", "By"], uploads.map { upload in
             [HTMLPage.escape(upload.vm), HTMLPage.escape(upload.host ?? ""), HTMLPage.escape(upload.uploadedAt), HTMLPage.escape(upload.uploadedBy ?? "")]
         }, id: "uploads"))
