@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
@@ -57,6 +58,7 @@ let package = Package(
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -91,11 +93,12 @@ let package = Package(
             name: "FleetBench",
             dependencies: ["Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "DumpForge", "DumpFile",
                            "CrashClusters", "CrashSimilarity", "DumpAnalysis", "TestSupport",
-                           .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
+                           .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/FleetBench"
         ),
 
-        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "DumpMemory", "DumpAnalysis", "Store", "CrashClusters", "CrashSimilarity"],
+        .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "DumpMemory", "DumpAnalysis", "Store", "CrashClusters", "CrashSimilarity",
+                                                    "FleetClient", .product(name: "NIOCore", package: "swift-nio")],
                 path: "Tests/TestSupport"),
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
         .testTarget(name: "DumpMemoryTests", dependencies: ["DumpMemory", "DumpForge", "TestSupport"]),

@@ -2,19 +2,22 @@
 
 -- Upload sessions expire when nothing arrives for a while (their bytes are deleted), and count
 -- against the quota of the token that announced them. `received` is how many compressed bytes a
--- session holds, kept as it grows; `updated_at` is its last activity.
+-- session holds and `decoded` what they decode to, kept as they grow (the disk is promised the
+-- rest of `size`); `updated_at` is its last activity.
 ALTER TABLE upload_sessions DROP CONSTRAINT upload_sessions_state_check;
 ALTER TABLE upload_sessions ADD CONSTRAINT upload_sessions_state_check
     CHECK (state IN ('open', 'stored', 'rejected', 'expired'));
 ALTER TABLE upload_sessions ADD COLUMN received bigint NOT NULL DEFAULT 0 CHECK (received >= 0);
+ALTER TABLE upload_sessions ADD COLUMN decoded bigint NOT NULL DEFAULT 0 CHECK (decoded >= 0);
 CREATE INDEX upload_sessions_open_by_owner ON upload_sessions (uploaded_by) WHERE state = 'open';
 CREATE INDEX upload_sessions_open_by_activity ON upload_sessions (updated_at) WHERE state = 'open';
 
--- A stored blob whose bytes a worker found damaged (or missing). The dump is no longer "known":
--- the next upload of the same content is taken, replaces the blob, and queues the dump's failed
--- jobs again.
+-- A stored blob whose bytes a worker found damaged. The dump is no longer "known": the next
+-- upload of the same content is taken, replaces the blob (`blob_replaced_at`), and queues the
+-- dump's failed jobs again.
 ALTER TABLE dumps ADD COLUMN blob_damaged_at timestamptz;
 ALTER TABLE dumps ADD COLUMN blob_error text;
+ALTER TABLE dumps ADD COLUMN blob_replaced_at timestamptz;
 
 -- An attempt a worker gave back because of its own setup (a token the coordinator refuses, a
 -- full scratch disk): it does not count against the job.

@@ -2,7 +2,6 @@ import BlobStore
 import FleetAPI
 import FleetClient
 import Foundation
-import NIOCore
 import Store
 import TestSupport
 
@@ -85,10 +84,10 @@ struct AbuseBenchmark {
             let before = (coordinator.residentBytes, coordinator.openDescriptors)
             var crawling: [RawConnection] = []
             for index in 0..<count {
-                let session = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", count * 10_000 + index), size: 1 << 30,
+                let session = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", count * 10_000 + index), size: 64 << 20,
                                                                            vm: "crawl-\(count)-\(index)")).uploadId!
                 let connection = try RawConnection(port: coordinator.port)
-                connection.send("PATCH /v1/uploads/\(session) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\nUpload-Offset: 0\r\nContent-Length: \(1 << 30)\r\n\r\n")
+                connection.send("PATCH /v1/uploads/\(session) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\nUpload-Offset: 0\r\nContent-Length: \(64 << 20)\r\n\r\n")
                 connection.send(Array(header.prefix(200_000)))
                 crawling.append(connection)
             }
@@ -213,26 +212,6 @@ struct AbuseBenchmark {
                 for index in 0..<bytes.count / 8 { bytes.storeBytes(of: generator.next(), toByteOffset: index * 8, as: UInt64.self) }
             }
             try output.write(contentsOf: block)
-        }
-    }
-}
-
-/// LZ4 frames as the uploader sends them, whole in memory, and fed back as a request body.
-enum Frames {
-    static func of(_ path: String) async throws -> [UInt8] {
-        var frame: [UInt8] = []
-        for try await chunk in CompressedFileChunks(path: path, skip: 0, progress: { _ in }) { frame += chunk.readableBytesView }
-        return frame
-    }
-
-    static func stream(_ bytes: ArraySlice<UInt8>) -> AsyncStream<ByteBuffer> {
-        AsyncStream { continuation in
-            var rest = bytes
-            while !rest.isEmpty {
-                continuation.yield(ByteBuffer(bytes: rest.prefix(1 << 20)))
-                rest = rest.dropFirst(1 << 20)
-            }
-            continuation.finish()
         }
     }
 }

@@ -43,8 +43,21 @@ public struct BlobStore: Sendable {
     }
 
     public func path(of contentHash: String) throws -> URL {
-        try Self.validate(contentHash)
-        return root.appendingPathComponent(String(contentHash.prefix(2))).appendingPathComponent(contentHash + ".lz4")
+        URL(fileURLWithPath: try Self.path(of: contentHash, in: root.path))
+    }
+
+    /// Where the blob `contentHash` lives in the store at `root`, without touching the store
+    /// (a worker reading a shared mount must not create anything in it).
+    public static func path(of contentHash: String, in root: String) throws -> String {
+        try validate(contentHash)
+        return "\(root)/\(contentHash.prefix(2))/\(contentHash).lz4"
+    }
+
+    /// Whether `root` looks like a blob store the coordinator made (it has the `tmp` folder
+    /// the coordinator creates): a wrong path, or a mount point with nothing mounted, does not.
+    public static func looksLikeStore(_ root: String) -> Bool {
+        var isFolder: ObjCBool = false
+        return FileManager.default.fileExists(atPath: root + "/tmp", isDirectory: &isFolder) && isFolder.boolValue
     }
 
     /// Bytes free for an unprivileged writer on the store's filesystem, or nil when it cannot be told.
@@ -117,7 +130,9 @@ public struct BlobStore: Sendable {
 
     /// Moves the verified frame of `upload` into the store under `contentHash`. A blob the store
     /// has already is kept and the upload's copy dropped, unless `replacing` (the stored copy was
-    /// found damaged or is missing): then the old file goes to `quarantine/` first.
+    /// found damaged): then the old file goes to `quarantine/` first. The bytes and the new name
+    /// are on disk (fsync) before this returns, since the database then records the dump as
+    /// stored and a power cut must not leave it a short file.
     public func publish(_ upload: IncomingUpload, contentHash: String, replacing: Bool) throws {
         let final = try path(of: contentHash)
         try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -128,9 +143,19 @@ public struct BlobStore: Sendable {
             }
             _ = try quarantine(contentHash)
         }
+        try Self.sync(upload.part)
         guard rename(upload.part, final.path) == 0 else {
             throw Failure(description: "cannot move the upload into the store: \(String(cString: strerror(errno)))")
         }
+        try Self.sync(final.deletingLastPathComponent().path)
+    }
+
+    /// fsync(2) of a file or a folder (a folder's, so that a rename in it lasts).
+    static func sync(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(description: "cannot open for fsync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw Failure(description: "fsync failed: \(String(cString: strerror(errno)))") }
     }
 
     /// Moves a stored blob that failed verification out of the store, into `quarantine/` under

@@ -22,6 +22,12 @@ import Synchronization
 /// and content checksums (XXH32, `xxh32.h`), the content size when the header gives one. A
 /// frame this accepts is one a worker's LZ4F decodes (a test compares the two on damaged
 /// frames). Skippable frames and anything after the end of the frame are refused.
+///
+/// One rule is stricter than the format: every block but the last must hold the frame's full
+/// block size, as `lz4` and LZ4F's own compressor write them. The block sizes (64 KiB to 4 MiB)
+/// divide the content hash's 4 MiB blocks, so the decoded size then reaches a hash-block
+/// boundary at least every 4 MiB, and a checkpoint is never far behind; a frame of short
+/// blocks would never reach one, and every request would decode it again from the start.
 public final class FrameVerifier: @unchecked Sendable {
     /// The uncompressed size announced; decoding more than this fails at once.
     public let expectedSize: UInt64
@@ -36,6 +42,9 @@ public final class FrameVerifier: @unchecked Sendable {
     private var contentChecksum = DFXXH32State()
     /// The last 64 KiB decoded: the dictionary of the next block in a frame of linked blocks.
     private var dictionary: [UInt8] = []
+    /// Whether the last block held less than the full block size (then it must be the last).
+    /// Never true at a checkpoint: a short block ends the content before a hash-block boundary.
+    private var lastBlockWasShort = false
     /// The newest state a checkpoint can hold: one on a content-hash block boundary, where the
     /// block digests and sizes are the whole of the hash's state.
     private var mark: Mark
@@ -190,6 +199,10 @@ public final class FrameVerifier: @unchecked Sendable {
                 guard count >= 0 else { throw LZ4Error("the block at byte \(consumed) does not decode") }
                 decoded = UnsafeRawBufferPointer(rebasing: output[0..<Int(count)])
             }
+            guard !lastBlockWasShort else {
+                throw LZ4Error("a block before the one at byte \(consumed) holds less than the frame's \(descriptor.maxBlockSize) bytes; only the last may")
+            }
+            lastBlockWasShort = decoded.count < descriptor.maxBlockSize
             guard size + UInt64(decoded.count) <= expectedSize else { throw Overflow(expectedSize: expectedSize) }
             if descriptor.contentChecksum { dfxxh32_update(&contentChecksum, decoded.baseAddress, decoded.count) }
             hasher.update(decoded)

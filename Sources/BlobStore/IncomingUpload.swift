@@ -74,11 +74,14 @@ public struct IncomingUpload: Sendable {
     /// Opens the frame file for appending (creating it).
     public func appending() throws -> AppendingFile { try AppendingFile(path: part) }
 
-    /// Marks the frame (of `length` bytes) as checked whole, before it moves into the store.
+    /// Marks the frame (of `length` bytes) as checked whole, before it moves into the store;
+    /// the mark is on disk (fsync) when this returns.
     public func markPublishing(length: UInt64) throws {
         guard FileManager.default.createFile(atPath: publishing, contents: Data(String(length).utf8)) else {
             throw BlobStore.Failure(description: "cannot mark upload \(session) as publishing")
         }
+        try BlobStore.sync(publishing)
+        try BlobStore.sync(URL(fileURLWithPath: publishing).deletingLastPathComponent().path)
     }
 
     /// Removes every file of the session.

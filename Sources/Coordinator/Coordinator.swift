@@ -80,9 +80,10 @@ public struct Coordinator: Sendable {
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/ui/clusters"]) }
 
         let logger = self.logger
-        let byAddress = limits.perAddress > 0 ? ConnectionsByAddress(limit: limits.perAddress) : nil
+        let connections = OpenConnections(total: limits.total, perAddress: limits.perAddress)
         let http = HTTP1Channel.Configuration(
-            additionalChannelHandlers: byAddress.map { [AddressLimitHandler(connections: $0) { metrics.connectionsRefused.increment() }] } ?? [],
+            additionalChannelHandlers: [ConnectionTracker(connections: connections, refused: { metrics.connectionsRefused.increment() },
+                                                          evicted: { metrics.connectionsEvicted.increment() })],
             idleTimeout: .milliseconds(Int64(configuration.idleTimeoutSeconds * 1000)))
         let app = Application(
             router: router,
@@ -102,6 +103,7 @@ public struct Coordinator: Sendable {
         let chores = Housekeeping(work: work, catalog: catalog, blobs: blobs, active: active, metrics: metrics,
                                   sessionIdleSeconds: configuration.sessionIdleSeconds, logger: logger)
         let services: [any Service] = [
+            ThreadPoolsService(work: work),
             app,
             Chore(name: "lease reaper", interval: configuration.reapIntervalSeconds, logger: logger, body: chores.reapLeases),
             Chore(name: "upload expiry", interval: min(60, max(0.5, configuration.sessionIdleSeconds / 4)),

@@ -14,6 +14,7 @@ final class CoordinatorMetrics: Sendable {
     let uploadBytesReverified: Counter
     let diskFullRefusals: Counter
     let connectionsRefused: Counter
+    let connectionsEvicted: Counter
     let requestErrors: Counter
     let leasesReaped: Counter
     private let jobGauges: [String: Gauge]
@@ -37,6 +38,8 @@ final class CoordinatorMetrics: Sendable {
                                                                   helpText: "Upload requests refused because the blob store's disk was down to its reserve"))
         connectionsRefused = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "connections_refused", unitName: "total",
                                                                     helpText: "Connections closed on arrival: their address had as many open as it may"))
+        connectionsEvicted = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "connections_closed_idle", unitName: "total",
+                                                                    helpText: "Idle connections closed to make room near the connection cap"))
         requestErrors = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "http_errors", unitName: "total",
                                                                helpText: "API requests answered with an error"))
         leasesReaped = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "leases_reaped", unitName: "total",

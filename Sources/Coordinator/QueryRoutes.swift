@@ -36,7 +36,7 @@ struct QueryRoutes: Sendable {
     /// each time the database goes away.
     @Sendable func health(_ request: Request, context: CoordinatorContext) async throws -> Response {
         do {
-            let version = try await work.database { db in try Migrations.currentVersion(db) }
+            let version = try await work.health(timeout: 5) { db in try Migrations.currentVersion(db) }
             if databaseDown.change(to: false) { logger.notice("health: the database answers again") }
             return JSONBody.response(Health(status: "ok", database: "ok", schemaVersion: version))
         } catch {
@@ -105,13 +105,26 @@ struct QueryRoutes: Sendable {
         let contentHash = context.parameters.get("hash") ?? ""
         let path: String
         do { path = try blobs.path(of: contentHash).path } catch { throw APIFailure(.badRequest, "\(error)") }
-        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber,
-              let input = FileHandle(forReadingAtPath: path) else {
-            throw APIFailure(.notFound, "no blob \(contentHash)")
+        if try await work.database({ [catalog] db in try catalog.isBlobDamaged(contentHash: contentHash, on: db) }) {
+            throw APIFailure(.gone, "the stored copy of this dump was found damaged; the next upload of the dump replaces it")
         }
+        // 404 says the file is not there, and a worker takes it as the stored copy gone; any
+        // other failure (out of descriptors, an I/O error) is the coordinator's, for now.
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw APIFailure(.notFound, "no blob \(contentHash)") }
+            throw APIFailure(.serviceUnavailable, "the blob cannot be read now: \(String(cString: strerror(errno)))", retryAfter: 5)
+        }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            close(fd)
+            throw APIFailure(.serviceUnavailable, "the blob cannot be read now", retryAfter: 5)
+        }
+        let size = Int(status.st_size)
+        let input = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         let reader = BlobReader(handle: input)
         return Response(status: .ok, headers: [.contentType: "application/x-lz4"],
-                        body: .init(contentLength: size.intValue) { [work] writer in
+                        body: .init(contentLength: size) { [work] writer in
             defer { reader.close() }
             while let chunk = try await work.compute({ try reader.next() }) {
                 try await writer.write(ByteBuffer(bytes: chunk))

@@ -22,8 +22,11 @@ struct UploadRoutes: Sendable {
     let logger: Logger
 
     /// How far an upload may get past its last saved checkpoint: what a later request (or a
-    /// restarted coordinator) has to read and decode again at most, besides one hash block.
+    /// restarted coordinator) has to read again at most, besides one hash block, in compressed
+    /// bytes and in the bytes they decode to (a GiB of zeros compresses to 4 MiB).
     static let checkpointInterval: UInt64 = 64 << 20
+    static let checkpointDecodedInterval: UInt64 = 1 << 30
+    static let minimumBytesPerSecond = 1024.0
     /// Free disk space is looked at again after this many bytes of a PATCH.
     static let diskCheckInterval: UInt64 = 16 << 20
 
@@ -37,15 +40,23 @@ struct UploadRoutes: Sendable {
     @Sendable func announce(_ request: Request, context: CoordinatorContext) async throws -> Response {
         let announcement = try await APIFailure.decode(UploadAnnouncement.self, request, context)
         try UploadValidation.check(announcement, maxUploadBytes: limits.maxUploadBytes)
-        try checkDiskSpace(received: nil)
         let (caller, quota, blobs) = (context.caller, limits.quota, self.blobs)
+        // What the disk can still take beyond its reserve; a new session must fit in it beside
+        // what the open ones were promised (a known dump writes nothing, so it always passes).
+        let budget = blobs.freeBytes().map { $0 > limits.minFreeBytes ? $0 - limits.minFreeBytes : 0 }
         let status: UploadStatus
         do {
             status = try await work.database { [catalog] db in
-                try catalog.announce(announcement, uploadedBy: caller, quota: quota, blobIsPresent: { blobs.contains($0) }, on: db)
+                try catalog.announce(announcement, uploadedBy: caller, quota: quota, diskBudget: budget, blobIsPresent: { blobs.contains($0) }, on: db)
             }
         } catch let refusal as Catalog.Refusal {
-            throw APIFailure(refusal.reason == .conflict ? .conflict : .tooManyRequests, refusal.description)
+            switch refusal.reason {
+            case .conflict: throw APIFailure(.conflict, refusal.description)
+            case .quota: throw APIFailure(.tooManyRequests, refusal.description)
+            case .disk:
+                metrics.diskFullRefusals.increment()
+                throw APIFailure(.insufficientStorage, refusal.description, retryAfter: 60)
+            }
         }
         if status.state == .known {
             metrics.uploadsKnown.increment()
@@ -94,12 +105,21 @@ struct UploadRoutes: Sendable {
         do { file = try upload.appending() } catch let failure as AppendingFile.Failure { throw try diskFailure(failure, upload) }
         var total = received
         var unsaved: UInt64 = 0
+        var savedAtSize = verifier.size
         var unchecked: UInt64 = 0
         var body = request.body.makeAsyncIterator()
+        let started = ContinuousClock.now
         do {
             while let buffer = try await Self.next(&body) {
                 let count = UInt64(buffer.readableBytes)
                 total += count
+                // A client that sends a byte now and then, just inside the idle timeout, would
+                // hold its session and a streaming slot for ever: past a minute, an upload must
+                // average a KiB a second.
+                let elapsed = Double((ContinuousClock.now - started).components.seconds)
+                guard elapsed < 60 || Double(total - received) >= elapsed * Self.minimumBytesPerSecond else {
+                    throw APIFailure(.requestTimeout, "the upload arrives slower than \(Int(Self.minimumBytesPerSecond)) bytes a second; send the rest from byte \(total - count)")
+                }
                 guard total <= limit else {
                     throw APIFailure(.contentTooLarge, "the upload is larger than its announced \(session.announcement.size) bytes allow")
                 }
@@ -115,8 +135,9 @@ struct UploadRoutes: Sendable {
                 }
                 metrics.uploadBytes.increment(by: Int64(count))
                 unsaved += count
-                if unsaved >= Self.checkpointInterval {
+                if unsaved >= Self.checkpointInterval || verifier.size - savedAtSize >= Self.checkpointDecodedInterval {
                     unsaved = 0
+                    savedAtSize = verifier.size
                     try await save(verifier, upload, session: session.id, received: total)
                 }
             }
@@ -126,7 +147,7 @@ struct UploadRoutes: Sendable {
             try await refuse(session, upload, APIFailure(.unprocessableContent, "upload rejected: \(failure)"))
         } catch let failure as APIFailure where failure.status == .contentTooLarge {
             try await refuse(session, upload, failure)
-        } catch let failure as APIFailure where failure.status == .insufficientStorage {
+        } catch let failure as APIFailure where failure.status == .insufficientStorage || failure.status == .requestTimeout {
             try? await save(verifier, upload, session: session.id, received: upload.received)
             throw APIFailure(failure.status, failure.body.error, received: upload.received, retryAfter: failure.retryAfter)
         } catch is BodyEnded {
@@ -171,15 +192,19 @@ struct UploadRoutes: Sendable {
             }
             try await work.compute { try upload.markPublishing(length: verifier.consumed) }
         }
+        // A copy found damaged is replaced, and so is one that went missing; either way the
+        // dump's failed jobs run again once this is recorded.
+        var replaced = false
         if upload.hasBytes {
             let damaged = try await work.database { [catalog] db in try catalog.isBlobDamaged(contentHash: announced.contentHash, on: db) }
+            replaced = damaged || !blobs.contains(announced.contentHash)
             try await work.compute { [blobs] in try blobs.publish(upload, contentHash: announced.contentHash, replacing: damaged) }
         } else if !blobs.contains(announced.contentHash) {
             // Verified and moved, then the stored file went away before it was recorded.
             upload.remove()
             throw APIFailure(.conflict, "the upload's bytes are gone from the store: send them again", received: 0)
         }
-        let status = try await work.database { [catalog] db in try catalog.finish(session, on: db) }
+        let status = try await work.database { [catalog, replaced] db in try catalog.finish(session, replaced: replaced, on: db) }
         upload.remove()
         metrics.uploadsStored.increment()
         logger.info("dump stored", metadata: ["dump": "\(status.dumpId ?? 0)", "job": "\(status.jobId ?? 0)", "vm": "\(announced.vm)", "bytes": "\(announced.size)"])
@@ -222,7 +247,8 @@ struct UploadRoutes: Sendable {
 
     func save(_ verifier: FrameVerifier, _ upload: IncomingUpload, session: String, received: UInt64) async throws {
         try await work.compute { try upload.save(verifier) }
-        try await work.database { [catalog] db in try catalog.touch(sessionId: session, received: received, on: db) }
+        let decoded = verifier.size
+        try await work.database { [catalog] db in try catalog.touch(sessionId: session, received: received, decoded: decoded, on: db) }
     }
 
     /// Closes a session for good: its bytes are deleted and the reason kept. Always throws.

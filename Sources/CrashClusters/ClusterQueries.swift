@@ -41,12 +41,13 @@ public struct ClusterQueries: Sendable {
             """, [String(target)])
         guard let row = rows.values.first else { return nil }
         let members = try db.execute("""
-            SELECT m.dump_id, m.score, m.pinned, array_to_json(array_agg(DISTINCT u.vm_name))::text, s.bucket
+            SELECT m.dump_id, m.score, m.pinned, array_to_json((array_agg(DISTINCT u.vm_name ORDER BY u.vm_name))[1:\(Self.vmsPerMember)])::text,
+                   s.bucket, count(DISTINCT u.vm_name)
             FROM cluster_members m JOIN uploads u ON u.dump_id = m.dump_id JOIN signatures s ON s.dump_id = m.dump_id
             WHERE m.cluster_id = $1 AND m.dump_id > $2 GROUP BY m.dump_id, m.score, m.pinned, s.bucket ORDER BY m.dump_id LIMIT $3
             """, [String(target), String(membersAfter), String(memberLimit)]).values.map { member in
             ClusterDetail.Member(dumpId: Int64(member[0] ?? "0") ?? 0, score: Double(member[1] ?? "0") ?? 0, pinned: member[2] == "t",
-                   vms: Self.textArray(member[3]), bucket: member[4] ?? "")
+                   vms: Self.textArray(member[3]), vmCount: Int(member[5] ?? "0") ?? 0, bucket: member[4] ?? "")
         }
         let daily = try db.execute("""
             SELECT to_char(day, 'YYYY-MM-DD'), count(*) FROM (
@@ -57,6 +58,10 @@ public struct ClusterQueries: Sendable {
         return ClusterDetail(summary: Self.summary(Array(row.prefix(8))), representativeDumpId: row[8].flatMap { Int64($0) },
                              mergedFrom: mergedFrom, members: members, daily: daily, correlations: try correlations(cluster: target, on: db))
     }
+
+    /// VM names listed per member (a dump sent from a million VMs lists the first ones, by name,
+    /// and counts them all).
+    static let vmsPerMember = 20
 
     /// The cluster a dump is in, if it has been placed.
     public func cluster(ofDump dumpId: Int64, on db: PostgresConnection) throws -> Int64? {

@@ -66,14 +66,17 @@ public struct ClusterDetail: Sendable, Codable, Equatable {
         public var score: Double
         /// Placed by an operator (merge or split): reprocessing leaves it there.
         public var pinned: Bool
+        /// The VMs the dump came from, the first 20 by name; `vmCount` counts them all.
         public var vms: [String]
+        public var vmCount: Int
         public var bucket: String
 
-        public init(dumpId: Int64, score: Double, pinned: Bool, vms: [String], bucket: String) {
+        public init(dumpId: Int64, score: Double, pinned: Bool, vms: [String], vmCount: Int, bucket: String) {
             self.dumpId = dumpId
             self.score = score
             self.pinned = pinned
             self.vms = vms
+            self.vmCount = vmCount
             self.bucket = bucket
         }
     }

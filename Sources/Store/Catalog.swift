@@ -40,10 +40,11 @@ public struct Catalog: Sendable {
         }
     }
 
-    /// An announcement this catalog will not take: it contradicts what is stored (`conflict`)
-    /// or the token has as much in flight as it may (`quota`).
+    /// An announcement this catalog will not take: it contradicts what is stored (`conflict`),
+    /// the token has as much in flight as it may (`quota`), or the disk could not take it
+    /// beside what open sessions were promised (`disk`).
     public struct Refusal: Error, CustomStringConvertible {
-        public enum Reason: Sendable { case conflict, quota }
+        public enum Reason: Sendable { case conflict, quota, disk }
         public var reason: Reason
         public var description: String
     }
@@ -52,8 +53,9 @@ public struct Catalog: Sendable {
     /// if its analyzer version has none), unless its stored copy was found damaged or is gone
     /// (`blobIsPresent`): then, as for a new dump, the open session for this dump, VM and host
     /// is returned (taking the announcement's tags and file name), or a new one is opened within
-    /// the token's `quota`.
-    public func announce(_ announcement: UploadAnnouncement, uploadedBy: String?, quota: UploadQuota,
+    /// the token's `quota` and the disk's `diskBudget` (bytes it can take beyond its reserve;
+    /// nil when unknown).
+    public func announce(_ announcement: UploadAnnouncement, uploadedBy: String?, quota: UploadQuota, diskBudget: UInt64?,
                          blobIsPresent: (String) -> Bool, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
             let known = try db.execute("SELECT id, size, blob_damaged_at IS NOT NULL FROM dumps WHERE content_hash = $1", [announcement.contentHash])
@@ -71,9 +73,13 @@ public struct Catalog: Sendable {
             let parameters: [String?] = [announcement.contentHash, String(announcement.size), announcement.vm, announcement.host ?? "",
                                          try Self.json(announcement.tags), announcement.fileName, uploadedBy]
             let open = try db.execute("""
-                SELECT id, size FROM upload_sessions WHERE content_hash = $1 AND vm_name = $2 AND host = $3 AND state = 'open' FOR UPDATE
+                SELECT id, size, uploaded_by FROM upload_sessions WHERE content_hash = $1 AND vm_name = $2 AND host = $3 AND state = 'open' FOR UPDATE
                 """, [announcement.contentHash, announcement.vm, announcement.host ?? ""])
             if open.values.isEmpty {
+                try checkQuota(quota, for: announcement, uploadedBy: uploadedBy, on: db)
+                if let diskBudget { try checkDisk(diskBudget, for: announcement, on: db) }
+            } else if open.values[0][2] != uploadedBy {
+                // Another token takes the session over: it counts against that token now.
                 try checkQuota(quota, for: announcement, uploadedBy: uploadedBy, on: db)
             }
             // A new session, or the open one with what this announcement says of it (the upload
@@ -113,8 +119,25 @@ public struct Catalog: Sendable {
         }
     }
 
-    /// The key space of the per-token advisory locks (two-key form, apart from the clustering lock).
+    /// Throws `Refusal(.disk)` unless the disk can take this upload beside what the open
+    /// sessions may still send. Both are counted in uncompressed bytes, the most an LZ4 frame
+    /// holds (give or take 1%): a session that is mostly zeros needs far less, but no less
+    /// can be promised before its bytes arrive. New sessions take turns here.
+    func checkDisk(_ budget: UInt64, for announcement: UploadAnnouncement, on db: PostgresConnection) throws {
+        try db.execute("SELECT pg_advisory_xact_lock($1::integer, 0)", [String(Self.diskLock)])
+        let promised = UInt64(try db.execute("""
+            SELECT coalesce(sum(greatest(size - decoded, 0)), 0) FROM upload_sessions WHERE state = 'open'
+            """).values[0][0] ?? "0") ?? 0
+        guard promised <= budget, announcement.size <= budget - promised else {
+            throw Refusal(reason: .disk, description: "the coordinator's disk cannot take \(announcement.size) bytes now: \(budget) are free beyond its reserve, "
+                          + "and uploads in progress may still send \(promised); try again later")
+        }
+    }
+
+    /// The key spaces of the advisory locks (two-key form, apart from the clustering lock):
+    /// per token for quotas, one for the disk.
     static let quotaLock: Int32 = 0x0D0F_0001
+    static let diskLock: Int32 = 0x0D0F_0002
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -137,9 +160,11 @@ public struct Catalog: Sendable {
                        uploadedBy: row[7])
     }
 
-    /// Notes activity on an open session: how many compressed bytes it holds now.
-    public func touch(sessionId: String, received: UInt64, on db: PostgresConnection) throws {
-        try db.execute("UPDATE upload_sessions SET received = $2, updated_at = now() WHERE id = $1 AND state = 'open'", [sessionId, String(received)])
+    /// Notes activity on an open session: how many compressed bytes it holds now, and how many
+    /// they decode to.
+    public func touch(sessionId: String, received: UInt64, decoded: UInt64, on db: PostgresConnection) throws {
+        try db.execute("UPDATE upload_sessions SET received = $2, decoded = $3, updated_at = now() WHERE id = $1 AND state = 'open'",
+                       [sessionId, String(received), String(decoded)])
     }
 
     /// Whether the store's copy of this content was found damaged (a finished upload of it
@@ -149,10 +174,10 @@ public struct Catalog: Sendable {
     }
 
     /// Records a session whose bytes verified and are in the blob store: the dump (once per
-    /// content, whoever finishes first), this upload, and a job. When the stored copy had been
-    /// found damaged, this upload replaced it: the mark goes and the dump's failed jobs are
-    /// queued again. Returns the dump and job ids.
-    public func finish(_ session: Session, on db: PostgresConnection) throws -> UploadStatus {
+    /// content, whoever finishes first), this upload, and a job. When this upload `replaced`
+    /// the stored copy (found damaged, or missing), the damage mark goes and the dump's failed
+    /// jobs are queued again. Returns the dump and job ids.
+    public func finish(_ session: Session, replaced: Bool = false, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
             let dump = try db.execute("""
                 INSERT INTO dumps (content_hash, size) VALUES ($1, $2)
@@ -161,8 +186,10 @@ public struct Catalog: Sendable {
             guard let dumpId = dump.values.first?[0].flatMap({ Int64($0) }) else { throw Failure(description: "the dump row was not created") }
             try recordUpload(dumpId: dumpId, session.announcement, uploadedBy: session.uploadedBy, on: db)
             try db.execute("UPDATE upload_sessions SET state = 'stored', dump_id = $2, updated_at = now() WHERE id = $1", [session.id, String(dumpId)])
-            let repaired = try db.execute("UPDATE dumps SET blob_damaged_at = NULL, blob_error = NULL WHERE id = $1 AND blob_damaged_at IS NOT NULL",
-                                          [String(dumpId)])
+            let repaired = try db.execute("""
+                UPDATE dumps SET blob_damaged_at = NULL, blob_error = NULL, blob_replaced_at = now()
+                WHERE id = $1 AND (blob_damaged_at IS NOT NULL OR $2::boolean)
+                """, [String(dumpId), replaced ? "true" : "false"])
             if repaired.affected > 0 {
                 try queue.requeue(.dump(dumpId), note: "queued again: a good copy of the dump was uploaded", on: db)
             }

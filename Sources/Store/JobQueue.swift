@@ -118,32 +118,57 @@ public struct JobQueue: Sendable {
     /// Records a failed attempt: the job is queued again after a backoff, or ends `failed` with
     /// its error after the last attempt (dead letter). Fenced like every write.
     public func fail(_ lease: Lease, error: String, random: Double = Double.random(in: 0..<1), on db: PostgresConnection) throws {
-        try db.transaction {
-            let rows = try db.execute("SELECT max_attempts FROM jobs WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running' FOR UPDATE",
-                                      [String(lease.jobId), String(lease.attempt), lease.workerId])
-            guard let maxAttempts = rows.values.first?.first.flatMap({ $0.flatMap { Int($0) } }) else { throw LeaseLost(lease: lease) }
-            switch retry.decide(attempt: lease.attempt, maxAttempts: maxAttempts, random: random) {
-            case .deadLetter:
-                try db.execute("UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = $2 WHERE id = $1",
-                               [String(lease.jobId), error])
-                try logAttempt(lease, outcome: "failed", error: error, on: db)
-            case .retry(let seconds):
-                try db.execute("""
-                    UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, last_error = $2,
-                                    available_at = now() + make_interval(secs => $3::double precision)
-                    WHERE id = $1
-                    """, [String(lease.jobId), error, String(seconds)])
-                try logAttempt(lease, outcome: "retry", error: error, on: db)
-            }
+        try db.transaction { try recordFailure(lease, error: error, random: random, on: db) }
+    }
+
+    /// `fail`'s work, inside the caller's transaction.
+    func recordFailure(_ lease: Lease, error: String, random: Double, on db: PostgresConnection) throws {
+        let rows = try db.execute("SELECT max_attempts FROM jobs WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running' FOR UPDATE",
+                                  [String(lease.jobId), String(lease.attempt), lease.workerId])
+        guard let maxAttempts = rows.values.first?.first.flatMap({ $0.flatMap { Int($0) } }) else { throw LeaseLost(lease: lease) }
+        switch retry.decide(attempt: lease.attempt, maxAttempts: maxAttempts, random: random) {
+        case .deadLetter:
+            try db.execute("UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = $2 WHERE id = $1",
+                           [String(lease.jobId), error])
+            try logAttempt(lease, outcome: "failed", error: error, on: db)
+        case .retry(let seconds):
+            try db.execute("""
+                UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, last_error = $2,
+                                available_at = now() + make_interval(secs => $3::double precision)
+                WHERE id = $1
+                """, [String(lease.jobId), error, String(seconds)])
+            try logAttempt(lease, outcome: "retry", error: error, on: db)
         }
+    }
+
+    /// Give-backs a job may have before the next one counts as a failed attempt after all:
+    /// when one job keeps making workers give it back, the job may be why (a dump larger than
+    /// any worker's scratch disk, a blob file that cannot be read), and workers must not pass
+    /// it round for ever.
+    public static let giveBackLimit = 3
+
+    /// What `giveBack` did.
+    public enum GiveBack: Sendable, Equatable {
+        /// Back in the queue, the attempt not counted.
+        case givenBack
+        /// Given back `giveBackLimit` times before: counted as a failed attempt instead.
+        case counted
     }
 
     /// Returns a claimed job to the queue without counting the attempt against it: the worker
     /// could not work on it for reasons of its own (a token the coordinator refuses, a full
     /// scratch disk), not the dump's. The attempt is logged as given back and the job's
-    /// attempt budget grows by one, so a misconfigured worker cannot use the budget up. Fenced.
-    public func giveBack(_ lease: Lease, reason: String, on db: PostgresConnection) throws {
+    /// attempt budget grows by one, so a misconfigured worker cannot use the budget up, up to
+    /// `giveBackLimit` times per job. Fenced.
+    @discardableResult
+    public func giveBack(_ lease: Lease, reason: String, random: Double = Double.random(in: 0..<1), on db: PostgresConnection) throws -> GiveBack {
         try db.transaction {
+            let before = try db.execute("SELECT count(*) FROM job_attempts WHERE job_id = $1 AND outcome = 'given back'", [String(lease.jobId)])
+            let givenBack = Int(before.values.first?[0] ?? "0") ?? 0
+            if givenBack >= Self.giveBackLimit {
+                try recordFailure(lease, error: "given back by workers \(givenBack) times, so this time it counts: \(reason)", random: random, on: db)
+                return .counted
+            }
             let rows = try db.execute("""
                 UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1,
                                 available_at = now(), last_error = $4
@@ -152,23 +177,41 @@ public struct JobQueue: Sendable {
             guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
             try logAttempt(lease, outcome: "given back", error: reason, on: db)
             try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+            return .givenBack
         }
     }
 
-    /// Ends a job whose dump's stored copy is damaged or missing: no retry can help until the
-    /// dump is uploaded again. The dump is marked, so that the next announcement of its content
-    /// takes the bytes instead of answering "known"; that upload replaces the copy and queues
-    /// the job again (`Catalog.finish`). Fenced.
-    public func failForDamagedBlob(_ lease: Lease, error: String, on db: PostgresConnection) throws {
+    /// Ends a job whose dump's stored copy is damaged: no retry can help until the dump is
+    /// uploaded again. The dump is marked, so that the next announcement of its content takes
+    /// the bytes instead of answering "known"; that upload replaces the copy and queues the job
+    /// again (`Catalog.finish`). Unless the copy was replaced while this attempt was reading
+    /// the old one: then the job simply runs again (the attempt does not count) and the new
+    /// copy is not marked. Fenced; returns whether the job failed.
+    @discardableResult
+    public func failForDamagedBlob(_ lease: Lease, error: String, on db: PostgresConnection) throws -> Bool {
         try db.transaction {
-            let message = "the stored copy of the dump is damaged or missing (\(error)); upload the dump again to replace it"
+            let replaced = try db.execute("""
+                SELECT d.blob_replaced_at > a.claimed_at FROM dumps d JOIN job_attempts a ON a.job_id = $1 AND a.attempt = $2 WHERE d.id = $3
+                """, [String(lease.jobId), String(lease.attempt), String(lease.dumpId)]).values.first?[0] == "t"
+            if replaced {
+                let rows = try db.execute("""
+                    UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1, available_at = now()
+                    WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+                    """, [String(lease.jobId), String(lease.attempt), lease.workerId])
+                guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
+                try logAttempt(lease, outcome: "given back", error: "read the stored copy that was replaced meanwhile (\(error))", on: db)
+                try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+                return false
+            }
+            let message = "the stored copy of the dump is damaged (\(error)); upload the dump again to replace it"
             let rows = try db.execute("""
                 UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = $4
-                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running' RETURNING dump_id
+                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
                 """, [String(lease.jobId), String(lease.attempt), lease.workerId, message])
-            guard let dumpId = rows.values.first?[0] else { throw LeaseLost(lease: lease) }
-            try db.execute("UPDATE dumps SET blob_damaged_at = now(), blob_error = $2 WHERE id = $1", [dumpId, error])
+            guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
+            try db.execute("UPDATE dumps SET blob_damaged_at = now(), blob_error = $2 WHERE id = $1", [String(lease.dumpId), error])
             try logAttempt(lease, outcome: "failed", error: message, on: db)
+            return true
         }
     }
 

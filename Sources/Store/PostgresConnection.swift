@@ -42,8 +42,20 @@ public final class PostgresConnection: @unchecked Sendable {
     public private(set) var completedStatements = 0
 
     /// The connection string is never kept, printed or put in an error: it may hold a password.
+    ///
+    /// Unless the string says otherwise, a connection attempt gives up after 10 s and a server
+    /// that stops answering (a network that drops packets rather than refusing them) is given
+    /// up on after about a minute, instead of the operating system's two hours: a coordinator
+    /// must not hang every request on a database that went silent.
     public init(_ connectionString: String) throws {
-        connection = PQconnectdb(connectionString)
+        var defaults: [(String, String)] = [("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+                                            ("tcp_user_timeout", "60000")]
+        if getenv("PGCONNECT_TIMEOUT") == nil { defaults.append(("connect_timeout", "10")) }
+        // Entries before an expanded dbname are defaults that the connection string overrides.
+        let keywords = defaults.map(\.0) + ["dbname"], values = defaults.map(\.1) + [connectionString]
+        connection = Self.withCStrings(keywords) { keywords in
+            Self.withCStrings(values) { values in PQconnectdbParams(keywords, values, 1) }
+        }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = Self.redacted(Self.errorText(connection), connectionString: connectionString)
             PQfinish(connection)
@@ -180,18 +192,36 @@ public final class PostgresConnection: @unchecked Sendable {
         }
         defer { PQconninfoFree(options) }
         var secrets: [String] = []
+        var socketFolders: [String] = []
         var option = options
         while let keyword = option.pointee.keyword {
-            if String(cString: keyword) == "password", let value = option.pointee.val, value.pointee != 0 { secrets.append(String(cString: value)) }
+            if let value = option.pointee.val, value.pointee != 0 {
+                switch String(cString: keyword) {
+                case "password": secrets.append(String(cString: value))
+                // A host that is a folder is a Unix socket's: libpq names the socket file in
+                // its messages, and a path of the server's stays out of the log.
+                case "host" where value.pointee == UInt8(ascii: "/"): socketFolders += String(cString: value).split(separator: ",").map(String.init)
+                default: break
+                }
+            }
             option += 1
         }
         var text = message
-        for secret in secrets where secret.count >= 1 { text = text.replacingAll(secret, with: "********") }
+        for secret in secrets { text = text.replacingAll(secret, with: "********") }
+        for folder in socketFolders { text = text.replacingAll(folder, with: "(socket folder)") }
         return text
     }
 
     static func errorText(_ connection: OpaquePointer?) -> String {
         PQerrorMessage(connection).map { String(cString: $0) }?.trimmingTrailingNewlines ?? "unknown libpq error"
+    }
+
+    /// Calls `body` with a NULL-terminated array of C strings, kept alive for the call.
+    static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        let copies = strings.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer($0) } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
     /// Calls `body` with C strings for the parameters, kept alive for the call.

@@ -77,18 +77,24 @@ struct JobRunner: Sendable {
         let size: UInt64
         switch configuration.blobs {
         case .directory(let root):
-            let blob = try BlobStore(root: root).path(of: contentHash).path
+            let blob = try BlobStore.path(of: contentHash, in: root)
             guard FileManager.default.fileExists(atPath: blob) else {
-                guard access(root, R_OK | X_OK) == 0 else { throw JobFailure(fault: .worker, description: "cannot read the blob folder \(root)") }
-                throw JobFailure(fault: .storedCopy, description: "the blob folder has no file for this dump")
+                // Not the stored copy's fault for certain: the folder may be the wrong one, a
+                // mount may be missing, or a shared mount may not show a new file yet. The
+                // coordinator, which sees its own disk, takes a new upload of a dump whose
+                // file is gone; here the job goes back (and counts after a few give-backs).
+                guard BlobStore.looksLikeStore(root) else { throw JobFailure(fault: .worker, description: "\(root) is not a blob store (no tmp/ folder): a wrong --blobs, or a mount that is not there") }
+                throw JobFailure(fault: .worker, description: "the blob folder has no file for this dump (not visible on this host yet, or gone)")
             }
             size = try extracting(expected) { try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: scratch + ".dmp") }
         case .coordinator(let url, let token):
             let client = FleetClient(server: url, token: token)
             do {
                 _ = try AsyncBridge.wait { try await client.download(blob: contentHash, to: scratch + ".lz4") }
-            } catch let failure as FleetClient.Failure where failure.status == 404 {
-                throw JobFailure(fault: .storedCopy, description: "the coordinator has no blob for this dump")
+            } catch let failure as FleetClient.Failure where failure.status == 404 || failure.status == 410 {
+                // The coordinator answers 404 only when its file is not there (ENOENT), and 410
+                // for a copy already found damaged.
+                throw JobFailure(fault: .storedCopy, description: failure.status == 410 ? failure.message : "the coordinator has no file for this dump")
             } catch let failure as FleetClient.Failure where failure.status == 401 || failure.status == 403 {
                 throw JobFailure(fault: .worker, description: "the coordinator refuses this worker's token (HTTP \(failure.status))")
             } catch let failure as FleetClient.WriteFailure where failure.isDiskFull {
@@ -178,14 +184,23 @@ struct JobRunner: Sendable {
                 logger.warning("job attempt failed", metadata: ["job": "\(lease.jobId)", "attempt": "\(lease.attempt)", "error": "\(message)"])
                 try pool.withConnection { db in try queue.fail(lease, error: message, on: db) }
             case .storedCopy:
+                let failed = try pool.withConnection { db in try queue.failForDamagedBlob(lease, error: message, on: db) }
                 metrics.jobsFailed.increment()
-                logger.error("the stored copy of a dump is damaged; its job fails until the dump is uploaded again",
-                             metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "error": "\(message)"])
-                try pool.withConnection { db in try queue.failForDamagedBlob(lease, error: message, on: db) }
+                if failed {
+                    logger.error("the stored copy of a dump is damaged; its job fails until the dump is uploaded again",
+                                 metadata: ["job": "\(lease.jobId)", "dump": "\(lease.dumpId)", "error": "\(message)"])
+                } else {
+                    logger.notice("the stored copy was replaced while it was read; the job runs again", metadata: ["job": "\(lease.jobId)"])
+                }
             case .worker:
-                metrics.jobsGivenBack.increment()
-                logger.error("job given back: this worker cannot work on it", metadata: ["job": "\(lease.jobId)", "error": "\(message)"])
-                try pool.withConnection { db in try queue.giveBack(lease, reason: message, on: db) }
+                let outcome = try pool.withConnection { db in try queue.giveBack(lease, reason: message, on: db) }
+                if outcome == .counted {
+                    metrics.jobsFailed.increment()
+                    logger.warning("job given back too often: this failure counts against it", metadata: ["job": "\(lease.jobId)", "error": "\(message)"])
+                } else {
+                    metrics.jobsGivenBack.increment()
+                    logger.error("job given back: this worker cannot work on it", metadata: ["job": "\(lease.jobId)", "error": "\(message)"])
+                }
                 pause(failure)
             }
         } catch {

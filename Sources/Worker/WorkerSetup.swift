@@ -1,3 +1,4 @@
+import BlobStore
 import FleetClient
 import Foundation
 
@@ -20,7 +21,11 @@ struct WorkerSetup: Sendable {
             var status = statvfs()
             if statvfs(scratch, &status) == 0 {
                 let free = UInt64(status.f_bavail) * UInt64(status.f_frsize)
-                if free < needed { return ("the scratch disk has \(free >> 20) MiB free; the last job needs up to \(needed >> 20) MiB", false) }
+                // A dump's size is an upper bound (its zeros stay holes in the sparse file), and
+                // may exceed the whole disk: then wait for most of the disk to be free, and let
+                // the job count against itself if it still does not fit (JobQueue.giveBackLimit).
+                let wanted = min(needed, UInt64(status.f_blocks) * UInt64(status.f_frsize) / 10 * 9)
+                if free < wanted { return ("the scratch disk has \(free >> 20) MiB free; the last job needs up to \(wanted >> 20) MiB", false) }
             }
         }
         let probe = "\(scratch)/.setup-probe"
@@ -37,6 +42,7 @@ struct WorkerSetup: Sendable {
         switch configuration.blobs {
         case .directory(let root):
             guard access(root, R_OK | X_OK) == 0 else { return ("cannot read the blob folder \(root): \(String(cString: strerror(errno)))", false) }
+            guard BlobStore.looksLikeStore(root) else { return ("\(root) is not a blob store (no tmp/ folder): a wrong --blobs, or a mount that is not there", false) }
         case .coordinator(let url, let token):
             do {
                 _ = try AsyncBridge.wait { try await FleetClient(server: url, token: token).whoami() }

@@ -99,9 +99,11 @@ struct CoordinatorLimits: ParsableArguments {
         guard idleTimeout.value >= 0.1 && idleTimeout.value <= 3600 else { throw ValidationError("--idle-timeout must be 0.1 s to 1 h") }
         guard maxConnections >= 0, maxConnectionsPerAddress >= 0 else { throw ValidationError("connection limits cannot be negative") }
         guard (1...10_000).contains(maxUploadsInProgress) else { throw ValidationError("--max-uploads-in-progress must be 1 to 10000") }
-        guard maxSessionsPerToken >= 1, maxSessionGiBPerToken > 0 else { throw ValidationError("per-token limits must be above 0") }
-        guard sessionExpiry.value >= 1 else { throw ValidationError("--session-expiry must be at least 1 s") }
-        guard minFreeGiB >= 0, metricsRefresh.value >= 0.1 else { throw ValidationError("--min-free-gib and --metrics-refresh cannot be negative") }
+        guard maxSessionsPerToken >= 1 else { throw ValidationError("--max-sessions-per-token must be at least 1") }
+        guard maxSessionGiBPerToken > 0 && maxSessionGiBPerToken <= 1_048_576 else { throw ValidationError("--max-session-gib-per-token must be above 0 and at most 1048576 (1 PiB)") }
+        guard sessionExpiry.value >= 1 && sessionExpiry.value <= 365 * 86400 else { throw ValidationError("--session-expiry must be 1 s to 365 d") }
+        guard minFreeGiB >= 0 && minFreeGiB <= 1_048_576 else { throw ValidationError("--min-free-gib must be 0 to 1048576 (1 PiB)") }
+        guard metricsRefresh.value >= 0.1 && metricsRefresh.value <= 86400 else { throw ValidationError("--metrics-refresh must be 0.1 s to 1 d") }
     }
 
     func apply(to configuration: inout CoordinatorConfiguration) {

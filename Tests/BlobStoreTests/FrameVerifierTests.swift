@@ -115,6 +115,28 @@ import TestSupport
         #expect(throws: FrameVerifier.Mismatch.self) { try other.check(contentHash: String(repeating: "0", count: 64)) }
     }
 
+    /// Blocks shorter than the frame's block size come only last: a frame of short blocks would
+    /// never reach a hash-block boundary, so no checkpoint could be saved, and each request
+    /// would decode it again from the start.
+    @Test func aShortBlockBeforeTheLastIsRefused() throws {
+        let folder = BlobStoreTests.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (input, _) = try BlobStoreTests.dumpLikeFile(in: folder, pages: 10)
+        let header = Array(try Self.encoded(input).prefix(7))  // magic, FLG, BD (4 MiB blocks), header checksum
+        // Two stored blocks (the high bit of the size word), of 1 byte and of 16 bytes.
+        let frame = header + [1, 0, 0, 0x80, 0x41] + [16, 0, 0, 0x80] + [UInt8](repeating: 0x42, count: 16)
+        let path = folder + "/short.lz4"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(frame))
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        let verifier = FrameVerifier(expectedSize: 17)
+        let refused = #expect(throws: LZ4Error.self) { try verifier.advance(fd, upTo: UInt64(frame.count)) }
+        #expect(refused?.description.contains("only the last may") == true, "\(String(describing: refused))")
+        let single = FrameVerifier(expectedSize: 17)
+        try single.advance(fd, upTo: UInt64(header.count + 5))
+        #expect(single.size == 1, "one short block alone is fine: it may be the last")
+    }
+
     @Test func aCheckpointThatIsTornOrForeignIsNotTrusted() throws {
         let folder = BlobStoreTests.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }

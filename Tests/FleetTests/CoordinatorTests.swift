@@ -6,6 +6,7 @@ import Foundation
 import NIOCore
 import Store
 import Testing
+import TestSupport
 
 /// The coordinator over real HTTP against a real PostgreSQL: uploads (new, known, concurrent,
 /// resumed) and every way an upload is refused, each leaving nothing behind.
@@ -67,13 +68,13 @@ import Testing
         let client = try await harness.startCoordinator()
         let path = try harness.forge(seed: 4, kind: .bitmapKernel)
         let (contentHash, size) = try ContentHasher.ofFile(path)
-        let frame = try await Self.compressedFrame(of: path)
+        let frame = try await Frames.of(path)
         let announcement = UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-004")
         let opened = try await client.announce(announcement)
         let session = try #require(opened.uploadId)
         // The first connection dies after 40% of the frame.
         let cut = frame.count * 2 / 5
-        let partial = try await client.append(session: session, offset: 0, body: Self.chunks(frame[0..<cut]))
+        let partial = try await client.append(session: session, offset: 0, body: Frames.stream(frame[0..<cut]))
         #expect(partial.received == UInt64(cut))
         // Announcing again finds the session where it stopped; the uploader sends only the rest.
         let again = try await client.announce(announcement)
@@ -85,7 +86,7 @@ import Testing
         // A PATCH at the wrong offset is told where the session stands.
         let other = try await client.announce(UploadAnnouncement(contentHash: String(repeating: "ab", count: 32), size: 100, vm: "vdi-x"))
         await #expect(throws: FleetClient.Failure.self) {
-            _ = try await client.append(session: other.uploadId!, offset: 7, body: Self.chunks([1, 2, 3]))
+            _ = try await client.append(session: other.uploadId!, offset: 7, body: Frames.stream([1, 2, 3]))
         }
         await harness.stop()
     }
@@ -95,12 +96,12 @@ import Testing
         let client = try await harness.startCoordinator(maxUploadBytes: 64 << 20)
         let path = try harness.forge(seed: 5)
         let (contentHash, size) = try ContentHasher.ofFile(path)
-        let frame = try await Self.compressedFrame(of: path)
+        let frame = try await Frames.of(path)
 
         // Bytes that do not hash to the announced SHA-256.
         let wrong = String(contentHash.reversed())
         let session = try #require(try await client.announce(UploadAnnouncement(contentHash: wrong, size: size, vm: "vdi-005")).uploadId)
-        _ = try await client.append(session: session, offset: 0, body: Self.chunks(frame[...]))
+        _ = try await client.append(session: session, offset: 0, body: Frames.stream(frame[...]))
         let mismatch = await Self.failure { _ = try await client.finish(session: session) }
         #expect(mismatch?.status == 422 && mismatch?.message.contains("hash mismatch") == true)
         let gone = await Self.failure { _ = try await client.session(session) }
@@ -110,11 +111,11 @@ import Testing
         let big = await Self.failure { _ = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: 65 << 20, vm: "vdi-005")) }
         #expect(big?.status == 413 && big?.message.contains("at most") == true)
         let small = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: 10, vm: "vdi-006")).uploadId)
-        let overflow = await Self.failure { _ = try await client.append(session: small, offset: 0, body: Self.chunks(frame[...])) }
+        let overflow = await Self.failure { _ = try await client.append(session: small, offset: 0, body: Frames.stream(frame[...])) }
         #expect(overflow?.status == 413 && overflow?.message.contains("more than the 10 bytes") == true)
         // Bytes that are not an LZ4 frame are refused as they arrive.
         let garbage = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-008")).uploadId)
-        let notLZ4 = await Self.failure { _ = try await client.append(session: garbage, offset: 0, body: Self.chunks([UInt8](repeating: 7, count: 1 << 20)[...])) }
+        let notLZ4 = await Self.failure { _ = try await client.append(session: garbage, offset: 0, body: Frames.stream([UInt8](repeating: 7, count: 1 << 20)[...])) }
         #expect(notLZ4?.status == 422 && notLZ4?.message.contains("LZ4") == true)
 
         // Missing and wrong tokens.
@@ -158,25 +159,6 @@ import Testing
         let files = FileManager.default.enumerator(atPath: harness.blobRoot)?.compactMap { $0 as? String } ?? []
         return files.filter { $0.hasSuffix(".part") || $0.hasSuffix(".partial") }
     }
-
-    static func compressedFrame(of path: String) async throws -> [UInt8] {
-        var frame: [UInt8] = []
-        for try await chunk in CompressedFileChunks(path: path, skip: 0, progress: { _ in }) { frame += chunk.readableBytesView }
-        return frame
-    }
-
-    static func chunks(_ bytes: ArraySlice<UInt8>) -> AsyncStream<ByteBuffer> {
-        AsyncStream { continuation in
-            var rest = bytes
-            while !rest.isEmpty {
-                continuation.yield(ByteBuffer(bytes: rest.prefix(65536)))
-                rest = rest.dropFirst(65536)
-            }
-            continuation.finish()
-        }
-    }
-
-    static func chunks(_ bytes: [UInt8]) -> AsyncStream<ByteBuffer> { chunks(bytes[...]) }
 
     static func failure(_ body: () async throws -> Void) async -> FleetClient.Failure? {
         do {

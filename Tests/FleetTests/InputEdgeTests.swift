@@ -60,8 +60,8 @@ import TestSupport
         let again = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-071", host: "kvm-1",
                                                                  tags: ["pool": "b", "case": "4711"], fileName: "MEMORY-2.DMP"))
         #expect(again.uploadId == first.uploadId)
-        let frame = try await CoordinatorTests.compressedFrame(of: path)
-        _ = try await client.append(session: try #require(again.uploadId), offset: 0, body: CoordinatorTests.chunks(frame[...]))
+        let frame = try await Frames.of(path)
+        _ = try await client.append(session: try #require(again.uploadId), offset: 0, body: Frames.stream(frame[...]))
         let stored = try await client.finish(session: try #require(again.uploadId))
         let dump = try await client.dump(try #require(stored.dumpId))
         #expect(dump.uploads.first?.tags == ["pool": "b", "case": "4711"], "the tags announced last")

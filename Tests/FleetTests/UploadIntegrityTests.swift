@@ -17,7 +17,7 @@ import TestSupport
         defer { coordinator.stop() }
         let path = try harness.forge(seed: 31, kind: .bitmapKernel)
         let (contentHash, size) = try ContentHasher.ofFile(path)
-        let frame = try await CoordinatorTests.compressedFrame(of: path)
+        let frame = try await Frames.of(path)
         let session = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-031")).uploadId)
         let upper = session.uppercased()
         #expect(upper != session)
@@ -30,7 +30,7 @@ import TestSupport
         slow.send(Array(frame[0..<half]))
         try await Self.waitUntil { try await client.session(upper).received == UInt64(half) }
 
-        let second = await CoordinatorTests.failure { _ = try await client.append(session: upper, offset: UInt64(half), body: CoordinatorTests.chunks(frame[half...])) }
+        let second = await CoordinatorTests.failure { _ = try await client.append(session: upper, offset: UInt64(half), body: Frames.stream(frame[half...])) }
         #expect(second?.status == 409 && second?.message.contains("another connection") == true, "\(String(describing: second))")
         let early = await CoordinatorTests.failure { _ = try await client.finish(session: upper) }
         #expect(early?.status == 409, "finish waits for the writer: \(String(describing: early))")
@@ -38,7 +38,7 @@ import TestSupport
         // The slow client goes away; the session is free, and the rest arrives under the other spelling.
         slow.close()
         try await Self.waitUntil {
-            (try? await client.append(session: upper, offset: UInt64(half), body: CoordinatorTests.chunks(frame[half...])))?.received == UInt64(frame.count)
+            (try? await client.append(session: upper, offset: UInt64(half), body: Frames.stream(frame[half...])))?.received == UInt64(frame.count)
         }
         let stored = try await client.finish(session: upper)
         #expect(stored.state == .stored && stored.uploadId == session)
@@ -47,7 +47,7 @@ import TestSupport
         let blob = try harness.blobs.path(of: contentHash).path
         let storedSize = try FileManager.default.attributesOfItem(atPath: blob)[.size] as? NSNumber
         for id in [session, upper] {
-            let late = await CoordinatorTests.failure { _ = try await client.append(session: id, offset: UInt64(frame.count), body: CoordinatorTests.chunks([1, 2, 3])) }
+            let late = await CoordinatorTests.failure { _ = try await client.append(session: id, offset: UInt64(frame.count), body: Frames.stream([1, 2, 3])) }
             #expect(late?.status == 404)
         }
         #expect(try FileManager.default.attributesOfItem(atPath: blob)[.size] as? NSNumber == storedSize)
@@ -73,9 +73,9 @@ import TestSupport
         defer { coordinator.stop() }
         let path = try harness.forge(seed: 32)
         let (contentHash, size) = try ContentHasher.ofFile(path)
-        let frame = try await CoordinatorTests.compressedFrame(of: path)
+        let frame = try await Frames.of(path)
         let session = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-032")).uploadId)
-        _ = try await client.append(session: session, offset: 0, body: CoordinatorTests.chunks(frame[...]))
+        _ = try await client.append(session: session, offset: 0, body: Frames.stream(frame[...]))
 
         let failed = await CoordinatorTests.failure { _ = try await client.finish(session: session) }
         #expect(failed?.status == 500 && failed?.message.contains("reference") == true, "\(String(describing: failed))")
@@ -118,6 +118,8 @@ import TestSupport
         let broken = try await client.dump(dumpId)
         #expect(broken.jobs.first?.attempt == 1 && broken.jobs.first?.lastError?.contains("damaged") == true, "\(broken.jobs)")
         #expect(broken.blobError != nil)
+        let served = try RawHTTP.exchange(port: coordinator.port, "GET", "/v1/blobs/\(broken.contentHash)", headers: ["Authorization": "Bearer \(FleetHarness.token)"])
+        #expect(served.status == 410, "a copy found damaged is not served to workers: \(served.status)")
 
         let again = try await Uploader(client: client).upload(file: path, vm: "vdi-034", host: nil, tags: [:])
         #expect(again.state == .stored && again.dumpId == dumpId, "the bytes were taken again, not answered \"known\"")

@@ -51,9 +51,9 @@ import TestSupport
         var (coordinator, client) = try harness.startCoordinatorProcess()
         let path = try harness.forge(seed: 51)
         let (contentHash, size) = try ContentHasher.ofFile(path)
-        let frame = try await CoordinatorTests.compressedFrame(of: path)
+        let frame = try await Frames.of(path)
         let session = try #require(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-051")).uploadId)
-        _ = try await client.append(session: session, offset: 0, body: CoordinatorTests.chunks(frame[0..<frame.count / 2]))
+        _ = try await client.append(session: session, offset: 0, body: Frames.stream(frame[0..<frame.count / 2]))
         #expect(try CoordinatorTests.leftovers(harness).count == 1)
         coordinator.stop()
         try await Task.sleep(for: .seconds(1.5))
@@ -71,16 +71,38 @@ import TestSupport
         #expect(again.uploadId != session && again.received == 0)
     }
 
-    @Test func uploadsThatWouldFillTheDiskAreRefused() async throws {
+    /// A new session is taken only if the disk can hold it beside what the open sessions may
+    /// still send (announcing reserves); a dump the store has writes nothing and passes.
+    @Test func announcingReservesDiskSpace() async throws {
         let harness = try FleetHarness()
-        // A reserve larger than any disk: nothing fits.
-        let (coordinator, client) = try harness.startCoordinatorProcess(["--min-free-gib", "1000000"])
+        // A reserve that leaves 4 GiB for uploads, whatever this disk holds (other tests write
+        // meanwhile: the announcements below are 1 GiB and more from the line either way).
+        var status = statvfs()
+        statvfs(harness.blobRoot, &status)
+        let free = Double(UInt64(status.f_bavail) * UInt64(status.f_frsize)) / Double(1 << 30)
+        let (coordinator, client) = try harness.startCoordinatorProcess(["--min-free-gib", String(max(0, free - 4))])
         defer { coordinator.stop() }
-        let refused = await CoordinatorTests.failure {
-            _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", 7), size: 1 << 20, vm: "vdi-052"))
+        let path = try harness.forge(seed: 52)
+        let (contentHash, size) = try ContentHasher.ofFile(path)
+        #expect(try await Uploader(client: client).upload(file: path, vm: "vdi-052", host: nil, tags: [:]).state == .stored)
+        func announce(_ index: Int, mebibytes: UInt64) async -> FleetClient.Failure? {
+            await CoordinatorTests.failure {
+                _ = try await client.announce(UploadAnnouncement(contentHash: String(format: "%064x", index), size: mebibytes << 20, vm: "vdi-\(index)"))
+            }
         }
-        #expect(refused?.status == 507 && refused?.message.contains("nearly full") == true, "\(String(describing: refused))")
+        #expect(await announce(1, mebibytes: 3 << 10) == nil)
+        let refused = await announce(2, mebibytes: 3 << 10)
+        #expect(refused?.status == 507 && refused?.message.contains("may still send") == true, "\(String(describing: refused))")
         #expect(refused?.message.contains(harness.folder) == false)
+        #expect(try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-053")).state == .known,
+                "a known dump needs no room")
+        // A reserve larger than any disk: no new session fits at all.
+        let (full, fullClient) = try harness.startCoordinatorProcess(["--min-free-gib", "1000000"], name: "full")
+        defer { full.stop() }
+        let none = await CoordinatorTests.failure {
+            _ = try await fullClient.announce(UploadAnnouncement(contentHash: String(format: "%064x", 3), size: 1 << 20, vm: "vdi-054"))
+        }
+        #expect(none?.status == 507, "\(String(describing: none))")
     }
 
     /// A dump sent from 250 VMs: its status carries the first 100 uploads and the count, and

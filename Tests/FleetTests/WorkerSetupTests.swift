@@ -45,17 +45,37 @@ import TestSupport
         #expect(worker.output.contains("refuses this worker's token"))
     }
 
+    /// A --blobs that is not the blob store (a wrong path, a mount that is not there) is the
+    /// worker's trouble: it claims nothing, rather than failing every job as a missing blob.
+    @Test func aWorkerWhoseBlobFolderIsWrongClaimsNothing() throws {
+        let harness = try FleetHarness()
+        _ = try harness.storeAndQueue(try harness.forge(seed: 66))
+        let empty = harness.folder + "/not-mounted"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let worker = try ServiceProcess(["worker", "--database", harness.database, "--blobs", empty, "--scratch", harness.folder + "/scratch",
+                                         "--poll", "0.3", "--setup-retry", "0.5s"], log: harness.folder + "/worker.log")
+        defer { worker.killAndWait() }
+        #expect(worker.waitFor("worker paused", timeout: 30) && worker.output.contains("is not a blob store"), "\(worker.output)")
+        Thread.sleep(forTimeInterval: 1)
+        #expect(try harness.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempt = 0") == 1, "nothing was claimed")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: empty).isEmpty, "the worker wrote nothing into it")
+    }
+
     @Test func aFullScratchDiskGivesJobsBackUntilThereIsRoom() throws {
         guard getuid() == 0 else {
             #expect(!Tools.isCI, "CI runs as root, which this check needs to mount a small tmpfs")
-            print("note: not root; skipping the full-scratch-disk check (it mounts a 256 KiB tmpfs)")
+            print("note: not root; skipping the full-scratch-disk check (it mounts a 16 MiB tmpfs)")
             return
         }
         let harness = try FleetHarness()
         let scratch = harness.folder + "/small-scratch"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        #expect(try Tools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", scratch]).status == 0)
+        #expect(try Tools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", scratch]).status == 0)
         defer { _ = try? Tools.run("/bin/umount", ["-l", scratch]) }
+        // Something else has filled the disk but for 128 KiB: enough for the worker's own
+        // check of its scratch folder, not for a dump.
+        let ballast = scratch + "/ballast"
+        #expect(try Tools.run("/usr/bin/fallocate", ["-l", String((16 << 20) - (128 << 10)), ballast]).status == 0)
         _ = try harness.storeAndQueue(try harness.forge(seed: 63, kind: .bitmapKernel))
         let worker = try ServiceProcess(["worker", "--database", harness.database, "--blobs", harness.blobRoot, "--scratch", scratch,
                                          "--poll", "0.3", "--lease", "3", "--setup-retry", "0.5s"], log: harness.folder + "/worker.log")
@@ -68,7 +88,7 @@ import TestSupport
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE state = 'failed'") == 0)
         #expect(try harness.count("SELECT count(*) FROM job_attempts WHERE outcome IN ('retry', 'failed')") == 0, "no attempt counted")
 
-        #expect(try Tools.run("/bin/mount", ["-o", "remount,size=64m", scratch]).status == 0)
+        try FileManager.default.removeItem(atPath: ballast)
         let deadline = Date().addingTimeInterval(30)
         while try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         #expect(try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 1, "\(worker.output)")

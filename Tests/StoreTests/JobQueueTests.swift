@@ -121,4 +121,25 @@ import Testing
         let priorities = try db.execute("SELECT priority FROM jobs WHERE analyzer_version = 2 ORDER BY id").values.map { $0[0] }
         #expect(priorities == ["-1", "-1", "-1", "0"], "reprocessing runs below new uploads")
     }
+
+    /// A job workers keep giving back counts against itself after `giveBackLimit` times, so no
+    /// job passes between workers for ever; before that, giving back leaves its attempts whole.
+    @Test func givingBackIsFreeOnlyAFewTimes() throws {
+        let db = try PostgresConnection(TestDatabase.fresh())
+        let queue = JobQueue(retry: RetryPolicy(baseSeconds: 0, capSeconds: 0, jitter: 0))
+        let id = try Self.dumps(1, on: db)[0]
+        try queue.enqueue(dumpId: id, analyzerVersion: 1, maxAttempts: 2, on: db)
+        for round in 1...JobQueue.giveBackLimit {
+            let lease = try #require(try queue.claim(workerId: "w\(round)", limit: 1, leaseSeconds: 30, on: db).first)
+            #expect(try queue.giveBack(lease, reason: "No space left on device", on: db) == .givenBack)
+        }
+        #expect(try db.execute("SELECT attempt, max_attempts, state::text FROM jobs").values[0] == ["3", "5", "queued"], "three claims, none counted")
+        let fourth = try #require(try queue.claim(workerId: "w4", limit: 1, leaseSeconds: 30, on: db).first)
+        #expect(try queue.giveBack(fourth, reason: "No space left on device", on: db) == .counted)
+        #expect(try db.execute("SELECT outcome FROM job_attempts WHERE attempt = 4").values[0][0] == "retry")
+        let fifth = try #require(try queue.claim(workerId: "w5", limit: 1, leaseSeconds: 30, on: db).first)
+        #expect(try queue.giveBack(fifth, reason: "No space left on device", on: db) == .counted)
+        let job = try db.execute("SELECT state::text, last_error FROM jobs").values[0]
+        #expect(job[0] == "failed" && job[1]?.contains("given back by workers 3 times") == true, "\(job)")
+    }
 }
