@@ -12,12 +12,10 @@ import TestSupport
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let token = "cli-test-token-0123456789"
-        try "uploader \(token)\n".write(toFile: folder + "/tokens", atomically: true, encoding: .utf8)
-        let port = 20000 + Int(getpid() % 20000)
-        let coordinator = try ServiceProcess(["coordinator", "--database", database, "--port", String(port), "--blobs", folder + "/blobs",
-                                       "--tokens-file", folder + "/tokens"], log: folder + "/coordinator.log")
-        #expect(coordinator.waitFor("coordinator listening"), "\(coordinator.output)")
-        let server = ["--server", "http://127.0.0.1:\(port)", "--token", token]
+        // On a port the coordinator picks and logs (a port made up here may be taken).
+        let service = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("uploader", token)], folder: folder)
+        let coordinator = service.service
+        let server = ["--server", service.url, "--token", token]
         let worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server,
                                  log: folder + "/worker.log")
 
@@ -42,7 +40,7 @@ import TestSupport
         #expect(queue.output.contains("jobs: queued 0, running 0, done 1, failed 0"))
         let again = try cli.run(["upload", dump, "--vm", "vdi-w10-0200"] + server)
         #expect(again.output.contains("already stored as dump \(dumpId)"))
-        let badToken = try cli.run(["status", "--server", "http://127.0.0.1:\(port)", "--token", "nope-nope-nope-nope"])
+        let badToken = try cli.run(["status", "--server", service.url, "--token", "nope-nope-nope-nope"])
         #expect(badToken.status != 0 && badToken.error.contains("bearer token"))
 
         // A second crash of the same cause on another VM: similar, clusters, cluster.

@@ -64,7 +64,7 @@ import TestSupport
     @Test func workersServeMetricsOnLoopbackUnlessTold() throws {
         let harness = try FleetHarness()
         for (host, expected) in [(nil, "0100007F"), ("0.0.0.0", "00000000")] as [(String?, String)] {
-            let port = try Self.freePort()
+            let port = Tools.freePort()
             let worker = try ServiceProcess(["worker", "--database", harness.database, "--blobs", harness.blobRoot, "--scratch", harness.folder + "/scratch",
                                              "--metrics-port", String(port)] + (host.map { ["--metrics-host", $0] } ?? []),
                                             log: harness.folder + "/worker-\(port).log")
@@ -88,17 +88,6 @@ import TestSupport
             #expect(help.status == 0 && help.output.contains("USAGE"), "\(command): \(help.output)")
             #expect(!help.output.contains("Tok3n-secret") && !help.output.contains("Passw0rd-secret"), "\(command) --help shows a secret: \(help.output)")
         }
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// The local address (hex, as /proc/net/tcp writes it) of a socket listening on `port`.

@@ -90,29 +90,40 @@ final class FleetHarness: @unchecked Sendable {
         return configuration
     }
 
-    /// Runs in-process workers until `done` holds (checked every 100 ms) or `timeout` passes.
+    /// Runs in-process workers until `done` holds (checked every 20 ms) or `timeout` passes.
+    /// A worker that stops with an error makes this throw it, rather than leave the test to time
+    /// out without saying why.
     func runWorkers(_ configurations: [WorkerConfiguration], timeout: Double = 60, until done: () throws -> Bool) throws -> Bool {
         let workers = configurations.map { Worker(configuration: $0, logger: logger) }
         let finished = DispatchGroup()
+        let failures = Failures()
         for worker in workers {
             finished.enter()
             Thread.detachNewThread {
-                try? worker.run()
+                do { try worker.run() } catch { failures.add(error) }
                 finished.leave()
             }
         }
         let deadline = Date().addingTimeInterval(timeout)
         var reached = false
-        while Date() < deadline {
+        while Date() < deadline && failures.first == nil {
             if try done() {
                 reached = true
                 break
             }
-            Thread.sleep(forTimeInterval: 0.1)
+            Thread.sleep(forTimeInterval: 0.02)
         }
         workers.forEach { $0.drain() }
         finished.wait()
+        if let error = failures.first { throw error }
         return reached
+    }
+
+    final class Failures: @unchecked Sendable {
+        private let lock = NSLock()
+        private var errors: [any Error] = []
+        func add(_ error: any Error) { lock.withLock { errors.append(error) } }
+        var first: (any Error)? { lock.withLock { errors.first } }
     }
 
     func count(_ sql: String, _ parameters: [String?] = []) throws -> Int {

@@ -7,9 +7,8 @@ import Testing
 /// The web UI as a browser sees it: headless Chromium loads each page from a coordinator whose
 /// database holds a labelled estate, and the test reads the rendered DOM.
 @Suite struct WebUITests {
-    static var chromium: String? {
-        ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
+    /// Found on PATH, as scripts/setup looks for it (`command -v chromium`).
+    static var chromium: String? { Tools.find(anyOf: ["chromium", "chromium-browser", "google-chrome"]) }
 
     /// The DOM Chromium renders for `path` (signing in with the token on the way). Headless
     /// Chromium now and then never finishes a load here, or, on a busy machine, dumps the DOM
@@ -54,13 +53,10 @@ import Testing
         estate.vms = 10
         estate.memoryGiB = 1
         let result = try EstateQuality(estate: estate, seed: 21).measure(database: harness.database)
-        // The coordinator runs as its own process, as in production.
-        try "ui \(FleetHarness.token)\n".write(toFile: harness.folder + "/tokens", atomically: true, encoding: .utf8)
-        let port = 40000 + Int(getpid() % 20000)
-        let coordinator = try ServiceProcess(["coordinator", "--database", harness.database, "--port", String(port), "--blobs", harness.blobRoot,
-                                              "--tokens-file", harness.folder + "/tokens"], log: harness.folder + "/coordinator.log")
-        #expect(coordinator.waitFor("coordinator listening"), "\(coordinator.output)")
-        let base = "http://127.0.0.1:\(port)"
+        // The coordinator runs as its own process, as in production, on a port it picks.
+        let (coordinator, _) = try harness.startCoordinatorProcess(tokens: [("ui", FleetHarness.token)])
+        defer { coordinator.stop() }
+        let base = coordinator.url
         let db = try PostgresConnection(harness.database)
         let timer = try #require(result.dumps.first { $0.cause.hasPrefix("VideoAccelerator") && !$0.report.evidence.isEmpty })
         let cluster = try #require(db.execute("SELECT cluster_id FROM cluster_members WHERE dump_id = $1", [String(timer.id)]).values[0][0])
@@ -86,7 +82,5 @@ import Testing
 
         let signedOut = try Self.render(browser, base, "/ui/clusters", signIn: false)
         #expect(signedOut.contains("Sign in") && !signedOut.contains("CORRUPTION"), "no token, no data")
-        coordinator.signal(SIGTERM)
-        coordinator.process.waitUntilExit()
     }
 }

@@ -37,8 +37,14 @@ import Testing
         let id = try Self.dumps(1, on: db)[0]
         try queue.enqueue(dumpId: id, analyzerVersion: 1, on: db)
         let stale = try #require(try queue.claim(workerId: "paused", limit: 1, leaseSeconds: 0.05, on: db).first)
-        Thread.sleep(forTimeInterval: 0.2)
-        #expect(try queue.reapExpiredLeases(on: db) == 1)
+        // Until the database's clock has passed the lease (no fixed sleep: a loaded machine may
+        // take longer to get here than the lease lasts, or less).
+        var reaped = 0
+        for _ in 0..<200 where reaped == 0 {
+            reaped = try queue.reapExpiredLeases(on: db)
+            if reaped == 0 { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        #expect(reaped == 1)
         let fresh = try #require(try queue.claim(workerId: "live", limit: 1, leaseSeconds: 30, on: db).first)
         #expect(fresh.attempt == 2)
         #expect(throws: JobQueue.LeaseLost.self) { try queue.heartbeat(stale, leaseSeconds: 30, on: db) }

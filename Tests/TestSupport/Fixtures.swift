@@ -1,4 +1,5 @@
 import DumpFile
+import Foundation
 import DumpFormat
 import DumpForge
 #if canImport(Glibc)
@@ -47,16 +48,24 @@ public enum Fixtures {
     }
 }
 
-/// A reproducible random generator for randomized tests, seeded from the clock unless told;
-/// print its seed so a failure can be replayed.
+/// A reproducible random generator for randomized tests, seeded from the clock unless told.
+/// A clock seed is printed on stderr the moment it is drawn, so that a test that crashes the
+/// whole run still leaves it behind; `DUMPFLEET_TEST_SEED=N` replays it.
 public struct TestRandom {
     private var generator: SeededRandom
     public let seed: UInt64
 
-    public init(seed: UInt64? = nil) {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        self.seed = seed ?? UInt64(now.tv_nsec) ^ UInt64(now.tv_sec) << 20
+    public init(seed: UInt64? = nil, test: String = #function) {
+        if let seed {
+            self.seed = seed
+        } else if let replay = ProcessInfo.processInfo.environment["DUMPFLEET_TEST_SEED"].flatMap({ UInt64($0) }) {
+            self.seed = replay
+        } else {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            self.seed = UInt64(now.tv_nsec) ^ UInt64(now.tv_sec) << 20
+            FileHandle.standardError.write(Data("note: \(test) draws random cases with seed \(self.seed) (DUMPFLEET_TEST_SEED=\(self.seed) replays them)\n".utf8))
+        }
         generator = SeededRandom(seed: self.seed)
     }
 
