@@ -413,9 +413,8 @@ struct CorruptInputTests {
     // MARK: Random flips
 
     @Test func randomByteFlipsInTheHeadersNeverTrap() {
-        // To replay a failure, pass the printed seed: TestRandom(seed: ...).
+        // To replay a failure: DUMPFLEET_TEST_SEED=N (TestRandom prints N when it draws it).
         var random = TestRandom()
-        print("seed: \(random.seed)")
         for kind in [DumpDescription.DumpKind.triage, .bitmapKernel] {
             var bytes = Forged.bytes(kind)
             for iteration in 0..<300 {
