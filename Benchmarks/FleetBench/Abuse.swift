@@ -143,7 +143,7 @@ struct AbuseBenchmark {
         var worst = 0.0
         repeat { worst = max(worst, try healthLatency(coordinator)) } while now() - started < 0.5
         try await patched
-        let reread = try metric("dumpfleet_upload_reverified_bytes_total", coordinator)
+        let reread = try coordinator.metric("dumpfleet_upload_reverified_bytes_total")
         return String(format: "idle %.1f ms, worst %.1f ms; PATCHes done in %.2f s, %.0f MiB re-read", idle * 1000, worst * 1000, now() - started, reread / 1_048_576)
     }
 
@@ -187,11 +187,6 @@ struct AbuseBenchmark {
             say(String(format: "   a dump with 1.5 M uploads, GET %@: %d, %d KiB in %.0f ms, RSS %+lld MiB", path, answer.status, answer.body.utf8.count >> 10,
                          (now() - started) * 1000, (Int64(coordinator.residentBytes) - Int64(before)) >> 20))
         }
-    }
-
-    func metric(_ name: String, _ coordinator: CoordinatorProcess) throws -> Double {
-        let text = try RawHTTP.exchange(port: coordinator.port, "GET", "/metrics").body
-        return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) } ?? 0
     }
 
     func frame(ofRandomMebibytes mebibytes: Int) async throws -> [UInt8] {

@@ -1,7 +1,6 @@
 import NIOPosix
 import ServiceLifecycle
 import Store
-import Synchronization
 
 /// Runs the coordinator's blocking work on threads of its own, so that the server's event loops
 /// and the cooperative async pool never wait on the database or the disk. There are three
@@ -32,14 +31,14 @@ struct BlockingWork: Sendable {
     /// (the call itself may go on on its thread until libpq gives up; the answer does not wait).
     func health<T: Sendable>(timeout: Double, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let answer = Once()
+            let answered = Flag()
             Task { [healthThread, healthPool] in
                 let result = await Result(catching: { try await healthThread.runIfActive { try healthPool.withConnection(body) } })
-                if answer.claim() { continuation.resume(with: result) }
+                if answered.change(to: true) { continuation.resume(with: result) }
             }
             Task {
                 try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
-                if answer.claim() { continuation.resume(throwing: TimedOut(seconds: timeout)) }
+                if answered.change(to: true) { continuation.resume(throwing: TimedOut(seconds: timeout)) }
             }
         }
     }
@@ -75,12 +74,6 @@ struct ThreadPoolsService: Service {
         try? await gracefulShutdown()
         await work.shutdown()
     }
-}
-
-/// True for the first caller of `claim` only.
-final class Once: Sendable {
-    private let taken = Mutex(false)
-    func claim() -> Bool { taken.withLock { taken in defer { taken = true }; return !taken } }
 }
 
 extension Result where Failure == any Error {

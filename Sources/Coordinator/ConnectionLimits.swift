@@ -9,10 +9,7 @@ import Synchronization
 /// arrive), and none silent for longer than the idle timeout (Hummingbird's, set where the
 /// server is made). Together they keep hosts that open hundreds of idle or half-sent requests
 /// from taking every descriptor and leaving nothing for a health check.
-struct ConnectionLimits: Sendable {
-    var total: Int
-    var perAddress: Int
-
+enum ConnectionLimits {
     /// Raises this process's soft limit on open files to its hard limit, and returns the
     /// limit then in force.
     static func raiseOpenFilesLimit() -> Int {

@@ -54,7 +54,7 @@ public struct Coordinator: Sendable {
         let metrics = CoordinatorMetrics()
         let active = ActiveUploads()
         let openFiles = ConnectionLimits.raiseOpenFilesLimit()
-        let limits = ConnectionLimits(
+        let connections = OpenConnections(
             total: configuration.maxConnections > 0 ? configuration.maxConnections
                 : ConnectionLimits.total(openFiles: openFiles, uploadsInProgress: configuration.maxUploadsInProgress,
                                          databaseConnections: configuration.databaseConnections),
@@ -80,7 +80,6 @@ public struct Coordinator: Sendable {
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/ui/clusters"]) }
 
         let logger = self.logger
-        let connections = OpenConnections(total: limits.total, perAddress: limits.perAddress)
         let http = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionTracker(connections: connections, refused: { metrics.connectionsRefused.increment() },
                                                           evicted: { metrics.connectionsEvicted.increment() })],
@@ -89,12 +88,12 @@ public struct Coordinator: Sendable {
             router: router,
             server: .http1(configuration: http),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dumpfleet",
-                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.total, logger: logger)),
+                                 availableConnectionsDelegate: MaximumAvailableConnections(connections.total, logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 logger.notice("coordinator listening", metadata: [
-                    "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "connections": "\(limits.total)", "openFiles": "\(openFiles)",
-                    "perAddress": "\(limits.perAddress)", "idleTimeout": "\(configuration.idleTimeoutSeconds)s",
+                    "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "connections": "\(connections.total)", "openFiles": "\(openFiles)",
+                    "perAddress": "\(connections.perAddress)", "idleTimeout": "\(configuration.idleTimeoutSeconds)s",
                     "uploadsInProgress": "\(configuration.maxUploadsInProgress)"])
                 await onRunning(port)
             },

@@ -4,7 +4,6 @@ import Foundation
 import Hummingbird
 import Logging
 import Store
-import Synchronization
 
 /// The read side: queue overview, dumps, jobs, reports, blob download for workers, and the
 /// unauthenticated health and metrics endpoints, which say nothing about the database beyond
@@ -139,14 +138,6 @@ struct QueryRoutes: Sendable {
         }
         return id
     }
-}
-
-/// A shared yes-or-no that says when it changes.
-final class Flag: Sendable {
-    private let value = Mutex(false)
-
-    /// Sets the flag; true when that changed it.
-    func change(to new: Bool) -> Bool { value.withLock { old in defer { old = new }; return old != new } }
 }
 
 /// A blob file read in 1 MiB pieces.

@@ -169,16 +169,22 @@ public struct JobQueue: Sendable {
                 try recordFailure(lease, error: "given back by workers \(givenBack) times, so this time it counts: \(reason)", random: random, on: db)
                 return .counted
             }
-            let rows = try db.execute("""
-                UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1,
-                                available_at = now(), last_error = $4
-                WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
-                """, [String(lease.jobId), String(lease.attempt), lease.workerId, "given back by worker \(lease.workerId): \(reason)"])
-            guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
-            try logAttempt(lease, outcome: "given back", error: reason, on: db)
-            try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+            try requeueUncounted(lease, lastError: "given back by worker \(lease.workerId): \(reason)", logged: reason, on: db)
             return .givenBack
         }
+    }
+
+    /// Puts a claimed job back in the queue at once without counting the attempt (its budget
+    /// grows by one), logging the attempt as given back; inside the caller's transaction. Fenced.
+    func requeueUncounted(_ lease: Lease, lastError: String?, logged: String, on db: PostgresConnection) throws {
+        let rows = try db.execute("""
+            UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1,
+                            available_at = now(), last_error = coalesce($4, last_error)
+            WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
+            """, [String(lease.jobId), String(lease.attempt), lease.workerId, lastError])
+        guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
+        try logAttempt(lease, outcome: "given back", error: logged, on: db)
+        try db.execute("SELECT pg_notify($1, '')", [Self.channel])
     }
 
     /// Ends a job whose dump's stored copy is damaged: no retry can help until the dump is
@@ -194,13 +200,7 @@ public struct JobQueue: Sendable {
                 SELECT d.blob_replaced_at > a.claimed_at FROM dumps d JOIN job_attempts a ON a.job_id = $1 AND a.attempt = $2 WHERE d.id = $3
                 """, [String(lease.jobId), String(lease.attempt), String(lease.dumpId)]).values.first?[0] == "t"
             if replaced {
-                let rows = try db.execute("""
-                    UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, max_attempts = max_attempts + 1, available_at = now()
-                    WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND state = 'running'
-                    """, [String(lease.jobId), String(lease.attempt), lease.workerId])
-                guard rows.affected == 1 else { throw LeaseLost(lease: lease) }
-                try logAttempt(lease, outcome: "given back", error: "read the stored copy that was replaced meanwhile (\(error))", on: db)
-                try db.execute("SELECT pg_notify($1, '')", [Self.channel])
+                try requeueUncounted(lease, lastError: nil, logged: "read the stored copy that was replaced meanwhile (\(error))", on: db)
                 return false
             }
             let message = "the stored copy of the dump is damaged (\(error)); upload the dump again to replace it"

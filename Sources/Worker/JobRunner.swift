@@ -83,7 +83,7 @@ struct JobRunner: Sendable {
                 // mount may be missing, or a shared mount may not show a new file yet. The
                 // coordinator, which sees its own disk, takes a new upload of a dump whose
                 // file is gone; here the job goes back (and counts after a few give-backs).
-                guard BlobStore.looksLikeStore(root) else { throw JobFailure(fault: .worker, description: "\(root) is not a blob store (no tmp/ folder): a wrong --blobs, or a mount that is not there") }
+                if let problem = WorkerSetup.blobFolderProblem(root) { throw JobFailure(fault: .worker, description: problem) }
                 throw JobFailure(fault: .worker, description: "the blob folder has no file for this dump (not visible on this host yet, or gone)")
             }
             size = try extracting(expected) { try BlobStore.extract(blobAt: blob, contentHash: contentHash, to: scratch + ".dmp") }

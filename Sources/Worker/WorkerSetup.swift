@@ -41,8 +41,7 @@ struct WorkerSetup: Sendable {
         }
         switch configuration.blobs {
         case .directory(let root):
-            guard access(root, R_OK | X_OK) == 0 else { return ("cannot read the blob folder \(root): \(String(cString: strerror(errno)))", false) }
-            guard BlobStore.looksLikeStore(root) else { return ("\(root) is not a blob store (no tmp/ folder): a wrong --blobs, or a mount that is not there", false) }
+            if let problem = Self.blobFolderProblem(root) { return (problem, false) }
         case .coordinator(let url, let token):
             do {
                 _ = try AsyncBridge.wait { try await FleetClient(server: url, token: token).whoami() }
@@ -52,6 +51,14 @@ struct WorkerSetup: Sendable {
                 return ("cannot reach the coordinator at \(url): \(error)", false)
             }
         }
+        return nil
+    }
+
+    /// What is wrong with the blob folder `root`, or nil: it must be readable and look like the
+    /// store the coordinator made (a wrong path, or a mount point with nothing mounted, does not).
+    static func blobFolderProblem(_ root: String) -> String? {
+        guard access(root, R_OK | X_OK) == 0 else { return "cannot read the blob folder \(root): \(String(cString: strerror(errno)))" }
+        guard BlobStore.looksLikeStore(root) else { return "\(root) is not a blob store (no tmp/ folder): a wrong --blobs, or a mount that is not there" }
         return nil
     }
 }

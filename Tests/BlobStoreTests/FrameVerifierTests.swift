@@ -101,9 +101,7 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let (input, contentHash) = try BlobStoreTests.dumpLikeFile(in: folder, pages: 1500)
         let frame = try Self.encoded(input)
-        let path = folder + "/frame.lz4"
-        _ = FileManager.default.createFile(atPath: path, contents: Data(frame))
-        let fd = open(path, O_RDONLY)
+        let fd = Self.file(holding: frame, at: folder + "/frame.lz4")
         defer { close(fd) }
         let cut = FrameVerifier(expectedSize: 1500 * 4096)
         try cut.advance(fd, upTo: UInt64(frame.count - 9))
@@ -125,9 +123,7 @@ import TestSupport
         let header = Array(try Self.encoded(input).prefix(7))  // magic, FLG, BD (4 MiB blocks), header checksum
         // Two stored blocks (the high bit of the size word), of 1 byte and of 16 bytes.
         let frame = header + [1, 0, 0, 0x80, 0x41] + [16, 0, 0, 0x80] + [UInt8](repeating: 0x42, count: 16)
-        let path = folder + "/short.lz4"
-        _ = FileManager.default.createFile(atPath: path, contents: Data(frame))
-        let fd = open(path, O_RDONLY)
+        let fd = Self.file(holding: frame, at: folder + "/short.lz4")
         defer { close(fd) }
         let verifier = FrameVerifier(expectedSize: 17)
         let refused = #expect(throws: LZ4Error.self) { try verifier.advance(fd, upTo: UInt64(frame.count)) }
@@ -142,9 +138,7 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let (input, _) = try BlobStoreTests.dumpLikeFile(in: folder, pages: 2100)
         let frame = try Self.encoded(input)
-        let path = folder + "/frame.lz4"
-        _ = FileManager.default.createFile(atPath: path, contents: Data(frame))
-        let fd = open(path, O_RDONLY)
+        let fd = Self.file(holding: frame, at: folder + "/frame.lz4")
         defer { close(fd) }
         let size = UInt64(2100 * 4096)
         let verifier = FrameVerifier(expectedSize: size)
@@ -157,6 +151,12 @@ import TestSupport
         flipped[20] ^= 1
         #expect(FrameVerifier(checkpoint: flipped, expectedSize: size) == nil)
         #expect(FrameVerifier(checkpoint: saved, expectedSize: size + 1) == nil, "a checkpoint of another announcement")
+    }
+
+    /// A file holding `bytes`, opened for reading (the caller closes it).
+    static func file(holding bytes: [UInt8], at path: String) -> Int32 {
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        return open(path, O_RDONLY)
     }
 
     /// The frame our own uploader sends (LZ4FrameEncoder: linked 4 MiB blocks, content checksum).

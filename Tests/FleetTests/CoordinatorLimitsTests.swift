@@ -55,8 +55,8 @@ import TestSupport
         #expect(spent < 0.5, "the coordinator used \(spent) s of CPU in 2 s beside idle connections")
         let closed = idle.filter { $0.isClosedByServer(within: 0.01) }.count
         #expect(closed >= 300 - 120, "past the per-address cap and the total, connections are closed: \(closed)")
-        let refused = try Self.metric("dumpfleet_connections_refused_total", of: coordinator)
-        let evicted = try Self.metric("dumpfleet_connections_closed_idle_total", of: coordinator)
+        let refused = try coordinator.metric("dumpfleet_connections_refused_total")
+        let evicted = try coordinator.metric("dumpfleet_connections_closed_idle_total")
         #expect(refused > 0 && evicted > 0, "both the per-address cap (\(refused)) and the room-making (\(evicted)) closed some")
         print("measure: 300 idle connections at 256 open files: healthz in \(String(format: "%.3f", waited)) s, \(String(format: "%.2f", spent)) s CPU in 2 s, \(closed) closed (\(Int(refused)) refused, \(Int(evicted)) idle ones to make room), descriptors \(coordinator.openDescriptors)")
     }
@@ -172,11 +172,11 @@ import TestSupport
         (coordinator, client) = try harness.startCoordinatorProcess(name: "restarted")
         defer { coordinator.stop() }
         for _ in 0..<3 { _ = try await client.append(session: sessionA, offset: UInt64(cutA), body: Frames.stream([UInt8]())) }
-        let afterA = try Self.metric("dumpfleet_upload_reverified_bytes_total", of: coordinator)
+        let afterA = try coordinator.metric("dumpfleet_upload_reverified_bytes_total")
         _ = try await client.append(session: sessionB, offset: UInt64(cutB), body: Frames.stream([UInt8]()))
-        let afterB = try Self.metric("dumpfleet_upload_reverified_bytes_total", of: coordinator)
+        let afterB = try coordinator.metric("dumpfleet_upload_reverified_bytes_total")
         for _ in 0..<2 { _ = try await client.append(session: sessionB, offset: UInt64(cutB), body: Frames.stream([UInt8]())) }
-        let afterMore = try Self.metric("dumpfleet_upload_reverified_bytes_total", of: coordinator)
+        let afterMore = try coordinator.metric("dumpfleet_upload_reverified_bytes_total")
         print("measure: after a restart, three empty PATCHes re-read \(Int(afterA)) bytes of a \(cutA)-byte upload; "
               + "after a SIGKILL mid-request, \(Int(afterB - afterA)) bytes of \(cutB), then \(Int(afterMore - afterB)) more")
         #expect(afterA == 0, "a request that ended saved its checkpoint")
@@ -200,12 +200,6 @@ import TestSupport
         try Data(content).write(to: URL(fileURLWithPath: path))
         let (contentHash, size) = try ContentHasher.ofFile(path)
         return (path, contentHash, size, try await Frames.of(path))
-    }
-
-    static func metric(_ name: String, of coordinator: CoordinatorProcess) throws -> Double {
-        let text = try RawHTTP.exchange(port: coordinator.port, "GET", "/metrics").body
-        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Double($0.split(separator: " ").last!) } ?? 0
     }
 
     static func raiseOwnOpenFilesLimit() {

@@ -89,7 +89,7 @@ import TestSupport
         try db.execute("DELETE FROM refuse_uploads")
         let stored = try await Uploader(client: client).upload(file: path, vm: "vdi-032", host: nil, tags: [:])
         #expect(stored.state == .stored && stored.uploadId == session && stored.dumpId != nil && stored.jobId != nil)
-        #expect(try CoordinatorLimitsTests.metric("dumpfleet_upload_compressed_bytes_total", of: coordinator) == Double(frame.count))
+        #expect(try coordinator.metric("dumpfleet_upload_compressed_bytes_total") == Double(frame.count))
         #expect(try harness.count("SELECT count(*) FROM dumps") == 1 && harness.count("SELECT count(*) FROM uploads") == 1)
         #expect(try BlobStore.extract(blobAt: harness.blobs.path(of: contentHash).path, contentHash: contentHash, to: harness.folder + "/check.dmp") == size)
         #expect(try CoordinatorTests.leftovers(harness).isEmpty)

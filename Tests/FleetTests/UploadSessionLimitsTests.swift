@@ -65,7 +65,7 @@ import TestSupport
         try await UploadIntegrityTests.waitUntil(timeout: 5) { try CoordinatorTests.leftovers(harness).isEmpty }
         #expect(try harness.count("SELECT count(*) FROM upload_sessions WHERE state = 'expired'") == 1)
         #expect(try await client.status().openUploadSessions == 0)
-        #expect(try CoordinatorLimitsTests.metric("dumpfleet_uploads_total{outcome=\"expired\"}", of: coordinator) == 1)
+        #expect(try coordinator.metric("dumpfleet_uploads_total{outcome=\"expired\"}") == 1)
         // Announcing again starts afresh.
         let again = try await client.announce(UploadAnnouncement(contentHash: contentHash, size: size, vm: "vdi-051"))
         #expect(again.uploadId != session && again.received == 0)
@@ -142,12 +142,12 @@ import TestSupport
         defer { coordinator.stop() }
         let path = try harness.forge(seed: 54)
         _ = try await Uploader(client: client).upload(file: path, vm: "vdi-054", host: nil, tags: [:])
-        let queued = try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator)
+        let queued = try coordinator.metric("dumpfleet_jobs{state=\"queued\"}")
         #expect(queued == 0, "the snapshot was taken at start, before the upload")
         #expect(try await client.status().jobs["queued"] == 1, "the status endpoint is live")
-        for _ in 0..<16 { _ = try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator) }
-        #expect(try CoordinatorLimitsTests.metric("dumpfleet_jobs{state=\"queued\"}", of: coordinator) == 0)
-        #expect(try CoordinatorLimitsTests.metric("dumpfleet_queue_snapshot_time_seconds", of: coordinator) > 0)
+        for _ in 0..<16 { _ = try coordinator.metric("dumpfleet_jobs{state=\"queued\"}") }
+        #expect(try coordinator.metric("dumpfleet_jobs{state=\"queued\"}") == 0)
+        #expect(try coordinator.metric("dumpfleet_queue_snapshot_time_seconds") > 0)
     }
 
     static func get<T: Decodable>(_ client: FleetClient, _ path: String) async throws -> T {

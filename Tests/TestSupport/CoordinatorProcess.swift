@@ -49,6 +49,13 @@ public final class CoordinatorProcess {
         return service.process.terminationStatus
     }
 
+    /// The value of the series `name` (with its labels, as written) on the coordinator's
+    /// /metrics; 0 when absent.
+    public func metric(_ name: String) throws -> Double {
+        let text = try RawHTTP.exchange(port: port, "GET", "/metrics").body
+        return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) } ?? 0
+    }
+
     /// Resident memory, from /proc.
     public var residentBytes: UInt64 { ProcessFacts.residentBytes(pid) }
     /// Open file descriptors, from /proc.
