@@ -36,6 +36,8 @@ public struct DumpDescription: Sendable {
     /// Stacks for CPUs' idle threads, when a CPU crashed (or hung) in its idle thread, say in
     /// a DPC; the others idle in nt!KiIdleLoop.
     public var idleStacks: [Int: [CodeLocation]] = [:]
+    /// How Windows wrote non-present page-table entries (see `L1TFMitigation`).
+    public var l1tfMitigation: L1TFMitigation = .swizzledNamedInDebuggerData
     /// Seeds the placement of images, pool, stacks and the PTE self-map (KASLR).
     public var layoutSeed: UInt64 = 1
     public var comment: String? = nil
@@ -59,6 +61,18 @@ public struct DumpDescription: Sendable {
         if total > 3 * gib { ranges.append(4 * gib..<4 * gib + (total - 3 * gib)) }
         return ranges
     }
+}
+
+/// Whether the forged Windows swizzles non-present page-table entries against L1 Terminal Fault
+/// (Windows 10 1803 and later on affected Intel CPUs), and whether its KDDEBUGGER_DATA64 says so.
+public enum L1TFMitigation: Sendable, Equatable, CaseIterable {
+    /// Not affected (AMD) or an older build: entries are written as they are.
+    case off
+    /// Swizzled with bit 45, and KDBG's L1tfHighPhysicalBitIndex and L1tfSwizzleBitIndex name
+    /// bits 45 and 4.
+    case swizzledNamedInDebuggerData
+    /// Swizzled with bit 45, with both KDBG bytes left 0, as real 19041 dumps have them.
+    case swizzledUnnamed
 }
 
 /// A loaded kernel module and the functions its image contains.

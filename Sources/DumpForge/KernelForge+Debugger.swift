@@ -1,4 +1,4 @@
-/// KDDEBUGGER_DATA64, the 1 GiB mapping, the translation probes and the per-process page tables.
+/// KDDEBUGGER_DATA64, the 1 GiB mapping and the per-process page tables.
 extension KernelForge {
     func writeDebuggerData() {
         typealias D = Layout19041.KDBG
@@ -17,7 +17,10 @@ extension KernelForge {
         kdbg.put64(globals + Self.unloadedDriversOffset, at: D.mmUnloadedDrivers)
         kdbg.put64(globals + Self.lastUnloadedDriverOffset, at: D.mmLastUnloadedDriver)
         kdbg.put64(pteBase, at: D.pteBase)
-        kdbg.put8(UInt8(D.l1tfBit), at: D.l1tfHighPhysicalBitIndex)
+        if description.l1tfMitigation == .swizzledNamedInDebuggerData {
+            kdbg.put8(UInt8(D.l1tfBit), at: D.l1tfHighPhysicalBitIndex)
+            kdbg.put8(UInt8(D.swizzleBit), at: D.l1tfSwizzleBitIndex)
+        }
         for (offset, value) in D.offsets16 { kdbg.put16(value, at: offset) }
         for (offset, value) in D.offsets32 { kdbg.put32(value, at: offset) }
         write(globals + Self.kdbgOffset, kdbg)
@@ -37,34 +40,6 @@ extension KernelForge {
         if kernelPA < 0x4000_0000 {
             probes.append(.init(va: va + kernelPA + 0x40, expectation: .mapped(pa: kernelPA + 0x40), why: "the kernel image through the 1 GiB page"))
         }
-    }
-
-    /// VAs whose translation must fail, each for its own reason, plus one transition page that
-    /// must succeed.
-    func addFailureProbes() {
-        typealias Probe = ForgedKernel.Probe
-        // Four pages past the pool, never mapped as such: their page table is created by
-        // setting the entries directly, so they are not in the record of mappings.
-        let base = (allocatePool(0, alignment: 0x1000) + 0x1_0000) & ~0xFFFF
-        // A transition PTE: Valid 0, Transition 1, protection READWRITE (4 << 5 sets bit 7, which
-        // a reader that mistook this for a present entry would take for a large page), and the
-        // L1TF bit KDBG names set in the frame number.
-        let frame = memory.ram.allocate() << 12
-        memory.ram.write(Array("standby page in transition".utf8), at: frame)
-        memory.setEntry(root: root, va: base, level: 1, value: frame | 1 << Layout19041.KDBG.l1tfBit | 1 << 11 | 4 << 5)
-        probes.append(Probe(va: base + 0x10, expectation: .mapped(pa: frame + 0x10), why: "transition PTE"))
-        // Paged out: PageFileHigh holds the page-file offset.
-        memory.setEntry(root: root, va: base + 0x1000, level: 1, value: 0x1234 << 32 | 4 << 5)
-        probes.append(Probe(va: base + 0x1000, expectation: .fails("inPageFile", level: 1), why: "page-file PTE"))
-        // A prototype PTE pointing into section data.
-        memory.setEntry(root: root, va: base + 0x2000, level: 1, value: 0xFFFF_A123_4560 << 16 | 1 << 10)
-        probes.append(Probe(va: base + 0x2000, expectation: .fails("prototype", level: 1), why: "prototype PTE"))
-        // Demand-zero: the page table exists but the entry is empty.
-        memory.setEntry(root: root, va: base + 0x3000, level: 1, value: 0)
-        probes.append(Probe(va: base + 0x3008, expectation: .fails("notPresent", level: 1), why: "empty PTE"))
-        // No PML4 entry at all (index 0x150 is never used).
-        probes.append(Probe(va: 0xFFFF_A800_0000_0000, expectation: .fails("notPresent", level: 4), why: "empty PML4E"))
-        probes.append(Probe(va: 0x0000_8000_0000_1000, expectation: .fails("nonCanonical", level: nil), why: "non-canonical address"))
     }
 
     /// Each process's PML4 shares the kernel's upper half (entries 256-511), except the

@@ -103,8 +103,12 @@ enum Layout19041 {
         static let pteBase = 0x360
         /// u8: the physical-address bit set in non-present PTEs against L1TF (19H1+).
         static let l1tfHighPhysicalBitIndex = 0x2C2
+        /// u8: the PTE bit that marks a non-present entry left unswizzled.
+        static let l1tfSwizzleBitIndex = 0x2C3
         /// The forge's choice: above any RAM it describes, as Windows picks it.
         static let l1tfBit = 45
+        /// `SwizzleBit` of `_MMPTE_TRANSITION`, `_MMPTE_SOFTWARE` and `_MMPTE_PROTOTYPE`.
+        static let swizzleBit = 4
         /// (offset in KDBG, 16-bit value) pairs of the structure-offset fields.
         static let offsets16: [(Int, UInt16)] = [
             (0x298, 0x218), (0x29A, 0xF0), (0x29C, 0x58), (0x29E, 0x28), (0x2A0, 0xB8), (0x2A2, 0x184),

@@ -69,6 +69,8 @@ public struct DebuggerData: Sendable, Equatable {
     public var pagingLevels: UInt16? { u16(0x36).map { ($0 >> 2) & 0xF } }
     /// The physical-address bit Windows sets in non-present PTEs to defeat L1TF (19H1+); 0 = unset.
     public var l1tfHighPhysicalBitIndex: UInt8? { field(0x2C2, width: 1).map { UInt8($0) } }
+    /// The bit of a non-present PTE that says it was *not* swizzled (`SwizzleBit`, 4); 0 = unset.
+    public var l1tfSwizzleBitIndex: UInt8? { field(0x2C3, width: 1).map { UInt8($0) } }
 
     // Structure offsets (§4.3): what replaces the PDB.
     public var offsetKThreadNextProcessor: UInt16? { u16(0x298) }

@@ -105,7 +105,9 @@ public final class KernelDump: Sendable {
     public func addressSpace(directoryTableBase: UInt64) throws -> X64AddressSpace {
         if let virtualMemoryUnavailable { throw DumpError(.unsupported, virtualMemoryUnavailable) }
         guard let physical else { throw DumpError(.unsupported, "a minidump holds no page tables; only captured kernel memory can be read") }
-        return X64AddressSpace(physical: physical, directoryTableBase: directoryTableBase, l1tfBit: debuggerData.data?.l1tfHighPhysicalBitIndex)
+        let kdbg = debuggerData.data
+        let swizzle = InvalidEntrySwizzle(highPhysicalBit: kdbg?.l1tfHighPhysicalBitIndex, swizzleBit: kdbg?.l1tfSwizzleBitIndex)
+        return X64AddressSpace(physical: physical, directoryTableBase: directoryTableBase, swizzle: swizzle)
     }
 
     /// Kernel pointers in the header that are canonical only with 57-bit addresses mean LA57:

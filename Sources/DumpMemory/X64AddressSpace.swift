@@ -11,8 +11,8 @@ public final class X64AddressSpace: KernelAddressSpace {
     public let physical: PhysicalMemory
     /// CR3 with the PCID bits (0-11) and bit 63 cleared.
     public let directoryTableBase: UInt64
-    /// Clears, in non-present entries, the bit Windows sets against L1TF (see `init`).
-    private let invalidEntryMask: UInt64
+    /// Undoes what Windows does to non-present entries against L1TF.
+    public let swizzle: InvalidEntrySwizzle
 
     /// A direct-mapped cache of VA page -> PA page. Kernel walks touch the same few pages over
     /// and over (list heads, KPRCBs, stacks), so even 1024 slots catch most lookups.
@@ -29,18 +29,14 @@ public final class X64AddressSpace: KernelAddressSpace {
 
     /// - Parameters:
     ///   - cacheSlots: a power of two; 0 turns the cache off (benchmarks of the walk itself).
-    ///   - l1tfBit: KDDEBUGGER_DATA64's L1tfHighPhysicalBitIndex. Against L1 Terminal Fault,
-    ///     Windows (19H1 and later) may "swizzle" non-present PTEs so that their frame points
-    ///     above all installed RAM, by this high physical-address bit; the exact rule is in
-    ///     MiState.Hardware.InvalidPteMask, which no dump header carries. The bit lies above any
-    ///     real frame, so it is cleared from non-present entries before a transition frame is
-    ///     used or the entry is classified, whichever way it was set. 0 or nil means unset.
-    public init(physical: PhysicalMemory, directoryTableBase: UInt64, cacheSlots: Int = defaultCacheSlots, l1tfBit: UInt8? = nil) {
+    ///   - swizzle: how non-present entries were swizzled against L1 Terminal Fault; undone
+    ///     before a transition frame is used or an entry is classified.
+    public init(physical: PhysicalMemory, directoryTableBase: UInt64, cacheSlots: Int = defaultCacheSlots,
+                swizzle: InvalidEntrySwizzle = InvalidEntrySwizzle(highPhysicalBit: nil, swizzleBit: nil)) {
         precondition(cacheSlots == 0 || cacheSlots.nonzeroBitCount == 1, "cacheSlots must be 0 or a power of two")
         self.physical = physical
         self.directoryTableBase = directoryTableBase & Self.frameMask
-        let bit = UInt64(l1tfBit ?? 0)
-        invalidEntryMask = (12..<52).contains(bit) ? ~(1 << bit) : ~0
+        self.swizzle = swizzle
         cacheMask = cacheSlots - 1
         cacheTags = [UInt64](repeating: .max, count: max(cacheSlots, 1))
         cachePages = [UInt64](repeating: 0, count: max(cacheSlots, 1))
@@ -72,7 +68,7 @@ public final class X64AddressSpace: KernelAddressSpace {
             case .beyondEndOfFile: return .failure(MemoryError(.truncated, address: va, level: level, entryAddress: entryAddress, physicalAddress: entryAddress))
             }
             if entry & 1 == 0 {
-                let invalid = entry & invalidEntryMask
+                let invalid = swizzle.unswizzled(entry)
                 guard let frame = Self.transitionFrame(invalid) else {
                     return .failure(MemoryError(Self.absenceReason(invalid), address: va, level: level, entryAddress: entryAddress, entry: entry))
                 }

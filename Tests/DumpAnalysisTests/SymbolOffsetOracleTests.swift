@@ -1,5 +1,6 @@
 @testable import DumpAnalysis
 @testable import DumpForge
+@testable import DumpMemory
 import DumpFormat
 import Testing
 import TestSupport
@@ -256,6 +257,29 @@ import TestSupport
             }
             let id = try #require(fields["EPROCESS.UniqueProcessId"]?.first), links = try #require(fields["EPROCESS.ActiveProcessLinks"]?.first)
             #expect(links == id + 8, "build \(build): ActiveProcessLinks 0x\(String(links, radix: 16)) is not UniqueProcessId + 8")
+        }
+    }
+
+    /// The bits the translator reads in non-present entries, against the 19041 symbols'
+    /// `_MMPTE_TRANSITION`, `_MMPTE_SOFTWARE` and `_MMPTE_PROTOTYPE`.
+    @Test func nonPresentEntryBitsAreTheSymbols() throws {
+        try Self.eachSymbolFile { isf in
+            func bits(_ field: String) throws -> UInt64 {
+                let (position, length) = try isf.bitfield(field)
+                return (length == 64 ? ~0 : (1 << UInt64(length)) - 1) << UInt64(position)
+            }
+            let swizzle = InvalidEntrySwizzle(highPhysicalBit: nil, swizzleBit: nil)
+            for type in ["_MMPTE_TRANSITION", "_MMPTE_SOFTWARE", "_MMPTE_PROTOTYPE"] {
+                let swizzleBit = try bits(type + ".SwizzleBit"), valid = try bits(type + ".Valid"), prototype = try bits(type + ".Prototype")
+                #expect(swizzleBit == swizzle.swizzleBit, "\(type).SwizzleBit")
+                #expect(valid == 1, "\(type).Valid")
+                #expect(prototype == 1 << 10, "\(type).Prototype")
+            }
+            let transition = try bits("_MMPTE_TRANSITION.Transition"), softwareTransition = try bits("_MMPTE_SOFTWARE.Transition")
+            let frame = try bits("_MMPTE_TRANSITION.PageFrameNumber"), pageFile = try bits("_MMPTE_SOFTWARE.PageFileHigh")
+            #expect(transition == 1 << 11 && softwareTransition == 1 << 11)
+            #expect(frame == X64AddressSpace.transitionFrameMask)
+            #expect(pageFile == 0xFFFF_FFFF_0000_0000, "the translator's page-file test is entry >> 32")
         }
     }
 }

@@ -47,11 +47,17 @@ import TestSupport
         #expect(sampled.kernel > 0 && (kind == .bitmapKernel || sampled.user > 0), "seed \(random.seed): \(sampled)")
     }
 
-    @Test(arguments: memoryKinds)
-    func probesFailForTheirReasons(kind: DumpDescription.DumpKind) throws {
-        let (forged, source) = Fixtures.standard(kind, seed: 3)
-        let dump = try KernelDump(source: source)
+    /// Each probe resolves or fails for its own reason, whichever way Windows wrote its
+    /// non-present entries (swizzled against L1TF or not, with KDBG naming the bits or not).
+    @Test(arguments: memoryKinds, L1TFMitigation.allCases)
+    func probesFailForTheirReasons(kind: DumpDescription.DumpKind, mitigation: L1TFMitigation) throws {
+        var description = DumpDescription.standard(kind: kind, layoutSeed: 3)
+        description.memory = [0x1..<0x9F, 0x100..<0x8000]
+        description.l1tfMitigation = mitigation
+        let forged = Forge.dump(description)
+        let dump = try KernelDump(source: Fixtures.source(forged))
         let space = try dump.addressSpace(directoryTableBase: forged.kernel.directoryTableBase)
+        #expect(forged.kernel.probes.count == (mitigation == .off ? 10 : 11))
         for probe in forged.kernel.probes {
             switch (probe.expectation, space.translate(probe.va)) {
             case (.mapped(let expected), .success(let pa)):
