@@ -12,6 +12,12 @@ public struct DumpDescription: Sendable {
         case bitmapKernel
         /// DumpType 4: a kernel minidump.
         case triage
+        /// DumpType 8, 9, 0xA: "RDMP" range dumps of kernel pages, kernel and user pages, or
+        /// every RAM page.
+        case rangeKernel, rangeKernelAndUser, rangeComplete
+
+        /// Whether the dump holds the pages of user address spaces.
+        public var holdsUserPages: Bool { self != .bitmapKernel && self != .rangeKernel && self != .triage }
     }
 
     public var kind: DumpKind

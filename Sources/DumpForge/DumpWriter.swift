@@ -1,4 +1,5 @@
-/// Serialises forged kernel state as DumpType 1 (runs), 5/6 (bitmap) and 4 (minidump) files.
+/// Serialises forged kernel state as DumpType 1 (runs), 5/6 (bitmap), 4 (minidump) and
+/// 8/9/0xA (ranges, in DumpWriter+Ranges) files.
 struct DumpWriter {
     let description: DumpDescription
     let kernel: ForgedKernel

@@ -32,6 +32,9 @@ public enum Forge {
         case .bitmapFull: return writer.bitmapDump(kernelOnly: false)
         case .bitmapKernel: return writer.bitmapDump(kernelOnly: true)
         case .triage: return writer.triageDump()
+        case .rangeKernel: return writer.rangeDump(.kernel)
+        case .rangeKernelAndUser: return writer.rangeDump(.kernelAndUser)
+        case .rangeComplete: return writer.rangeDump(.complete)
         }
     }
 }

@@ -16,6 +16,7 @@ struct Forge: ParsableCommand {
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
         case full, bitmapFull = "bitmap-full", bitmapKernel = "bitmap-kernel", minidump
+        case rangeKernel = "range-kernel", rangeKernelAndUser = "range-kernel-user", rangeComplete = "range-complete"
 
         var dumpKind: DumpDescription.DumpKind {
             switch self {
@@ -23,6 +24,9 @@ struct Forge: ParsableCommand {
             case .bitmapFull: .bitmapFull
             case .bitmapKernel: .bitmapKernel
             case .minidump: .triage
+            case .rangeKernel: .rangeKernel
+            case .rangeKernelAndUser: .rangeKernelAndUser
+            case .rangeComplete: .rangeComplete
             }
         }
     }

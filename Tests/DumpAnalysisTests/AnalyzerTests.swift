@@ -13,7 +13,7 @@ import TestSupport
         return CrashAnalyzer().analyze(try KernelDump(source: Fixtures.source(Forge.dump(small))))
     }
 
-    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel])
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel, .rangeKernel])
     func timerListOverwrittenWithAProgramPathNamesTheProgram(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.timerListCorruption(kind: kind))
         #expect(report.bugCheckCode == "0x0000003B")
@@ -33,7 +33,7 @@ import TestSupport
         #expect(report.processName == "svchost.exe")
     }
 
-    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .triage])
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .triage, .rangeKernelAndUser, .rangeComplete])
     func displayDriverBelowDxgkrnlIsTheCulprit(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.displayDriverFault(kind: kind))
         #expect(report.imageName == "nvlddmkm.sys")

@@ -4,7 +4,7 @@ import Testing
 import TestSupport
 
 @Suite struct DumpHeaderTests {
-    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage])
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapFull, .bitmapKernel, .triage, .rangeKernel, .rangeKernelAndUser, .rangeComplete])
     func headerRoundTrips(kind: DumpDescription.DumpKind) throws {
         var description = DumpDescription.standard(kind: kind)
         description.memory = [0x1..<0x9F, 0x100..<0x4000]
@@ -51,6 +51,20 @@ import TestSupport
         case .triage:
             #expect(header.dumpType == .triage)
             #expect(header.miniDumpFields == 0xCFF)
+        case .rangeKernel, .rangeKernelAndUser, .rangeComplete:
+            let expected: DumpType = kind == .rangeKernel ? .rangeKernel : kind == .rangeKernelAndUser ? .rangeKernelAndUser : .rangeComplete
+            #expect(header.dumpType == expected)
+            let ranges = try RangeDumpHeader(parsing: Fixtures.source(dump), type: header.dumpType)
+            let pages = ranges.ranges.reduce(0) { $0 + $1.pageCount }
+            // Every stored page is in the file, and the ranges are sorted and apart.
+            #expect(ranges.firstPageOffset + pages * 0x1000 == dump.size)
+            #expect(zip(ranges.ranges, ranges.ranges.dropFirst()).allSatisfy { $0.basePage + $0.pageCount < $1.basePage })
+            if kind == .rangeComplete {
+                #expect(ranges.ranges.map { [$0.basePage, $0.pageCount] } == [[0x1, 0x9E], [0x100, 0x3F00]])
+                #expect(ranges.firstPageOffset % 0x1000 == 0)
+            } else {
+                #expect(pages < 0x9E + 0x3F00, "a kernel range dump leaves out free pages")
+            }
         }
     }
 

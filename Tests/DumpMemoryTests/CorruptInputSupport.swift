@@ -143,6 +143,7 @@ enum Forged {
         case .bitmapFull: bitmapFull
         case .bitmapKernel: bitmapKernel
         case .triage: triage
+        case .rangeKernel, .rangeKernelAndUser, .rangeComplete: Fixtures.standard(kind).0.contiguousBytes()
         }
     }
 

@@ -6,7 +6,7 @@ import TestSupport
 
 /// Forge -> parse for every dump kind: the parser must find what the forge put there.
 @Suite struct RoundTripTests {
-    static let memoryKinds: [DumpDescription.DumpKind] = [.full, .bitmapFull, .bitmapKernel]
+    static let memoryKinds: [DumpDescription.DumpKind] = [.full, .bitmapFull, .bitmapKernel, .rangeKernel, .rangeKernelAndUser, .rangeComplete]
 
     @Test(arguments: memoryKinds)
     func debuggerDataIsFoundInClear(kind: DumpDescription.DumpKind) throws {
@@ -33,7 +33,7 @@ import TestSupport
         var random = TestRandom()
         var spaces: [UInt64: X64AddressSpace] = [:]
         var sampled = (kernel: 0, user: 0)
-        let mappings = forged.kernel.mappings.filter { kind != .bitmapKernel || $0.va >> 63 == 1 }  // kernel dumps omit user pages
+        let mappings = forged.kernel.mappings.filter { kind.holdsUserPages || $0.va >> 63 == 1 }  // kernel dumps omit user pages
         for _ in 0..<4000 {
             let mapping = mappings[Int(random.below(UInt64(mappings.count)))]
             let va = mapping.va + random.below(mapping.size)
@@ -44,7 +44,7 @@ import TestSupport
             if va >> 63 == 1 { sampled.kernel += 1 } else { sampled.user += 1 }
         }
         // Both halves of the address space were walked (a kernel dump holds no user pages).
-        #expect(sampled.kernel > 0 && (kind == .bitmapKernel || sampled.user > 0), "seed \(random.seed): \(sampled)")
+        #expect(sampled.kernel > 0 && (!kind.holdsUserPages || sampled.user > 0), "seed \(random.seed): \(sampled)")
     }
 
     /// Each probe resolves or fails for its own reason, whichever way Windows wrote its
@@ -111,8 +111,9 @@ import TestSupport
         }
     }
 
-    @Test func kernelDumpsLeaveOutUserPages() throws {
-        let (forged, source) = Fixtures.standard(.bitmapKernel, seed: 2)
+    @Test(arguments: [DumpDescription.DumpKind.bitmapKernel, .rangeKernel])
+    func kernelDumpsLeaveOutUserPages(kind: DumpDescription.DumpKind) throws {
+        let (forged, source) = Fixtures.standard(kind, seed: 2)
         let dump = try KernelDump(source: source)
         let process = try #require(forged.kernel.processes.first { $0.pebAddress != 0 })
         let space = try dump.addressSpace(directoryTableBase: process.directoryTableBase)
