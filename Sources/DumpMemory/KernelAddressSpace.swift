@@ -22,8 +22,11 @@ extension KernelAddressSpace {
 
     /// A UNICODE_STRING (Length u16, MaximumLength u16, Buffer u64) at `va`, decoded.
     public func unicodeString(_ va: UInt64, maximumLength: Int = 0x1000) throws -> String {
-        let length = Int(try u16(va))
-        let buffer = try u64(va &+ 8)
+        // One read of the whole structure: a Buffer field past the top of the address space
+        // fails there instead of wrapping round to address 0.
+        let header = try read(va, count: 16)
+        let length = Int(header[0]) | Int(header[1]) << 8
+        let buffer = header[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard length > 0 else { return "" }
         let bytes = try read(buffer, count: min(length, maximumLength) & ~1)
         return decodeUTF16(bytes, units: bytes.count / 2)

@@ -221,33 +221,37 @@ func rangeDump(type: UInt32 = 8, metadataSize: UInt64, firstPageOffset: UInt64, 
     return bytes
 }
 
-/// Runs in an exit test: a kernel bitmap dump whose 8-byte bitmap holds 63 bits.
-func openBitmapWithBitCount63() {
+/// Runs in an exit test, then in the test itself: a kernel bitmap dump whose 8-byte bitmap
+/// holds 63 bits, none set.
+func openBitmapWithBitCount63() throws -> KernelDump {
     var bytes = bareHeader(dumpType: 6, size: 0x3000)
     bytes.patch32(0x2000, 0x504D_4453)  // "SDMP"
     bytes.patch32(0x2004, 0x504D_5544)  // "DUMP"
     bytes.patch64(0x2020, 0x3000)       // FirstPage, after the bitmap
     bytes.patch64(0x2028, 0)            // TotalPresentPages
     bytes.patch64(0x2030, 63)           // bits: (63 + 7) / 8 = 8 bytes, one whole word of 64
-    _ = try? KernelDump(source: ByteSource(copying: bytes))
+    return try KernelDump(source: ByteSource(copying: bytes))
 }
 
-/// Runs in an exit test: a full dump with one run, the last page of the physical address space.
-func readLastPhysicalPage() throws {
+/// Runs in an exit test, then in the test itself: a full dump with one run, the last page of
+/// the physical address space, which holds 0x5A bytes; returns that page as read.
+func readLastPhysicalPage() throws -> [UInt8] {
     var bytes = bareHeader(dumpType: 1, size: 0x3000)
     bytes.patch32(0x88, 1)                     // NumberOfRuns
     bytes.patch32(0x8C, 0)
     bytes.patch64(0x90, 1)                     // NumberOfPages
     bytes.patch64(0x98, 0xF_FFFF_FFFF_FFFF)    // BasePage: physical 0xFFFF_FFFF_FFFF_F000
     bytes.patch64(0xA0, 1)                     // PageCount
+    bytes.replaceSubrange(0x2000..<0x3000, with: [UInt8](repeating: 0x5A, count: 0x1000))
     let dump = try KernelDump(source: ByteSource(copying: bytes))
     guard let physical = dump.physical else { throw DumpError(.corrupt, "a full dump without physical memory") }
-    _ = try physical.read(physical: 0xFFFF_FFFF_FFFF_F000, count: 0x1000)
+    return try physical.read(physical: 0xFFFF_FFFF_FFFF_F000, count: 0x1000)
 }
 
-/// Runs in an exit test: captured memory ending at 2^64 - 1, and a UNICODE_STRING 8 bytes below it.
-func readStringAtTheTopOfTheAddressSpace() {
+/// Runs in an exit test, then in the test itself: captured memory ending at 2^64 - 1, and a
+/// UNICODE_STRING 8 bytes below it, whose Buffer field would lie at 2^64.
+func readStringAtTheTopOfTheAddressSpace() throws -> String {
     let memory = TriageMemory(source: ByteSource(copying: [UInt8](repeating: 0x41, count: 0x100)),
                               blocks: [.init(address: 0xFFFF_FFFF_FFFF_FF00, fileOffset: 0, size: 0xFF)])
-    _ = try? memory.unicodeString(0xFFFF_FFFF_FFFF_FFF8)
+    return try memory.unicodeString(0xFFFF_FFFF_FFFF_FFF8)
 }

@@ -298,7 +298,9 @@ struct CorruptInputTests {
             let triage = try #require(try KernelDump(source: source).triage)
             let error = #expect(throws: DumpError.self, "\(name)") { try triage.drivers(in: source) }
             #expect(error?.code == .truncated || error?.code == .corrupt, "\(name): \(String(describing: error))")
-            _ = exercise(bytes, name)
+            // Only the driver list is lost: the dump opens and reads what the intact one reads.
+            let outcome = exercise(bytes, name)
+            #expect(outcome.opened && outcome.readablePointers == exercise(Forged.triage).readablePointers, "\(name): \(outcome.failureText)")
         }
     }
 
@@ -323,7 +325,7 @@ struct CorruptInputTests {
             #expect(read[index] == expected)
         }
         #expect(Array(read[2...]) == Array(drivers[2...]))
-        _ = exercise(bytes, "unreadable driver names")
+        #expect(exercise(bytes, "unreadable driver names").readablePointers == exercise(Forged.triage).readablePointers)
     }
 
     @Test func dataBlockTableThatLiesLeavesTheRestReadable() throws {
@@ -336,12 +338,15 @@ struct CorruptInputTests {
         #expect(huge.notes.contains { $0.contains("lie past the end of the file") }, "\(huge.notes)")
         let space = try huge.kernelAddressSpace()
         do { _ = try space.read(intact.topOfStack, count: 8) } catch { Issue.record(error, "the stack window should survive a bad data block table") }
-        _ = exercise(bytes, "DataBlocksCount 0xFFFFFFFF")
+        let intactReads = exercise(Forged.triage).readablePointers
+        #expect(intactReads == 2, "two of the header's three list and KDBG pointers lie in memory the intact minidump captured")
+        #expect(exercise(bytes, "DataBlocksCount 0xFFFFFFFF").readablePointers == intactReads)
 
         // A count a little too large: the extra entries are whatever follows the table.
         bytes = Forged.triage
         bytes.patch32(0x207C, intact.dataBlocksCount + 3)
-        _ = exercise(bytes, "DataBlocksCount + 3")
+        let threeMore = exercise(bytes, "DataBlocksCount + 3")
+        #expect(threeMore.opened && threeMore.readablePointers == intactReads, "\(threeMore.failureText)")
 
         // One block whose bytes lie past the file: that block alone is dropped and counted.
         bytes = Forged.triage
