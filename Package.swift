@@ -86,7 +86,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "DumpBench",
-            dependencies: ["DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile"],
+            dependencies: ["DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile", "TestSupport"],
             path: "Benchmarks/DumpBench"
         ),
         .executableTarget(

@@ -1,9 +1,12 @@
 // Benchmarks for the fleet, printed as numbers (not asserted):
 //   swift run -c release FleetBench [queue] [upload GiB] [heartbeat]
-// Each section starts its own private PostgreSQL (fsync off, as in the tests).
+// The sections share one private PostgreSQL with fsync, synchronous_commit and full_page_writes
+// off, as in the tests; the queue section also runs on a second one with PostgreSQL's durable
+// defaults, and prints each server's settings beside its numbers.
 //   queue      claim+complete throughput with 1, 2, 4 and 8 workers (batches of 10, and of 1 at 4)
 //   upload     an N GiB sparse full dump (default 8) through the real HTTP path, against
-//              `lz4 -c FILE > /dev/null` on the same file
+//              `lz4 -c FILE > /dev/null` on the same file; then the same size with every page
+//              holding data, from a warm and from a dropped page cache, with the bytes read
 //   heartbeat  lease-heartbeat lateness of a worker while every core spins
 //   quality    clustering and similar-search quality on a labelled estate, against exact buckets
 //   similarity N synthetic signatures (default 1,000,000; `similarity 200000` for fewer), then
@@ -81,7 +84,7 @@ let claimTime = Total()
 let completeTime = Total()
 
 /// Queues `count` jobs on fresh dump rows; returns nothing (the rows are the state).
-func refill(_ count: Int) throws {
+func refill(_ count: Int, database: String = database) throws {
     let db = try PostgresConnection(database)
     try db.executeScript("TRUNCATE job_attempts, reports, signatures, jobs, uploads, upload_sessions, dumps RESTART IDENTITY CASCADE")
     try db.execute("""
@@ -90,8 +93,8 @@ func refill(_ count: Int) throws {
     try db.execute("INSERT INTO jobs (dump_id, analyzer_version) SELECT id, 1 FROM dumps")
 }
 
-func queueThroughput(workers: Int, batch: Int, jobs: Int) throws -> Double {
-    try refill(jobs)
+func queueThroughput(workers: Int, batch: Int, jobs: Int, database: String) throws -> Double {
+    try refill(jobs, database: database)
     let signature = StoredSignature(id: "0123456789abcdef", bucket: "0x1E_c0000005_bench+0x1", bugCheckClass: "0x1E_c0000005", featuresJSON: "{}")
     let queue = JobQueue()
     let group = DispatchGroup()
@@ -123,12 +126,28 @@ func queueThroughput(workers: Int, batch: Int, jobs: Int) throws -> Double {
     return Double(jobs) / elapsed
 }
 
+/// The settings that decide what a commit costs, as the server reports them.
+func commitSettings(_ database: String) throws -> String {
+    let rows = try PostgresConnection(database).execute("""
+        SELECT name, current_setting(name) FROM pg_settings
+        WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers') ORDER BY name
+        """).values
+    return rows.map { "\($0[0] ?? "?")=\($0[1] ?? "?")" }.joined(separator: " ")
+}
+
 if sections.contains("queue") {
-    print("== queue: claim + complete (report and signature written, attempt logged), one transaction per job")
-    for (workers, batch) in [(1, 10), (2, 10), (4, 10), (8, 10), (4, 1)] {
-        let rate = try queueThroughput(workers: workers, batch: batch, jobs: 20000)
-        print(String(format: "   %d worker%@, batches of %2d: %7.0f jobs/s   (thread-seconds claiming %.1f, completing %.1f)",
-                     workers, workers == 1 ? " " : "s", batch, rate, claimTime.take(), completeTime.take()))
+    let durable = EmbeddedPostgres(durability: .durable)
+    try durable.start()
+    defer { durable.stop() }
+    try Migrations.apply(PostgresConnection(durable.connectionString))
+    for (server, name, jobs) in [(database, "scratch", 20000), (durable.connectionString, "durable", 5000)] {
+        print("== queue: claim + complete (report and signature written, attempt logged), one transaction per job, \(jobs) jobs")
+        print("   \(name) server: \(try commitSettings(server))")
+        for (workers, batch) in [(1, 10), (2, 10), (4, 10), (8, 10), (4, 1)] {
+            let rate = try queueThroughput(workers: workers, batch: batch, jobs: jobs, database: server)
+            print(String(format: "   %d worker%@, batches of %2d: %7.0f jobs/s   (thread-seconds claiming %.1f, completing %.1f)",
+                         workers, workers == 1 ? " " : "s", batch, rate, claimTime.take(), completeTime.take()))
+        }
     }
 }
 
@@ -153,9 +172,12 @@ if sections.contains("upload") {
     let lz4 = run("lz4 -q -c \(path) > /dev/null")
     print(String(format: "   lz4 -c FILE > /dev/null:             %6.2f s  %7.0f MB/s", lz4, size / lz4 / 1e6))
     let hashStarted = now()
+    let hashIO = Measure.ProcessIO.now()
     _ = try ContentHasher.ofFile(path)
     let hashing = now() - hashStarted
-    print(String(format: "   content hash alone (all cores):      %6.2f s  %7.0f MB/s", hashing, size / hashing / 1e6))
+    let hashRead = Measure.ProcessIO.now() - hashIO
+    print(String(format: "   content hash alone (all cores):      %6.2f s  %7.0f MB/s  (read %.0f MiB: holes are skipped with SEEK_DATA, never read)",
+                 hashing, size / hashing / 1e6, Double(hashRead.requested) / 1_048_576))
 
     let compressStarted = now()
     var compressedBytes = 0
@@ -189,16 +211,43 @@ if sections.contains("upload") {
     let verifying = now() - verifyStarted
     print(String(format: "   server's decode + content hash alone: %6.2f s  %7.0f MB/s", verifying, size / verifying / 1e6))
 
-    // The same dump with its zeros written out (no holes), one byte changed so it is new: the
-    // hashing now reads every block and finds the zero ones by comparing.
+    // The same size with data in every page (no holes, no zero pages): each page that was a
+    // hole or zeros gets 2 KiB of random bytes and 2 KiB of zeros, so LZ4 halves it about as it
+    // halves real memory. Warm: the file was just written. Cold: the page cache dropped first.
     let dense = scratch + "/dense.dmp"
-    _ = run("cp --sparse=never \(path) \(dense) && printf x | dd of=\(dense) bs=1 seek=\(forged.size - 1) conv=notrunc status=none")
+    try Measure.writeEveryPage(copying: path, to: dense)
     _ = run("cat \(dense) > /dev/null")
     let denseLZ4 = run("lz4 -q -c \(dense) > /dev/null")
-    let denseStarted = now()
+    var denseStarted = now()
+    _ = try ContentHasher.ofFile(dense)
+    let denseHash = now() - denseStarted
+    denseStarted = now()
     _ = try await uploader.upload(file: dense, vm: "bench-dense", host: nil, tags: [:])
     let denseTotal = now() - denseStarted
-    print(String(format: "   without holes: lz4 -c %.2f s; upload %.2f s, %.0f MB/s (%.0f%% of lz4's rate)", denseLZ4, denseTotal, size / denseTotal / 1e6, 100 * denseLZ4 / denseTotal))
+    print(String(format: "   every page data, warm: lz4 -c %.2f s (%.0f MB/s); hash alone %.2f s (%.0f MB/s); upload %.2f s, %.0f MB/s (%.0f%% of lz4's rate)",
+                 denseLZ4, size / denseLZ4 / 1e6, denseHash, size / denseHash / 1e6, denseTotal, size / denseTotal / 1e6, 100 * denseLZ4 / denseTotal))
+    if Measure.dropPageCache() {
+        let coldLZ4 = run("lz4 -q -c \(dense) > /dev/null")
+        _ = Measure.dropPageCache()
+        var before = Measure.ProcessIO.now()
+        denseStarted = now()
+        _ = try ContentHasher.ofFile(dense)
+        let coldHash = now() - denseStarted
+        let hashRead = Measure.ProcessIO.now() - before
+        // One byte changed, so the coordinator does not know it and the whole file is sent.
+        _ = run("printf x | dd of=\(dense) bs=1 seek=\(forged.size - 1) conv=notrunc status=none")
+        _ = Measure.dropPageCache()
+        before = Measure.ProcessIO.now()
+        denseStarted = now()
+        _ = try await uploader.upload(file: dense, vm: "bench-dense-cold", host: nil, tags: [:])
+        let coldTotal = now() - denseStarted
+        let uploadRead = Measure.ProcessIO.now() - before
+        print(String(format: "   every page data, cold: lz4 -c %.2f s (%.0f MB/s); hash alone %.2f s (%.0f MB/s, %.0f MiB from disk); upload %.2f s, %.0f MB/s (%.0f MiB from disk)",
+                     coldLZ4, size / coldLZ4 / 1e6, coldHash, size / coldHash / 1e6, Double(hashRead.fromStorage) / 1_048_576,
+                     coldTotal, size / coldTotal / 1e6, Double(uploadRead.fromStorage) / 1_048_576))
+    } else {
+        print("   every page data, cold: skipped (dropping the page cache needs root)")
+    }
     try FileManager.default.removeItem(atPath: dense)
     await coordinator.stop()
 }

@@ -1,7 +1,8 @@
 import Foundation
 
 /// A private PostgreSQL server in a scratch folder, for `dumpfleet demo` and the tests: initdb,
-/// then pg_ctl start with a Unix socket only (no TCP port to collide with), fsync off.
+/// then pg_ctl start with a Unix socket only (no TCP port to collide with), fsync off unless
+/// asked to be durable.
 ///
 /// PostgreSQL refuses to run as root; as root the data and socket folders are given to the
 /// `postgres` user and the server binaries run through `runuser -u postgres --`.
@@ -27,8 +28,26 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         ProcessInfo.processInfo.environment["DUMPFLEET_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
     }
 
-    public init(folder: String? = nil) {
+    /// Whether commits survive a crash of the machine. Scratch servers need not, and run
+    /// several times faster without flushing; a benchmark of the queue measures both.
+    public enum Durability: Sendable {
+        /// fsync, synchronous_commit and full_page_writes off.
+        case scratch
+        /// PostgreSQL's defaults: every commit flushed to disk.
+        case durable
+    }
+
+    public let durability: Durability
+
+    public init(folder: String? = nil, durability: Durability = .scratch) {
         self.folder = folder ?? NSTemporaryDirectory() + "dumpfleet-pg-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        self.durability = durability
+    }
+
+    /// The server's command-line settings (pg_ctl -o).
+    private var serverOptions: String {
+        let flushing = durability == .scratch ? " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" : ""
+        return "-k \(socketFolder) -c listen_addresses=\(flushing) -c max_connections=200"
     }
 
     /// Creates the cluster and starts the server; returns once it accepts connections.
@@ -49,7 +68,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         }
         try server("initdb", ["-D", dataFolder, "--auth=trust", "--username=postgres", "--no-sync", "--encoding=UTF8", "--locale=C"])
         try server("pg_ctl", ["-D", dataFolder, "-l", folder + "/server.log", "-w", "-t", "60", "start",
-                              "-o", "-k \(socketFolder) -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"])
+                              "-o", serverOptions])
         running = true
     }
 
@@ -82,7 +101,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     /// Restarts the server, for tests of reconnection.
     public func restart() throws {
         try server("pg_ctl", ["-D", dataFolder, "-m", "fast", "-w", "-t", "60", "restart",
-                              "-o", "-k \(socketFolder) -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"])
+                              "-o", serverOptions])
     }
 
     deinit { stop() }
