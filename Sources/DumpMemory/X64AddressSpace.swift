@@ -12,7 +12,7 @@ public final class X64AddressSpace: KernelAddressSpace {
     /// CR3 with the PCID bits (0-11) and bit 63 cleared.
     public let directoryTableBase: UInt64
     /// Undoes what Windows does to non-present entries against L1TF.
-    public let swizzle: InvalidEntrySwizzle
+    private let swizzle: InvalidEntrySwizzle
 
     /// A direct-mapped cache of VA page -> PA page. Kernel walks touch the same few pages over
     /// and over (list heads, KPRCBs, stacks), so even 1024 slots catch most lookups.

@@ -10,6 +10,21 @@ import TestSupport
         for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
     }
 
+    /// KDBG's L1TF bytes choose the bits; unset or impossible ones fall back to bit 45 and
+    /// SwizzleBit 4, and only an entry with SwizzleBit clear loses the mask.
+    @Test func swizzledEntriesAreUndoneByKDBGsBitsOrTheCommonOnes() {
+        let common = InvalidEntrySwizzle(highPhysicalBit: 45, swizzleBit: 4)
+        #expect(common.mask == 1 << 45 && common.swizzleBit == 1 << 4)
+        for (high, swizzle) in [(nil, nil), (0, 0), (60, 20), (11, 12)] as [(UInt8?, UInt8?)] {
+            #expect(InvalidEntrySwizzle(highPhysicalBit: high, swizzleBit: swizzle) == common, "\(String(describing: high)), \(String(describing: swizzle))")
+        }
+        let named = InvalidEntrySwizzle(highPhysicalBit: 39, swizzleBit: 3)
+        let transition: UInt64 = 0x1234_5000 | 1 << 11
+        #expect(named.unswizzled(transition | 1 << 39) == transition)
+        #expect(named.unswizzled(transition | 1 << 39 | 1 << 3) == transition | 1 << 39 | 1 << 3, "SwizzleBit set: the bit is the entry's own")
+        #expect(named.unswizzled(transition | 1 << 45) == transition | 1 << 45, "bit 45 is not this machine's mask")
+    }
+
     @Test func fiveLevelKernelPointersAreDetected() throws {
         let (_, source) = Fixtures.standard(.bitmapKernel)
         var bytes = try source.bytes(at: 0, count: source.count)
