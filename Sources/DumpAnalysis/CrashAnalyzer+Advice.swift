@@ -5,19 +5,26 @@ extension CrashAnalyzer {
     /// A third-party image built this long before the crash counts as old.
     static let oldImageSeconds: Int64 = 365 * 86_400
 
-    static func advice(culprit: CulpritDecision, module: LoadedModule?, header: DumpHeader64, knowledge: BugCheckKnowledge, verdict: String,
-                       missingPages: UInt64, evidence: [Evidence], hasStack: Bool) -> [String] {
+    /// An image's age counts only where its TimeDateStamp is a link time: a build hash read as
+    /// a date would make a new driver "old" (or an old one new).
+    static func advice(culprit: CulpritDecision, module: LoadedModule?, timestamp: ImageTimestamp?, header: DumpHeader64, knowledge: BugCheckKnowledge,
+                       verdict: String, missingPages: UInt64, evidence: [Evidence], hasStack: Bool) -> [String] {
         var advice: [String] = []
         if culprit.kind == .module, let module {
             var line = "\(module.name) is a third-party driver on the faulting path: update it"
-            if module.timeDateStamp != 0, let crash = FileTime.unixSeconds(header.systemTime) {
-                let built = FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)).prefix(10)
+            let linkTime = timestamp.flatMap { $0.meaning == .linkTime || $0.meaning == .unverifiedLinkTime ? $0 : nil }
+            if let linkTime, let built = linkTime.date?.prefix(10), let crash = FileTime.unixSeconds(header.systemTime) {
                 let age = crash - Int64(module.timeDateStamp)
-                if age > oldImageSeconds {
-                    line = "update \(module.name), built \(built) (\(age / 86_400 / 365) year\(age / 86_400 / 365 == 1 ? "" : "s") before the crash): an old third-party driver is the likeliest cause"
-                } else {
+                let years = "\(age / 86_400 / 365) year\(age / 86_400 / 365 == 1 ? "" : "s") before the crash"
+                if age <= oldImageSeconds {
                     line += " (built \(built)) or ask its vendor"
+                } else if linkTime.meaning == .linkTime {
+                    line = "update \(module.name), built \(built) (\(years)): an old third-party driver is the likeliest cause"
+                } else {
+                    line = "update \(module.name), built \(built) by its TimeDateStamp (\(years), if that is a link time: the image's headers are not in the dump to rule out a build hash)"
                 }
+            } else if timestamp?.meaning == .buildHash {
+                line += " or ask its vendor (its TimeDateStamp is a build hash, so its age is unknown)"
             }
             advice.append(line)
         }

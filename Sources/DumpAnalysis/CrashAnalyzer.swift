@@ -93,7 +93,10 @@ public struct CrashAnalyzer: Sendable {
                                        frames: stack, faultingFrame: faultingFrame ?? 0, evidence: evidence)
 
         let verdict = inspection.completeness.verdict
-        let advice = Self.advice(culprit: culprit, module: culpritModule, header: header, knowledge: knowledge, verdict: verdict,
+        let crashTime = FileTime.unixSeconds(header.systemTime)
+        let timestamps = objects.modules.map { ImageTimestamp.of($0.timeDateStamp, imageAt: $0.base, in: space, crashTime: crashTime) }
+        let culpritTimestamp = culpritModule.flatMap { module in objects.modules.firstIndex(of: module).map { timestamps[$0] } }
+        let advice = Self.advice(culprit: culprit, module: culpritModule, timestamp: culpritTimestamp, header: header, knowledge: knowledge, verdict: verdict,
                                  missingPages: dump.physical?.missingPages ?? 0, evidence: evidence, hasStack: !stack.isEmpty)
         return CrashReport(
             dumpType: header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
@@ -102,13 +105,13 @@ public struct CrashAnalyzer: Sendable {
             parameters: zip(bugCheck.parameters, knowledge.parameterMeanings).map { .init(value: hexText($0), meaning: $1) },
             processName: processName, imageName: culpritModule?.name ?? (culprit.kind == .process ? culprit.name : nil),
             moduleName: culpritModule.map { TriageRules.moduleKey($0.name) },
-            imageTimestamp: culpritModule.flatMap { $0.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64($0.timeDateStamp)) },
+            imageTimestamp: culpritTimestamp,
             faultingIP: faultingFrame.flatMap { stack.indices.contains($0) ? stack[$0].symbol : nil } ?? faultingIP.map(hexText),
             followupFrame: culprit.frame?.symbol, culprit: culprit.report, failureBucketId: bucket,
             stack: stack, faultingFrame: faultingFrame, cpus: cpus, threads: threads, evidence: evidence, advice: advice,
-            modules: objects.modules.map { module in
+            modules: zip(objects.modules, timestamps).map { module, timestamp in
                 .init(name: module.name, path: module.path, base: hexText(module.base), size: module.size, timeDateStamp: module.timeDateStamp,
-                      timestamp: module.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(module.timeDateStamp)), checkSum: hexText(module.checkSum))
+                      timestamp: timestamp, checkSum: hexText(module.checkSum))
             },
             unloadedDrivers: objects.unloadedModules.map { .init(name: $0.name, start: hexText($0.start), end: hexText($0.end)) },
             processes: objects.processes.map { process in

@@ -57,7 +57,7 @@ extension CrashReport {
         field("FOLLOWUP_IP", followupFrame)
         field("MODULE_NAME", moduleName)
         field("IMAGE_NAME", imageName)
-        field("IMAGE_TIMESTAMP", imageTimestamp)
+        field("IMAGE_TIMESTAMP", imageTimestamp.map { stamp in stamp.date.map { "\($0) (\(stamp.meaning.rawValue))" } ?? "\(stamp.meaning.rawValue): \(stamp.reason)" })
         lines.append("CULPRIT: \(culprit.name) (\(culprit.kind.rawValue)): \(culprit.reason)")
         field("FAILURE_BUCKET_ID", failureBucketId)
         field("SIGNATURE", signature.id)

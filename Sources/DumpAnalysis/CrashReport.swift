@@ -24,7 +24,8 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var base: String
         public var size: UInt32
         public var timeDateStamp: UInt32
-        public var timestamp: String?
+        /// What TimeDateStamp means: a link time, or a build hash that is no date.
+        public var timestamp: ImageTimestamp
         public var checkSum: String
     }
 
@@ -72,7 +73,8 @@ public struct CrashReport: Sendable, Codable, Equatable {
     public var processName: String?
     public var imageName: String?
     public var moduleName: String?
-    public var imageTimestamp: String?
+    /// The culprit image's TimeDateStamp, classified.
+    public var imageTimestamp: ImageTimestamp?
     public var faultingIP: String?
     public var followupFrame: String?
     public var culprit: Culprit

@@ -41,7 +41,8 @@ public enum DumpInspector {
         if let triage = dump.triage {
             verdict = "minidump"
             details.append("a kernel minidump holds only the crashing thread's stack and a few captured blocks; configure a complete or kernel memory dump for more detail")
-            minidump = summarize(triage, source: source, captured: dump.triageMemory?.capturedBytes ?? 0, notes: &notes)
+            minidump = summarize(triage, source: source, captured: dump.triageMemory?.capturedBytes ?? 0,
+                                 crashTime: FileTime.unixSeconds(header.systemTime), notes: &notes)
             if !triage.hasEndMarker {
                 verdict = "truncated"
                 details.append("the minidump's end marker is missing")
@@ -79,12 +80,14 @@ public enum DumpInspector {
             physicalMemory: nil, minidump: nil, debuggerData: nil, completeness: .init(verdict: "complete", details: []), notes: [])
     }
 
-    static func summarize(_ triage: TriageDump, source: ByteSource, captured: UInt64, notes: inout [String]) -> InspectionReport.MinidumpSummary {
+    /// Minidumps hold no image headers, so a driver's plausible TimeDateStamp stays an unverified
+    /// date (`ImageTimestamp`).
+    static func summarize(_ triage: TriageDump, source: ByteSource, captured: UInt64, crashTime: Int64?, notes: inout [String]) -> InspectionReport.MinidumpSummary {
         var drivers: [InspectionReport.Driver] = []
         do {
             drivers = try triage.drivers(in: source).map { driver in
                 .init(name: driver.name, path: driver.path, base: hexText(driver.base), size: driver.size, timeDateStamp: driver.timeDateStamp,
-                      timestamp: driver.timeDateStamp == 0 ? nil : FileTime.iso8601(unixSeconds: Int64(driver.timeDateStamp)), checkSum: hexText(driver.checkSum))
+                      timestamp: ImageTimestamp(driver.timeDateStamp, reproducible: nil, crashTime: crashTime), checkSum: hexText(driver.checkSum))
             }
             let unnamed = drivers.filter { $0.path == nil }.count
             if unnamed > 0 { notes.append("\(unnamed) driver name(s) could not be read from the string pool") }

@@ -21,7 +21,7 @@ extension InspectionReport {
         if let minidump {
             row("Minidump:", "\(minidump.driverCount) drivers, \(minidump.dataBlockCount) data blocks (\(minidump.capturedBytes) bytes), \(minidump.stackBytes) stack bytes from \(minidump.topOfStack)")
             for driver in minidump.drivers.prefix(5) {
-                row("  Driver:", "\(driver.base) \(driver.name ?? "?") size \(hexText(driver.size)) built \(driver.timestamp ?? "(no timestamp)")")
+                row("  Driver:", "\(driver.base) \(driver.name ?? "?") size \(hexText(driver.size)) \(driver.timestamp.text)")
             }
             if minidump.drivers.count > 5 { row("", "... \(counted(minidump.drivers.count - 5, "more driver")) (see --json)") }
             if !minidump.unloadedDrivers.isEmpty { row("  Unloaded:", minidump.unloadedDrivers.map(\.name).joined(separator: ", ")) }

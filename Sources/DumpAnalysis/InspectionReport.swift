@@ -28,8 +28,8 @@ public struct InspectionReport: Codable, Sendable, Equatable {
         public var base: String
         public var size: UInt32
         public var timeDateStamp: UInt32
-        /// The link time as a date; nil when the writer left TimeDateStamp 0.
-        public var timestamp: String?
+        /// What TimeDateStamp means (a minidump holds no image headers, so a date is unverified).
+        public var timestamp: ImageTimestamp
         public var checkSum: String
     }
 

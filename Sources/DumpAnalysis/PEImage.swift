@@ -156,6 +156,8 @@ public struct PEImage: Sendable {
     public let exportDirectory: DataDirectory?
     /// Data directory 3 (.pdata), or nil when absent.
     public let exceptionDirectory: DataDirectory?
+    /// Data directory 6: IMAGE_DEBUG_DIRECTORY entries.
+    public let debugDirectory: DataDirectory?
 
     /// Limits on header fields; anything past them is treated as corruption, not read.
     public static let maximumHeaderOffset: UInt32 = 0x1000
@@ -242,6 +244,28 @@ public struct PEImage: Sendable {
         self.sections = sections
         self.exportDirectory = directory(0)
         self.exceptionDirectory = directory(3)
+        self.debugDirectory = directory(6)
+    }
+
+    // MARK: Debug directory
+
+    /// IMAGE_DEBUG_DIRECTORY entries are 28 bytes; Type is at +12. Images carry a handful
+    /// (CodeView, POGO, REPRO, ...); more than this is corruption.
+    public static let maximumDebugEntries = 64
+    /// IMAGE_DEBUG_TYPE_REPRO: the image was linked reproducibly (/Brepro), and its
+    /// TimeDateStamp is a hash of the build, not a time.
+    public static let debugTypeReproducible: UInt32 = 16
+
+    /// The Type of each debug directory entry; empty when the image has no debug directory.
+    /// Throws `MemoryError` when the directory's page is absent.
+    public func debugEntryTypes(in space: any KernelAddressSpace) throws -> [UInt32] {
+        guard let debugDirectory else { return [] }
+        let count = Int(debugDirectory.size / 28)
+        guard count <= Self.maximumDebugEntries, UInt64(debugDirectory.virtualAddress) + UInt64(debugDirectory.size) <= UInt64(sizeOfImage) else {
+            throw DumpError(.corrupt, "the debug directory of the image at 0x\(hex(base)) (0x\(hex(debugDirectory.size)) bytes at RVA 0x\(hex(debugDirectory.virtualAddress))) does not fit the image")
+        }
+        let entries = try space.read(base &+ UInt64(debugDirectory.virtualAddress), count: 28 * count)
+        return (0..<count).map { PEBytes.u32(entries, 28 * $0 + 12) }
     }
 
     /// The section holding `rva`, if any.

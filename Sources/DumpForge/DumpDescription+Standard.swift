@@ -23,8 +23,9 @@ extension DumpDescription {
         names.map { ForgedFunction(name: $0, exported: exported, size: 0x400, prolog: prolog) }
     }
 
-    /// Since Windows 10, Microsoft images carry a reproducible-build hash in TimeDateStamp, which
-    /// is why the in-box modules "date" from odd years; third-party drivers carry real dates.
+    /// Since Windows 10, Microsoft images carry a reproducible-build hash in TimeDateStamp (and a
+    /// REPRO debug entry), which is why the in-box modules "date" from odd years, hal.dll's from a
+    /// plausible one; third-party drivers carry real dates.
     public static let standardModules: [ModuleDescription] = [
         ModuleDescription(name: "ntoskrnl.exe", path: "\\SystemRoot\\system32\\ntoskrnl.exe", timeDateStamp: 0x9C8F_6A7B, checkSum: 0xA6_5F1D,
                           functions: functions(["KeBugCheckEx", "KiBugCheckDispatch", "KiInsertTimerTable", "KiTimerExpiration",
@@ -34,18 +35,20 @@ extension DumpDescription {
                                                 "KeSetTimerEx", "KiSetTimerEx", "NtSetTimerEx", "KiCancelTimer", "RtlpRemoveEntryList"])
                               + functions(["KiPageFault", "KiGeneralProtectionFault"], prolog: trap)
                               + functions(["KiRaiseSecurityCheckFailure", "KiNmiInterrupt"], prolog: trapWithoutErrorCode)
-                              + functions(["KiSystemServiceHandler", "KiDispatchException", "KiFastFailDispatch", "KiProcessNMI"], prolog: dispatcher)),
+                              + functions(["KiSystemServiceHandler", "KiDispatchException", "KiFastFailDispatch", "KiProcessNMI"], prolog: dispatcher),
+                          reproducible: true),
         ModuleDescription(name: "hal.dll", path: "\\SystemRoot\\system32\\hal.dll", timeDateStamp: 0x5E2C_3A11, checkSum: 0x8_1C2E,
-                          functions: functions(["HalProcessorIdle", "HalpTimerClockInterrupt"])),
+                          functions: functions(["HalProcessorIdle", "HalpTimerClockInterrupt"]), reproducible: true),  // a hash that reads as 2020
         ModuleDescription(name: "dxgkrnl.sys", timeDateStamp: 0x7A3B_C2D1, checkSum: 0x3F_0A11,
-                          functions: functions(["DxgkCreateDevice", "DpiDxgkDdiStartDevice", "DxgkPresent"])),
+                          functions: functions(["DxgkCreateDevice", "DpiDxgkDdiStartDevice", "DxgkPresent"]), reproducible: true),
         // 2020-09-23: an old NVIDIA display driver; its functions are not exported.
         ModuleDescription(name: "nvlddmkm.sys", timeDateStamp: 0x5F6A_9000, checkSum: 0x1F4_2B3C,
                           functions: functions(["NvDdiStartDevice", "NvRmProcessInterrupt", "NvRmUpdateTimer"], exported: false)),
         ModuleDescription(name: "ndis.sys", timeDateStamp: 0x6B21_0C44, checkSum: 0x14_AA01,
-                          functions: functions(["NdisMIndicateReceiveNetBufferLists", "ndisMDispatchReceiveNetBufferLists", "ndisInterruptDpc"])),
+                          functions: functions(["NdisMIndicateReceiveNetBufferLists", "ndisMDispatchReceiveNetBufferLists", "ndisInterruptDpc"]),
+                          reproducible: true),
         ModuleDescription(name: "tcpip.sys", timeDateStamp: 0x6B21_0D90, checkSum: 0x2B_7711,
-                          functions: functions(["TcpReceive", "IppReceiveHeaderBatch"], prolog: leafish)),
+                          functions: functions(["TcpReceive", "IppReceiveHeaderBatch"], prolog: leafish), reproducible: true),
     ]
 
     public static let standardProcesses: [ProcessDescription] = [

@@ -89,13 +89,16 @@ public struct ModuleDescription: Sendable {
     public var timeDateStamp: UInt32
     public var checkSum: UInt32
     public var functions: [ForgedFunction]
+    /// Linked with /Brepro, as Microsoft's images are: TimeDateStamp is a build hash.
+    public var reproducible: Bool
 
-    public init(name: String, path: String? = nil, timeDateStamp: UInt32, checkSum: UInt32 = 0, functions: [ForgedFunction]) {
+    public init(name: String, path: String? = nil, timeDateStamp: UInt32, checkSum: UInt32 = 0, functions: [ForgedFunction], reproducible: Bool = false) {
         self.name = name
         self.path = path ?? "\\SystemRoot\\system32\\drivers\\\(name)"
         self.timeDateStamp = timeDateStamp
         self.checkSum = checkSum
         self.functions = functions
+        self.reproducible = reproducible
     }
 }
 

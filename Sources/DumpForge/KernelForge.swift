@@ -128,7 +128,8 @@ final class KernelForge {
     private func placeImages() {
         var driverNext = kernelBase + 0x400_0000
         for (index, module) in description.modules.enumerated() {
-            let image = forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum, functions: module.functions)
+            let image = forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum, functions: module.functions,
+                                     reproducible: module.reproducible)
             let base: UInt64
             if index == 0 {
                 // ntoskrnl: one 2 MiB large page holds the image and, 1 MiB in, its globals.

@@ -82,8 +82,12 @@ public struct ForgedImage: Sendable {
 
 /// Builds a mapped PE32+ image holding `functions` in .text (in the given order), an export
 /// directory for the exported ones, and .pdata/UNWIND_INFO describing every prolog.
+///
+/// The debug directory names the image's PDB (a CodeView "RSDS" record) and, for a
+/// `reproducible` image (Microsoft's, linked with /Brepro), has a REPRO entry: its TimeDateStamp
+/// is then a hash of the build, not a time.
 public func forgePEImage(name: String, timeDateStamp: UInt32, checkSum: UInt32, functions: [ForgedFunction],
-                         preferredBase: UInt64 = 0xFFFF_F800_0000_0000) -> ForgedImage {
+                         reproducible: Bool = false, preferredBase: UInt64 = 0xFFFF_F800_0000_0000) -> ForgedImage {
     precondition(!functions.isEmpty, "an image needs at least one function")
     precondition(name.utf8.allSatisfy { $0 > 0 && $0 < 0x80 }, "the module name is ASCII")
     var byName: [String: ForgedFunction] = [:]
@@ -179,11 +183,35 @@ public func forgePEImage(name: String, timeDateStamp: UInt32, checkSum: UInt32, 
             image.put32(unwindRVAs[parent]!, at: tail + 8)
         }
     }
-    let rdataSize = unwindCursor - rdataRVA
+    // IMAGE_DEBUG_DIRECTORY entries (28 bytes): Characteristics, TimeDateStamp, Major/MinorVersion,
+    // Type (2 CodeView, 16 REPRO), SizeOfData, AddressOfRawData, PointerToRawData. The CodeView
+    // data is "RSDS", the PDB's GUID, its Age and its path; the REPRO entry carries no data here.
+    let debugRVA = alignUp(unwindCursor, 4)
+    let debugEntries = reproducible ? 2 : 1
+    let codeViewRVA = debugRVA + 28 * UInt32(debugEntries)
+    let pdbName = String(name.prefix { $0 != "." }) + ".pdb"
+    image.putASCII("RSDS", at: Int(codeViewRVA))
+    let nameHash = name.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 }  // FNV-1a: a stable GUID per name
+    image.put64(nameHash, at: Int(codeViewRVA) + 4)
+    image.put64(nameHash ^ UInt64(timeDateStamp), at: Int(codeViewRVA) + 12)
+    image.put32(1, at: Int(codeViewRVA) + 20)                 // Age
+    let debugEnd = putCString(pdbName, in: &image, at: codeViewRVA + 24)
+    let entries: [(type: UInt32, size: UInt32, rva: UInt32)] = [(2, debugEnd - codeViewRVA, codeViewRVA), (16, 0, 0)]
+    for (index, entry) in entries.prefix(debugEntries).enumerated() {
+        let at = Int(debugRVA) + 28 * index
+        image.put32(0, at: at)
+        image.put32(timeDateStamp, at: at + 4)
+        image.put32(0, at: at + 8)
+        image.put32(entry.type, at: at + 12)
+        image.put32(entry.size, at: at + 16)
+        image.put32(entry.rva, at: at + 20)
+        image.put32(entry.rva == 0 ? 0 : 0x400 + alignUp(textSize, 0x200) + (entry.rva - rdataRVA), at: at + 24)  // its place in the file
+    }
+    let rdataSize = debugEnd - rdataRVA
 
     // --- .pdata: RUNTIME_FUNCTION {BeginAddress, EndAddress, UnwindInfoAddress}, sorted by
     // BeginAddress because RtlLookupFunctionEntry binary-searches it.
-    let pdataRVA = alignUp(unwindCursor, pageSize)
+    let pdataRVA = alignUp(debugEnd, pageSize)
     let sortedFunctions = functions.sorted { ranges[$0.name]!.lowerBound < ranges[$1.name]!.lowerBound }
     for (index, function) in sortedFunctions.enumerated() {
         let at = Int(pdataRVA) + 12 * index
@@ -262,6 +290,8 @@ public func forgePEImage(name: String, timeDateStamp: UInt32, checkSum: UInt32, 
     image.put32(exportSize, at: directories + 0 * 8 + 4)
     image.put32(pdataRVA, at: directories + 3 * 8)            // [3] exception
     image.put32(pdataSize, at: directories + 3 * 8 + 4)
+    image.put32(debugRVA, at: directories + 6 * 8)            // [6] debug
+    image.put32(28 * UInt32(debugEntries), at: directories + 6 * 8 + 4)
 
     // Section headers follow the optional header. PointerToRawData/SizeOfRawData describe the
     // file layout the image would have on disk (file-aligned, packed after the headers), even

@@ -38,7 +38,9 @@ import TestSupport
         let report = try Self.analyze(.displayDriverFault(kind: kind))
         #expect(report.imageName == "nvlddmkm.sys")
         #expect(report.moduleName == "nvlddmkm")
-        #expect(report.imageTimestamp == "2020-09-23T00:00:00Z")
+        #expect(report.imageTimestamp?.date == "2020-09-23T00:00:00Z")
+        // A minidump does not hold the image's headers, so nothing rules out a build hash there.
+        #expect(report.imageTimestamp?.meaning == (kind == .triage ? .unverifiedLinkTime : .linkTime))
         #expect(report.failureBucketId == "0x1E_c0000005_nvlddmkm+0x1091")
         #expect(report.advice.contains { $0.contains("update nvlddmkm.sys, built 2020-09-23") })
         let fault = try #require(report.faultingFrame)
@@ -149,5 +151,41 @@ import TestSupport
         #expect(report.notes.contains { $0.contains("ARM64 stacks are not unwound") })
         #expect(report.advice.contains { $0.contains("minidump") })
         #expect(report.advice.contains { $0.contains("forced from outside") })
+        // ntoskrnl "built 2088" and CLFS.SYS "built 2035" are reproducible-build hashes.
+        let later = report.modules.filter { ["ntoskrnl.exe", "clfs.sys"].contains($0.name.lowercased()) }
+        #expect(later.count == 2 && later.allSatisfy { $0.timestamp.meaning == .buildHash && $0.timestamp.date == nil }, "\(later)")
+        #expect(!report.text.contains("2088") && !report.text.contains("2035"))
+    }
+
+    /// Microsoft's images are linked reproducibly: their TimeDateStamp is a hash, however much it
+    /// looks like a date, and no advice may rest on it; a third-party image's stays a date.
+    @Test(arguments: [DumpDescription.DumpKind.full, .triage])
+    func buildHashesAreNotDates(kind: DumpDescription.DumpKind) throws {
+        let report = try Self.analyze(.standard(kind: kind))
+        let stamps = Dictionary(uniqueKeysWithValues: report.modules.map { ($0.name, $0.timestamp) })
+        // 0x9C8F6A7B would be 2053, after the crash: a hash whatever the dump holds.
+        #expect(stamps["ntoskrnl.exe"]?.meaning == .buildHash)
+        #expect(stamps["ntoskrnl.exe"]?.reason.contains("after the crash") == true)
+        // 0x5E2C3A11 reads as 2020-01-25, before the crash: only hal.dll's REPRO entry tells.
+        if kind == .triage {
+            #expect(stamps["hal.dll"]?.meaning == .unverifiedLinkTime, "a minidump holds no headers to read the REPRO entry from")
+        } else {
+            #expect(stamps["hal.dll"]?.meaning == .buildHash)
+            #expect(stamps["hal.dll"]?.reason.contains("REPRO") == true)
+            #expect(stamps["nvlddmkm.sys"]?.meaning == .linkTime, "its debug directory was read and has no REPRO entry")
+        }
+    }
+
+    /// A culprit whose TimeDateStamp is a build hash gets no age in its advice.
+    @Test func aCulpritWithABuildHashIsNotCalledOld() throws {
+        var description = DumpDescription.displayDriverFault(kind: .full)
+        let index = try #require(description.modules.firstIndex { $0.name == "nvlddmkm.sys" })
+        description.modules[index].reproducible = true
+        let report = try Self.analyze(description)
+        #expect(report.imageName == "nvlddmkm.sys")
+        #expect(report.imageTimestamp?.meaning == .buildHash)
+        let advice = try #require(report.advice.first { $0.contains("nvlddmkm.sys") })
+        #expect(advice.contains("build hash") && !advice.contains("2020") && !advice.contains("old"), "\(advice)")
+        #expect(report.text.contains("IMAGE_TIMESTAMP") && !report.text.contains("2020-09-23"))
     }
 }

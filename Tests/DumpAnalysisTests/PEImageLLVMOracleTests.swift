@@ -18,7 +18,7 @@ import TestSupport
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         for image in try OracleImage.all(in: folder) {
-            let dump = ReadobjBlock.parse(try Self.run(tools.readobj, ["--file-headers", "--sections", "--coff-exports", "--unwind", image.file]))
+            let dump = ReadobjBlock.parse(try Self.run(tools.readobj, ["--file-headers", "--sections", "--coff-exports", "--coff-debug-directory", "--unwind", image.file]))
             try Self.compareHeaders(image, dump)
             // llvm-readobj leaves CheckSum out of the optional header it prints; objdump -p has it.
             let privateHeaders = try Self.run(tools.objdump, ["-p", image.file]).split(separator: "\n")
@@ -28,6 +28,7 @@ import TestSupport
             try Self.compareSections(image, dump)
             try Self.compareExports(image, dump)
             try Self.compareUnwindInformation(image, dump)
+            try Self.compareDebugDirectory(image, dump)
         }
     }
 
@@ -147,6 +148,16 @@ import TestSupport
             agree(info.chainedFunction.map(describe), try chained.map { describe(try image.runtimeFunction($0)) },
                   "\(label): the parent RUNTIME_FUNCTION of a chained UNWIND_INFO")
         }
+    }
+
+    /// The debug directory's entry types (CodeView 2, REPRO 16), and the PDB the CodeView
+    /// record names, which LLVM finds through the entry's PointerToRawData in the file.
+    private static func compareDebugDirectory(_ image: OracleImage, _ dump: ReadobjBlock) throws {
+        let theirs = try dump.child("DebugDirectory").children("DebugEntry")
+        let types = try theirs.map { try $0.number("Type") }  // "CodeView (0x2)", "Repro (0x10)"
+        agree(try image.pe.debugEntryTypes(in: image.memory).map(UInt64.init), types, "\(image.name): debug entry types")
+        let pdb = try theirs.first.map { try $0.child("PDBInfo").field("PDBFileName") }
+        agree(pdb, String(image.name.prefix { $0 != "." }) + ".pdb", "\(image.name): the PDB the CodeView record names")
     }
 
     // MARK: - llvm-objdump
@@ -363,7 +374,7 @@ private struct OracleImage {
         return try modules.enumerated().map { index, module in
             let base = 0xFFFF_F800_0000_0000 + UInt64(index) << 24
             let forged = forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum,
-                                      functions: module.functions, preferredBase: base)
+                                      functions: module.functions, reproducible: module.reproducible, preferredBase: base)
             let file = folder + "/" + module.name
             try Data(fileLayout(forged.bytes)).write(to: URL(fileURLWithPath: file))
             let memory = FlatMemory()
