@@ -15,7 +15,8 @@ extension CrashAnalyzer {
         let work: @Sendable (Int) -> Void = { index in
             guard let space = try? dump.kernelAddressSpace() else { return }
             let processor = processors[index]
-            let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space)
+            let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space,
+                                    trapFrame: processor.currentThread?.trapFrame)
             let onIdleThread = processor.idleThread != nil && processor.currentThread?.address == processor.idleThread
             results.set(index, CrashReport.CPU(
                 number: processor.number, thread: processor.currentThread.map { hexText($0.address) },
@@ -62,7 +63,7 @@ extension CrashAnalyzer {
                 gpr[5] = rbp
                 var limited = walker
                 limited.maximumFrames = 32
-                let stack = limited.walk(from: RegisterState(gpr: gpr, rip: rip), symbolizer: symbolizer, space: space)
+                let stack = limited.walk(from: RegisterState(gpr: gpr, rip: rip), symbolizer: symbolizer, space: space, trapFrame: thread.trapFrame)
                 guard stack.contains(where: rules.blames) else { continue }
                 results.set(index, .init(process: process.imageName, threadId: thread.threadId, address: hexText(thread.address), state: thread.state,
                                          stack: stack.map(\.symbol)))
@@ -76,14 +77,15 @@ extension CrashAnalyzer {
     ///
     /// Names come from exports, and the kernel exports its spin-lock entry points but not its
     /// idle loop (KiIdleLoop, PoIdle): a CPU is idle when it runs its KPRCB.IdleThread and no
-    /// blamed module is on its stack (a driver's DPC can run on the idle thread).
+    /// blamed module is on its stack (a driver's DPC can run on the idle thread). Frames found
+    /// by scanning do not count: on an idle CPU's stack they are stale values of earlier work.
     func activity(of stack: [StackFrame], registers: Context64? = nil, onIdleThread: Bool = false) -> String {
         let top = stack.prefix(3)
         if top.contains(where: { ["KxWaitForSpinLockAndAcquire", "KeAcquireSpinLockRaiseToDpc", "KeAcquireSpinLockAtDpcLevel",
                                   "KxAcquireSpinLock", "KeAcquireInStackQueuedSpinLock"].contains($0.function ?? "") }) {
             return "waiting for spin lock" + (registers.map { " \(hexText($0.gpr[1]))" } ?? "")
         }
-        let busy = stack.first(where: rules.blames)
+        let busy = stack.first { rules.blames($0) && $0.trust != .scan }
         if busy == nil, onIdleThread || ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(stack.first?.function ?? "") { return "idle" }
         if let busy { return "running \(busy.module!) code (\(busy.symbol))" }
         return stack.first.map { "in \($0.symbol)" } ?? "unknown"

@@ -18,6 +18,10 @@ extension CrashAnalyzer {
     /// The first frame from the faulting one on that the triage rules do not skip; for hangs,
     /// the CPU running third-party code while others wait; when only OS frames remain,
     /// corruption evidence attributed to a third party; else the faulting OS frame.
+    ///
+    /// Frames are trusted as far as they were found: one unwound (or from a context or trap
+    /// frame) is blamed before corruption evidence, and evidence before one found by scanning
+    /// the stack, which may be a stale value of an earlier call.
     func findCulprit(stack: [StackFrame], faultingFrame: Int?, knowledge: BugCheckKnowledge, cpus: [CrashReport.CPU],
                      evidence: [Evidence], modules: [LoadedModule]) -> CulpritDecision {
         func module(of frame: StackFrame) -> LoadedModule? { modules.first { $0.contains(frame.rip) } }
@@ -31,20 +35,24 @@ extension CrashAnalyzer {
                                    name: name, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
         }
         if knowledge.externallyTriggered, let busy = cpus.first(where: { $0.activity.hasPrefix("running") }),
-           let frame = busy.stack.first(where: rules.blames) {
+           let frame = busy.stack.first(where: { rules.blames($0) && $0.trust != .scan }) {
             let waiting = cpus.filter { $0.activity.hasPrefix("waiting for spin lock") }.map(\.number)
             let others = waiting.isEmpty ? "" : "; CPU\(waiting.count == 1 ? "" : "s") \(waiting.map(String.init).joined(separator: ", ")) wait for a spin lock"
             return decision(frame, "the dump was forced from outside (a hang): CPU \(busy.number) runs \(frame.module!) code\(others)")
         }
         let start = min(faultingFrame ?? 0, stack.count)
-        if let frame = stack[start...].first(where: rules.blames) {
+        if let frame = stack[start...].first(where: { rules.blames($0) && $0.trust != .scan }) {
             return decision(frame, "the first frame from the fault outward that is not the operating system's")
         }
+        let scanned = stack[start...].first(where: rules.blames)
         if let blamed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
             let item = evidence.first { $0.attributedTo == blamed }!
             return CulpritDecision(kind: blamed.kind == .module ? .module : .process, name: blamed.name,
                                    reason: "only operating-system frames are on the stack; \(item.location) held \"\(item.text.first ?? "")\" instead of pointers",
                                    module: modules.first { $0.name.lowercased() == blamed.name.lowercased() }, frame: nil, key: "CORRUPTION_\(blamed.name)")
+        }
+        if let frame = scanned {
+            return decision(frame, "the first frame from the fault outward that is not the operating system's, found by scanning the stack (no unwind data reached it)")
         }
         if stack.indices.contains(start) {
             return decision(stack[start], "only operating-system frames are on the stack; the faulting one is named")

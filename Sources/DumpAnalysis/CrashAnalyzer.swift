@@ -51,10 +51,17 @@ public struct CrashAnalyzer: Sendable {
         var crashingStack: [StackFrame] = []
         if let space, header.machine == .amd64 {
             let symbolizer = Symbolizer(modules: objects.modules, space: space)
-            crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space)
+            // The crashing thread is the one whose kernel stack holds the context's RSP; a
+            // minidump keeps a copy of its ETHREAD instead.
+            let minidumpThread = dump.triage.flatMap { triage in
+                layout.flatMap { try? dump.source.u64(at: UInt64(triage.threadOffset) + $0.threadTrapFrame) }
+            }
+            let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? minidumpThread
+            crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space, trapFrame: trapFrame)
             if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
                 // A fail-fast (0x139) stops at `int 29h`: its trap frame's RIP is the next instruction.
-                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space, startsAfterInstruction: bugCheck.code == 0x139)
+                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space, startsAfterInstruction: bugCheck.code == 0x139,
+                                    trapFrame: trapFrame)
             } else {
                 stack = crashingStack
             }

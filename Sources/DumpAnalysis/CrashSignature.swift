@@ -37,7 +37,9 @@ public struct CrashSignature: Sendable, Codable, Equatable {
             guard let module = frame.moduleKey, let key = frame.moduleOffsetKey else { return nil }
             return Frame(position: position, module: module, key: key, function: frame.function)
         }
-        let moduleRun = tail.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
+        // The user-mode frame a system call entered from ends a kernel stack; which program
+        // called is not part of the crash's shape.
+        let moduleRun = tail.filter { $0.rip >> 63 == 1 }.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
         canonical = [bugCheckClass, culprit, faultingKey ?? "-", moduleRun.joined(separator: ",")].joined(separator: "|")
         id = Self.fnv1a(canonical)
         self.bucket = bucket

@@ -65,6 +65,16 @@ public struct KernelObjects: Sendable {
     public var brokenLists: [(list: String, walk: ListBreak)]
     /// What could not be read, in words, for the report.
     public var problems: [String]
+
+    /// The thread whose kernel stack (StackLimit up to StackBase) holds `rsp`: a CPU's current
+    /// thread first, then any process's.
+    public func thread(onStackAt rsp: UInt64) -> KernelThread? {
+        let candidates = processors.compactMap(\.currentThread) + processes.flatMap(\.threads)
+        return candidates.first { thread in
+            guard let limit = thread.stackLimit, let base = thread.stackBase else { return false }
+            return limit <= rsp && rsp < base
+        }
+    }
 }
 
 /// KLDR_DATA_TABLE_ENTRY, one PsLoadedModuleList record: the same on x64 in every build from

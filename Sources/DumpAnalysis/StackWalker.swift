@@ -37,6 +37,12 @@ public struct StackFrame: Sendable, Equatable, Codable {
 
 /// Walks one stack: from a context through the images' unwind data, into trap frames, and by a
 /// marked scan where no unwind data exists (minidumps hold no .pdata).
+///
+/// A walk ends at the thread's boundary, as WinDbg's does: at the system-service entry, whose
+/// frame's RSP is the KTRAP_FRAME the `syscall` built (KTHREAD.TrapFrame), with the user-mode
+/// RIP and RSP that frame saved as the last frame; and at any user-mode address. Nothing above
+/// a boundary is scanned: the stack there holds stale values of earlier calls, which a scan
+/// would take for callers.
 public struct StackWalker: Sendable {
     public var maximumFrames = 64
     /// Candidate return addresses a scan may accept without a call instruction before them:
@@ -48,13 +54,20 @@ public struct StackWalker: Sendable {
     /// - Parameter startsAfterInstruction: the start RIP is past the instruction that stopped it
     ///   (a software interrupt such as the `int 29h` of a fail-fast), so it is looked up one byte
     ///   back like a return address.
-    public func walk(from start: RegisterState, symbolizer: Symbolizer, space: any KernelAddressSpace, startsAfterInstruction: Bool = false) -> [StackFrame] {
+    ///   - trapFrame: the thread's KTHREAD.TrapFrame, when known: where its system call entered.
+    public func walk(from start: RegisterState, symbolizer: Symbolizer, space: any KernelAddressSpace, startsAfterInstruction: Bool = false,
+                     trapFrame: UInt64? = nil) -> [StackFrame] {
         var frames: [StackFrame] = []
         var state = start
         var trust = FrameTrust.context
         var firstLookupBack = startsAfterInstruction
         while frames.count < maximumFrames, state.rip != 0, isCanonical(state.rip) {
             frames.append(frame(state, trust: trust, symbolizer))
+            if state.rip >> 63 == 0 { break }  // user mode: the kernel stack ends below it
+            if let trapFrame, let user = Self.systemCallBoundary(at: state.rsp, trapFrame: trapFrame, space: space) {
+                if frames.count < maximumFrames { frames.append(frame(user, trust: .trapFrame, symbolizer)) }
+                break
+            }
             // Unwind with the function's UNWIND_INFO (a function missing from a module's .pdata
             // is a leaf); a result that does not move up the stack is not believed. A return
             // address is looked up one byte back: when a call is a function's last instruction,
@@ -102,6 +115,20 @@ public struct StackWalker: Sendable {
             slot &+= 8
         }
         return nil
+    }
+
+    /// The user-mode state a system call entered from, when a frame at `rsp` is the
+    /// system-service entry's: its RSP is the thread's KTRAP_FRAME (WinDbg prints "TrapFrame @"
+    /// the same address), and the frame's SegCs has privilege level 3. Rip is at +0x168, SegCs
+    /// at +0x170, Rsp at +0x180, Rbp at +0x158.
+    static func systemCallBoundary(at rsp: UInt64, trapFrame: UInt64, space: any KernelAddressSpace) -> RegisterState? {
+        guard rsp == trapFrame, let frame = try? space.read(trapFrame, count: 0x190) else { return nil }
+        func u64(_ offset: Int) -> UInt64 { frame[offset..<offset + 8].reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        guard u64(0x170) & 3 == 3 else { return nil }
+        var gpr = [UInt64](repeating: 0, count: 16)
+        gpr[4] = u64(0x180)
+        gpr[5] = u64(0x158)
+        return RegisterState(gpr: gpr, rip: u64(0x168))
     }
 
     /// Whether `slot` starts a machine frame the CPU pushed on a trap or interrupt: RIP, then

@@ -23,6 +23,16 @@ extension DumpDescription {
         names.map { ForgedFunction(name: $0, exported: exported, size: 0x400, prolog: prolog) }
     }
 
+    /// KiSystemServiceCopyEnd is the return site of KiSystemCall64's call to a service, inside
+    /// the system-service entry, which built the KTRAP_FRAME itself: its frame's RSP is that
+    /// trap frame, so it pushes and allocates nothing of its own here.
+    static func systemServiceEntry(_ function: ForgedFunction) -> ForgedFunction {
+        guard function.name == "KiSystemServiceCopyEnd" else { return function }
+        var entry = function
+        entry.prolog = []
+        return entry
+    }
+
     /// Since Windows 10, Microsoft images carry a reproducible-build hash in TimeDateStamp (and a
     /// REPRO debug entry), which is why the in-box modules "date" from odd years, hal.dll's from a
     /// plausible one; third-party drivers carry real dates.
@@ -32,7 +42,7 @@ extension DumpDescription {
                                                 "KiRetireDpcList", "KiIdleLoop", "KiSwapContext", "KeWaitForSingleObject",
                                                 "KiSystemServiceCopyEnd", "IofCallDriver", "ExAllocatePool2", "PspSystemThreadStartup",
                                                 "KiStartSystemThread", "KeAcquireSpinLockRaiseToDpc", "KxWaitForSpinLockAndAcquire",
-                                                "KeSetTimerEx", "KiSetTimerEx", "NtSetTimerEx", "KiCancelTimer", "RtlpRemoveEntryList"])
+                                                "KeSetTimerEx", "KiSetTimerEx", "NtSetTimerEx", "KiCancelTimer", "RtlpRemoveEntryList"]).map(systemServiceEntry)
                               + functions(["KiPageFault", "KiGeneralProtectionFault"], prolog: trap)
                               + functions(["KiRaiseSecurityCheckFailure", "KiNmiInterrupt"], prolog: trapWithoutErrorCode)
                               + functions(["KiSystemServiceHandler", "KiDispatchException", "KiFastFailDispatch", "KiProcessNMI"], prolog: dispatcher),

@@ -15,6 +15,37 @@ extension KernelForge {
         }
     }
 
+    /// The KTRAP_FRAME KiSystemCall64 built at `address` (the RSP of the frame at
+    /// KiSystemServiceCopyEnd, as WinDbg shows "TrapFrame @" there): the user-mode RIP, RSP and
+    /// segments it entered from, and what else such a frame holds. P1Home, where an unwinder
+    /// that does not stop at the boundary looks for a return address, holds the service's first
+    /// argument (a handle); the nonvolatile slots hold stale values of earlier kernel work, one
+    /// of them a return address into a third-party driver, just after a call, as a scan wants.
+    func writeSystemCallTrapFrame(at address: UInt64, threadId: UInt64) -> UInt64 {
+        write64(address, 0x1A4)                                                 // P1Home: a handle
+        write64(address + 0x158, 0x0000_00D1_0000_0000 | threadId << 12 | 0xF80)  // Rbp
+        write64(address + 0x168, 0x0000_7FFA_3C21_0000 | (threadId & 0xFF) << 4 | 0x4)  // Rip: ntdll!NtXxx+0x14
+        write64(address + 0x170, 0x33)                                          // SegCs: user code, RPL 3
+        write64(address + 0x178, 0x246)                                         // EFlags
+        write64(address + 0x180, 0x0000_00D1_0000_0000 | threadId << 12 | 0xE08)  // Rsp
+        write64(address + 0x188, 0x2B)                                          // SegSs
+        if let stale = staleDriverReturnAddress() { write64(address + 0x140, stale) }  // Rbx
+        return address
+    }
+
+    /// A return address into the first third-party module's last function, with the call that
+    /// would have left it written before it; nil when every module is Microsoft's.
+    func staleDriverReturnAddress() -> UInt64? {
+        guard let module = description.modules.dropFirst().first(where: { !$0.reproducible }), let function = module.functions.last,
+              function.size >= 0x200 else { return nil }
+        let site = placement(CodeLocation(module.name, function.name, 0x1C0)).address + 0x1C0
+        var call = ByteBuffer(count: 5)
+        call.put8(0xE8, at: 0)
+        call.put32(0x100, at: 1)
+        write(site - 5, call)
+        return site
+    }
+
     /// Puts a `call rel32` (E8) just before each return site on the stack, aimed at the callee,
     /// as the compiler would have: a stack scan checks for one before believing a return address.
     func writeCallSites(_ stack: ForgedStack) {

@@ -88,9 +88,12 @@ extension KernelForge {
         let base = limit + 0x6000
         stackNext = base + 0x1000 * (1 + random.below(4))
         memory.mapFresh(root: root, va: limit, pages: 6)
-        var stack = StackForge.build(chain: thread.stack, top: base - 0x30, seed: thread.threadId, placement: placement) { address, value in
+        // A thread in a system call keeps the KTRAP_FRAME of its `syscall` at the top of its stack.
+        let inSystemCall = thread.stack.last?.function == "KiSystemServiceCopyEnd"
+        var stack = StackForge.build(chain: thread.stack, top: base - (inSystemCall ? 0x190 : 0x30), seed: thread.threadId, placement: placement) { address, value in
             write64(address, value)
         }
+        let trapFrame = inSystemCall ? stack.frames.last.map { writeSystemCallTrapFrame(at: $0.rsp, threadId: thread.threadId) } : nil
         if thread.waitsForSpinLock, !stack.frames.isEmpty {
             stack.registers[1] = spinLock  // RCX: KeAcquireSpinLock*'s argument
             stack.frames[0].registers[1] = spinLock
@@ -113,6 +116,7 @@ extension KernelForge {
             write64(switchFrame + 0x38, stack.rip)
         }
         record.put64(thread.runningOn == nil ? switchFrame : stack.rsp, at: K.kernelStack)
+        record.put64(trapFrame ?? 0, at: K.trapFrame)
         record.put64(eprocess, at: K.apcStateProcess)
         record.put8(thread.state, at: K.state)
         record.put32(UInt32(thread.runningOn ?? 0), at: K.nextProcessor)

@@ -17,7 +17,9 @@ import TestSupport
     func timerListOverwrittenWithAProgramPathNamesTheProgram(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.timerListCorruption(kind: kind))
         #expect(report.bugCheckCode == "0x0000003B")
-        #expect(report.stack.allSatisfy { $0.moduleKey == "nt" }, "only kernel frames: \(report.stack.map(\.symbol))")
+        // Kernel frames only, down to the system-service entry; then the user-mode caller.
+        #expect(report.stack.dropLast().allSatisfy { $0.moduleKey == "nt" }, "only kernel frames: \(report.stack.map(\.symbol))")
+        #expect(report.stack.last?.rip ?? .max < 0x8000_0000_0000, "\(report.stack.map(\.symbol))")
         #expect(report.faultingIP == "nt!KiInsertTimerTable+0x8e")
         let evidence = try #require(report.evidence.first)
         #expect(evidence.text.contains("\\HDPServer\\VideoAccelerator.exe"))
@@ -155,6 +157,52 @@ import TestSupport
         let later = report.modules.filter { ["ntoskrnl.exe", "clfs.sys"].contains($0.name.lowercased()) }
         #expect(later.count == 2 && later.allSatisfy { $0.timestamp.meaning == .buildHash && $0.timestamp.date == nil }, "\(later)")
         #expect(!report.text.contains("2088") && !report.text.contains("2035"))
+    }
+
+    /// A stack ends where its thread entered the kernel, as WinDbg's does: at the system-service
+    /// entry, with the user-mode RIP and RSP of the KTRAP_FRAME there (KTHREAD.TrapFrame) as the
+    /// last frame. Above it lie stale values, here a return address into nvlddmkm.sys just after
+    /// a call, which a scan would take for a caller and blame.
+    @Test(arguments: [DumpDescription.DumpKind.full, .bitmapKernel, .triage])
+    func aStackEndsAtTheSystemServiceBoundary(kind: DumpDescription.DumpKind) throws {
+        var description = DumpDescription.timerListCorruption(kind: kind)
+        description.memory = [0x1..<0x9F, 0x100..<0x8000]
+        let forged = Forge.dump(description)
+        let dump = try KernelDump(source: Fixtures.source(forged))
+        let report = CrashAnalyzer().analyze(dump)
+        let kernel = try #require(forged.kernel.modules.first { $0.name == "ntoskrnl.exe" })
+        let entry = try #require(kernel.functions["KiSystemServiceCopyEnd"]).lowerBound + 0x25
+        let boundary = try #require(report.stack.firstIndex { $0.rip == entry }, "\(report.stack.map(\.symbol))")
+        #expect(report.stack.count == boundary + 2, "one frame past the entry: \(report.stack.map(\.symbol))")
+        let user = try #require(report.stack.last)
+        #expect(user.trust == .trapFrame && user.rip >> 24 == 0x7FFA3C && user.rsp >> 32 == 0xD1, "the trap frame's user RIP and RSP: \(user)")
+        // The stale value: a return address into nvlddmkm.sys's last function, with a call before it.
+        let driver = try #require(forged.kernel.modules.first { $0.name == "nvlddmkm.sys" })
+        let stale = try #require(driver.functions["NvRmUpdateTimer"]).lowerBound + 0x1C0
+        let staleSymbol = "nvlddmkm+0x" + String(stale - driver.base, radix: 16)
+        #expect(!report.stack.contains { $0.rip == stale })
+        #expect(!report.cpus.contains { cpu in cpu.stack.contains { $0.rip == stale } || cpu.activity.contains(staleSymbol) }, "\(report.cpus.map(\.activity))")
+        #expect(!report.threads.contains { $0.stack.contains(staleSymbol) }, "\(report.threads.map(\.stack))")
+        if kind != .triage { #expect(report.culprit.name == "VideoAccelerator.exe") }
+
+        // Without the thread's trap frame the walk misreads the trap frame's P1Home (a handle)
+        // as a return address: the boundary is what finds the caller WinDbg shows.
+        let space = try dump.kernelAddressSpace()
+        let objects = KernelObjects.read(from: dump, layout: KernelLayout.known(build: 19041, debuggerData: dump.debuggerData.data), space: space)
+        let unbounded = StackWalker().walk(from: RegisterState(dump.header.context), symbolizer: Symbolizer(modules: objects.modules, space: space), space: space)
+        #expect(unbounded.last?.rip != user.rip, "\(unbounded.map(\.symbol))")
+    }
+
+    /// A walk that reaches user mode stops there: nothing on a user stack is scanned for
+    /// kernel callers.
+    @Test func aUserModeAddressEndsTheWalk() throws {
+        var description = DumpDescription.timerListCorruption(kind: .full)
+        description.memory = [0x1..<0x9F, 0x100..<0x8000]
+        let dump = try KernelDump(source: Fixtures.source(Forge.dump(description)))
+        let space = try dump.kernelAddressSpace()
+        let objects = KernelObjects.read(from: dump, layout: KernelLayout.known(build: 19041, debuggerData: dump.debuggerData.data), space: space)
+        let stack = StackWalker().walk(from: RegisterState(dump.header.context), symbolizer: Symbolizer(modules: objects.modules, space: space), space: space)
+        #expect(stack.last?.rip == 0x1A4 && stack.filter { $0.rip >> 63 == 0 }.count == 1, "\(stack.map(\.symbol))")
     }
 
     /// Microsoft's images are linked reproducibly: their TimeDateStamp is a hash, however much it
