@@ -47,8 +47,20 @@ public struct KernelLayout: Sendable, Equatable {
     }
 
     static let tables: [BuildTable] = [
+        // 10240 to 17134 and 22621 to 26100 are from one kernel version each (Vergilius's PDB
+        // dumps); the fields here are the same in every version the notes compare.
+        BuildTable(builds: 10240...10240, uniqueId: 0x2E8, parentId: 0x3E0, imageFileName: 0x448, processThreadList: 0x480,
+                   cid: 0x628, threadListEntry: 0x690, contextFrame: 0x120, timerTable: 0x3600, timerLists: 256),
+        BuildTable(builds: 10586...10586, uniqueId: 0x2E8, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x628, threadListEntry: 0x690, contextFrame: 0x120, timerTable: 0x3600, timerLists: 256),
         BuildTable(builds: 14393...14393, uniqueId: 0x2E8, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
                    cid: 0x630, threadListEntry: 0x698, contextFrame: 0x120, timerTable: 0x3600, timerLists: 256),
+        BuildTable(builds: 15063...15063, uniqueId: 0x2E0, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x638, threadListEntry: 0x6A0, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
+        BuildTable(builds: 16299...16299, uniqueId: 0x2E0, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x638, threadListEntry: 0x6A8, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
+        BuildTable(builds: 17134...17134, uniqueId: 0x2E0, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
+                   cid: 0x638, threadListEntry: 0x6A8, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
         BuildTable(builds: 17763...17763, uniqueId: 0x2E0, parentId: 0x3E0, imageFileName: 0x450, processThreadList: 0x488,
                    cid: 0x638, threadListEntry: 0x6A8, contextFrame: 0x1F0, timerTable: 0x3680, timerLists: 256),
         BuildTable(builds: 18326...18363, uniqueId: 0x2E8, parentId: 0x3E8, imageFileName: 0x450, processThreadList: 0x488,
@@ -60,6 +72,12 @@ public struct KernelLayout: Sendable, Equatable {
                    cid: 0x4C8, threadListEntry: 0x538, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
         BuildTable(builds: 22000...22000, uniqueId: 0x440, parentId: 0x540, imageFileName: 0x5A8, processThreadList: 0x5E0,
                    cid: 0x4C8, threadListEntry: 0x538, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
+        // Windows 11 22H2 and 23H2 share one kernel layout.
+        BuildTable(builds: 22621...22631, uniqueId: 0x440, parentId: 0x540, imageFileName: 0x5A8, processThreadList: 0x5E0,
+                   cid: 0x4C8, threadListEntry: 0x538, contextFrame: 0x1F0, timerTable: 0x3C00, timerLists: 512),
+        // Windows 11 24H2 moved the EPROCESS and ETHREAD fields down and the timer table up.
+        BuildTable(builds: 26100...26100, uniqueId: 0x1D0, parentId: 0x2D0, imageFileName: 0x338, processThreadList: 0x370,
+                   cid: 0x508, threadListEntry: 0x578, contextFrame: 0x1F0, timerTable: 0x4100, timerLists: 512),
     ]
 
     /// The layout for `build`, with KDBG's own offsets taking precedence. Returns nil for a

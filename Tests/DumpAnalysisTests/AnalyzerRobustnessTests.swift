@@ -15,7 +15,7 @@ import TestSupport
 
     @Test func buildWithoutATableFindsProcessesFromInvariants() throws {
         var description = DumpDescription.displayDriverFault(kind: .full)
-        description.buildNumber = 22631  // Windows 11 23H2: not in the tables
+        description.buildNumber = 27764  // a Windows 11 Canary build: not in the tables
         let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: Self.bytes(description))))
         #expect(report.layoutSource?.contains("invariants") == true)
         #expect(report.processes.map(\.name) == ["System", "smss.exe", "csrss.exe", "winlogon.exe", "explorer.exe"])
@@ -25,7 +25,7 @@ import TestSupport
 
     @Test func aSecondCopyOfTheKernelDTBInSystemDoesNotMisplaceTheProcesses() throws {
         var description = DumpDescription.displayDriverFault(kind: .full)
-        description.buildNumber = 22631
+        description.buildNumber = 27764
         description.memory = [0x1..<0x9F, 0x100..<0x8000]
         let forged = Forge.dump(description)
         var bytes = forged.contiguousBytes()
