@@ -91,6 +91,9 @@ public struct ModuleDescription: Sendable {
     public var functions: [ForgedFunction]
     /// Linked with /Brepro, as Microsoft's images are: TimeDateStamp is a build hash.
     public var reproducible: Bool
+    /// A PE file a real compiler and linker built, used instead of forging one from
+    /// `functions`: its exports name the functions, its own UNWIND_INFO gives their prologs.
+    public var compiledImage: [UInt8]?
 
     public init(name: String, path: String? = nil, timeDateStamp: UInt32, checkSum: UInt32 = 0, functions: [ForgedFunction], reproducible: Bool = false) {
         self.name = name
@@ -99,6 +102,12 @@ public struct ModuleDescription: Sendable {
         self.checkSum = checkSum
         self.functions = functions
         self.reproducible = reproducible
+    }
+
+    /// A module whose image a real toolchain built (see `compiledImage`).
+    public init(name: String, compiledImage: [UInt8]) {
+        self.init(name: name, timeDateStamp: 0, functions: [])
+        self.compiledImage = compiledImage
     }
 }
 

@@ -49,7 +49,7 @@ extension KernelForge {
     /// Puts a `call rel32` (E8) just before each return site on the stack, aimed at the callee,
     /// as the compiler would have: a stack scan checks for one before believing a return address.
     func writeCallSites(_ stack: ForgedStack) {
-        for (index, frame) in stack.frames.enumerated().dropFirst() where !stack.frames[index - 1].viaTrap {
+        for (index, frame) in stack.frames.enumerated().dropFirst() where !stack.frames[index - 1].viaTrap && !placement(frame.location).compiled {
             let target = placement(stack.frames[index - 1].location).address
             precondition(frame.location.offset >= 0x10, "forge: return site \(frame.location.function)+\(frame.location.offset) leaves no room for its call")
             var call = ByteBuffer(count: 5)

@@ -128,8 +128,9 @@ final class KernelForge {
     private func placeImages() {
         var driverNext = kernelBase + 0x400_0000
         for (index, module) in description.modules.enumerated() {
-            let image = forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum, functions: module.functions,
-                                     reproducible: module.reproducible)
+            let compiled = module.compiledImage.map(CompiledImage.init(file:))
+            let image = compiled?.image ?? forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum,
+                                                        functions: module.functions, reproducible: module.reproducible)
             let base: UInt64
             if index == 0 {
                 // ntoskrnl: one 2 MiB large page holds the image and, 1 MiB in, its globals.
@@ -149,12 +150,21 @@ final class KernelForge {
             let byName = Dictionary(uniqueKeysWithValues: module.functions.map { ($0.name, $0) })
             for (name, range) in image.functions {
                 functions[name] = base + UInt64(range.lowerBound)..<base + UInt64(range.upperBound)
-                placed[name] = StackForge.Placement(address: base + UInt64(range.lowerBound), prolog: Self.executedProlog(name, byName))
+                if let compiled {
+                    // A frame-pointer function moves RSP after its prolog (an alloca); its
+                    // callees' frames start below that, and only the frame pointer finds it again.
+                    let prolog = compiled.prologs[name] ?? []
+                    let usesFramePointer = prolog.contains { if case .setFramePointer = $0 { true } else { false } }
+                    placed[name] = StackForge.Placement(address: base + UInt64(range.lowerBound), prolog: prolog,
+                                                        dynamicAllocation: usesFramePointer ? 0x60 : 0, compiled: true)
+                } else {
+                    placed[name] = StackForge.Placement(address: base + UInt64(range.lowerBound), prolog: Self.executedProlog(name, byName))
+                }
             }
             placements[module.name] = placed
             modules.append(ForgedKernel.Module(
-                name: module.name, path: module.path, base: base, size: image.sizeOfImage, timeDateStamp: module.timeDateStamp,
-                checkSum: module.checkSum, entry: 0, functions: functions))
+                name: module.name, path: module.path, base: base, size: image.sizeOfImage, timeDateStamp: image.timeDateStamp,
+                checkSum: image.checkSum, entry: 0, functions: functions))
             exceptionTables.append((image.exceptionTableRVA, image.exceptionTableSize))
         }
     }

@@ -13,6 +13,11 @@ struct StackForge {
         var address: UInt64
         /// The prolog as executed, the parents' first for a chained fragment.
         var prolog: [PrologStep]
+        /// Bytes the function takes from the stack after its prolog (an alloca), below the
+        /// fixed frame its frame pointer marks.
+        var dynamicAllocation: UInt64 = 0
+        /// Real compiled code: the call before each return site is already there.
+        var compiled = false
     }
 
     /// Writes the frames for `chain` (innermost first) below `top` and returns the innermost
@@ -68,6 +73,7 @@ struct StackForge {
                 }
             }
             if let framePointer { registers[framePointer.register] = rsp + framePointer.offset }
+            rsp -= place.dynamicAllocation
             var state = registers
             state[4] = rsp
             frames.append(ForgedFrame(rip: rip, rsp: rsp, location: location, viaTrap: interrupted, registers: state))

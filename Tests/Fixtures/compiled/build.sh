@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Rebuilds ccdriver.sys from ccdriver.c with the Swift toolchain's clang and lld-link (a real
+# Windows-targeting compiler and linker), and lists its return sites in ccdriver.sites:
+#   FUNCTION OFFSET CALLEE   (the address after each call, as an offset in FUNCTION)
+# The tests read both; rebuild only when ccdriver.c changes, and commit the results.
+set -euo pipefail
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+clang --target=x86_64-pc-windows-msvc -O2 -fno-stack-protector -mno-stack-arg-probe -c ccdriver.c -o "$work/ccdriver.obj"
+# /Brepro makes the output the same on every rebuild (TimeDateStamp is then a hash of it).
+lld-link /driver /subsystem:native /entry:CcDispatch /nodefaultlib /Brepro /implib:"$work/ccdriver.lib" /out:ccdriver.sys "$work/ccdriver.obj"
+# llvm-objdump prints "ADDRESS <Function>:" headers and "ADDRESS: call ... <Callee>" lines; the
+# return site is the next instruction's address.
+llvm-objdump -d --no-show-raw-insn ccdriver.sys | python3 -c '
+import re, sys
+name, start, pending = None, 0, None
+for line in sys.stdin:
+    header = re.match(r"^([0-9a-f]+) <(\w+)>:$", line)
+    if header:
+        name, start = header.group(2), int(header.group(1), 16)
+        continue
+    instruction = re.match(r"^\s*([0-9a-f]+):\s+(\S+)", line)
+    if not instruction:
+        continue
+    address = int(instruction.group(1), 16)
+    if pending:
+        print(f"{name} 0x{address - start:x} {pending}")
+        pending = None
+    if instruction.group(2).startswith("call"):
+        callee = re.search(r"<(\w+)>\s*$", line)
+        pending = callee.group(1) if callee else "(indirect)"
+' > ccdriver.sites
+cat ccdriver.sites
