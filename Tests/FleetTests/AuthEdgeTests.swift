@@ -92,7 +92,9 @@ import TestSupport
 
     /// The local address (hex, as /proc/net/tcp writes it) of a socket listening on `port`.
     static func listeningAddress(port: Int) -> String? {
-        let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+        // Read to the end: /proc files report a size of 0, and a reader that trusts the size
+        // stops after the first page, which holds only the first few dozen sockets.
+        let table = FileHandle(forReadingAtPath: "/proc/net/tcp").map { String(decoding: $0.readDataToEndOfFile(), as: UTF8.self) } ?? ""
         for line in table.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             guard fields.count > 3, fields[3] == "0A" else { continue }
