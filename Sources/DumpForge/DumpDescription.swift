@@ -42,6 +42,10 @@ public struct DumpDescription: Sendable {
     /// Stacks for CPUs' idle threads, when a CPU crashed (or hung) in its idle thread, say in
     /// a DPC; the others idle in nt!KiIdleLoop.
     public var idleStacks: [Int: [CodeLocation]] = [:]
+    /// Moves every EPROCESS and ETHREAD field the build's layout gives this many bytes further
+    /// on (the structures grow to match): a build whose offsets no table has, for tests of the
+    /// analysis's discovery from invariants. A multiple of 8.
+    public var offsetShift: Int = 0
     /// How Windows wrote non-present page-table entries (see `L1TFMitigation`).
     public var l1tfMitigation: L1TFMitigation = .swizzledNamedInDebuggerData
     /// Seeds the placement of images, pool, stacks and the PTE self-map (KASLR).

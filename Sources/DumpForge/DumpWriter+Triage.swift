@@ -36,9 +36,10 @@ extension DumpWriter {
         }
         triage.put32(UInt32(place(unloaded.bytes)), at: 0x18)
 
-        triage.put32(UInt32(place(read(crashing.kprcb, Layout19041.KPRCB.size))), at: 0x1C)
-        if let owner { triage.put32(UInt32(place(read(owner.eprocess, Layout19041.EPROCESS.size))), at: 0x20) }
-        triage.put32(UInt32(place(read(crashing.currentThread, Layout19041.ETHREAD.size))), at: 0x24)
+        let layout = BuildLayout.forging(description.buildNumber, shift: description.offsetShift)
+        triage.put32(UInt32(place(read(crashing.kprcb, layout.kprcbSize))), at: 0x1C)
+        if let owner { triage.put32(UInt32(place(read(owner.eprocess, layout.eprocessSize))), at: 0x20) }
+        triage.put32(UInt32(place(read(crashing.currentThread, layout.ethreadSize))), at: 0x24)
 
         // The stack window starts a little below the CONTEXT's RSP (the writer's own frames)
         // and ends at the stack base.

@@ -115,7 +115,7 @@ extension KernelForge {
         var timers: [UInt64] = []
         var byList: [Int: [(timer: UInt64, overwrite: [UInt8]?)]] = [:]
         for (index, description) in description.timers.enumerated() {
-            precondition(processors.indices.contains(description.processor) && (0..<T.entryCount).contains(description.list), "forge: timer \(index) names no timer list")
+            precondition(processors.indices.contains(description.processor) && (0..<layout.timerLists).contains(description.list), "forge: timer \(index) names no timer list")
             let timer = allocatePool(0x40)
             var ktimer = ByteBuffer(count: 0x40)
             ktimer.put8(8, at: 0)  // DISPATCHER_HEADER.Type = TimerNotificationObject
@@ -125,11 +125,11 @@ extension KernelForge {
             ktimer.put32(description.period, at: 0x3C)
             write(timer, ktimer)
             timers.append(timer)
-            byList[description.processor * T.entryCount + description.list, default: []].append((timer, description.overwrite))
+            byList[description.processor * layout.timerLists + description.list, default: []].append((timer, description.overwrite))
         }
         for (key, queued) in byList.sorted(by: { $0.key < $1.key }) {
-            let kprcb = processors[key / T.entryCount].kprcb
-            let head = kprcb + UInt64(Layout19041.KPRCB.timerTable + T.entries + (key % T.entryCount) * T.entrySize + T.entryList)
+            let kprcb = processors[key / layout.timerLists].kprcb
+            let head = kprcb + UInt64(layout.timerTable + T.entries + (key % layout.timerLists) * T.entrySize + T.entryList)
             link(head: head, queued.map { $0.timer + 0x20 })  // KTIMER.TimerListEntry
             for (timer, overwrite) in queued { if let overwrite { write(timer + 0x20, ByteBuffer(overwrite)) } }
         }

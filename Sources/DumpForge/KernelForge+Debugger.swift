@@ -21,8 +21,10 @@ extension KernelForge {
             kdbg.put8(UInt8(D.l1tfBit), at: D.l1tfHighPhysicalBitIndex)
             kdbg.put8(UInt8(D.swizzleBit), at: D.l1tfSwizzleBitIndex)
         }
-        for (offset, value) in D.offsets16 { kdbg.put16(value, at: offset) }
-        for (offset, value) in D.offsets32 { kdbg.put32(value, at: offset) }
+        for (offset, value) in layout.debuggerDataOffsets16 { kdbg.put16(value, at: offset) }
+        // KTHREAD StackLimit and StackBase are the same in every build; QueueListEntry and
+        // ETHREAD IrpList are known only for 19041.
+        for (offset, value) in D.offsets32 where layout.knowsEveryField || offset < 0x348 { kdbg.put32(value, at: offset) }
         write(globals + Self.kdbgOffset, kdbg)
         write64(listHead, globals)
         write64(listHead + 8, globals)

@@ -5,7 +5,7 @@ extension KernelForge {
         var kprcbs: [UInt64] = []
         var kpcrs: [UInt64] = []
         for _ in 0..<cpus {
-            let kpcr = allocatePool(Layout19041.KPCR.size, alignment: 0x1000)
+            let kpcr = allocatePool(layout.kpcrSize, alignment: 0x1000)
             kpcrs.append(kpcr)
             kprcbs.append(kpcr + UInt64(Layout19041.KPCR.prcb))
         }
@@ -13,7 +13,7 @@ extension KernelForge {
         var entries: [UInt64] = []
         for process in description.processes {
             let forged = writeProcess(process, kprcbs: kprcbs, running: &running)
-            entries.append(forged.eprocess + UInt64(Layout19041.EPROCESS.activeProcessLinks))
+            entries.append(forged.eprocess + UInt64(layout.activeProcessLinks))
             processes.append(forged)
         }
         link(head: globals + Self.activeProcessHeadOffset, entries)
@@ -39,7 +39,7 @@ extension KernelForge {
 
     private func writeProcess(_ process: ProcessDescription, kprcbs: [UInt64], running: inout [Int: (ethread: UInt64, eprocess: UInt64, stack: ForgedStack)]) -> ForgedKernel.Process {
         typealias E = Layout19041.EPROCESS
-        let eprocess = allocatePool(E.size)
+        let eprocess = allocatePool(layout.eprocessSize)
         // The System and Idle processes run on the kernel's own page tables.
         let isKernel = process.processId <= 4
         let dtb = isKernel ? root : memory.newRoot()
@@ -54,16 +54,18 @@ extension KernelForge {
             memory.write(root: dtb, va: peb, text)
         }
 
-        var record = ByteBuffer(count: E.size)
+        var record = ByteBuffer(count: layout.eprocessSize)
         record.put8(3, at: 0)  // DISPATCHER_HEADER.Type = ProcessObject
         record.put64(dtb, at: E.directoryTableBase)
-        record.put64(dtb, at: E.userDirectoryTableBase)
-        record.put64(process.processId, at: E.uniqueProcessId)
-        record.put64(process.parentId, at: E.inheritedFromUniqueProcessId)
-        record.put64(peb, at: E.peb)
-        record.put64(description.systemTime - description.systemUpTime / 2, at: E.createTime)
-        record.put(Array(process.imageName.utf8.prefix(15)), at: E.imageFileName)
-        record.put32(UInt32(process.threads.count), at: E.activeThreads)
+        if let user = layout.userDirectoryTableBase { record.put64(dtb, at: user) }
+        record.put64(process.processId, at: layout.uniqueProcessId)
+        record.put64(process.parentId, at: layout.parentId)
+        record.put64(peb, at: layout.peb)
+        record.put(Array(process.imageName.utf8.prefix(15)), at: layout.imageFileName)
+        if layout.knowsEveryField {
+            record.put64(description.systemTime - description.systemUpTime / 2, at: E.createTime)
+            record.put32(UInt32(process.threads.count), at: E.activeThreads)
+        }
         write(eprocess, record)
 
         var threads: [ForgedKernel.Thread] = []
@@ -76,7 +78,7 @@ extension KernelForge {
             }
         }
         link(head: eprocess + UInt64(E.kprocessThreadListHead), threads.map { $0.ethread + UInt64(Layout19041.KTHREAD.threadListEntry) })
-        link(head: eprocess + UInt64(E.threadListHead), threads.map { $0.ethread + UInt64(Layout19041.ETHREAD.threadListEntry) })
+        link(head: eprocess + UInt64(layout.threadListHead), threads.map { $0.ethread + UInt64(layout.threadListEntry) })
         return ForgedKernel.Process(processId: process.processId, parentId: process.parentId, imageName: String(process.imageName.prefix(15)),
                                     eprocess: eprocess, directoryTableBase: dtb, pebAddress: peb, threads: threads)
     }
@@ -101,8 +103,8 @@ extension KernelForge {
         writeTrapFrames(stack)
         writeCallSites(stack)
 
-        let ethread = allocatePool(Layout19041.ETHREAD.size)
-        var record = ByteBuffer(count: Layout19041.ETHREAD.size)
+        let ethread = allocatePool(layout.ethreadSize)
+        var record = ByteBuffer(count: layout.ethreadSize)
         record.put8(6, at: 0)  // DISPATCHER_HEADER.Type = ThreadObject
         record.put64(base, at: K.initialStack)
         record.put64(limit, at: K.stackLimit)
@@ -122,9 +124,9 @@ extension KernelForge {
         record.put32(UInt32(thread.runningOn ?? 0), at: K.nextProcessor)
         record.put64(eprocess, at: K.process)
         record.put8(thread.runningOn == nil ? 6 : 0, at: K.waitReason)  // 6 = DelayExecution for waiters
-        record.put64(thread.stack.last.map { placement($0).address } ?? 0, at: Layout19041.ETHREAD.startAddress)
-        record.put64(processId, at: Layout19041.ETHREAD.cid)  // CLIENT_ID: UniqueProcess, UniqueThread
-        record.put64(thread.threadId, at: Layout19041.ETHREAD.cid + 8)
+        if layout.knowsEveryField { record.put64(thread.stack.last.map { placement($0).address } ?? 0, at: Layout19041.ETHREAD.startAddress) }
+        record.put64(processId, at: layout.cid)  // CLIENT_ID: UniqueProcess, UniqueThread
+        record.put64(thread.threadId, at: layout.cid + 8)
         write(ethread, record)
         return ForgedKernel.Thread(threadId: thread.threadId, ethread: ethread, stackBase: base, stackLimit: limit, stack: stack)
     }
@@ -132,22 +134,24 @@ extension KernelForge {
     private func writeProcessor(_ cpu: Int, kpcr: UInt64, current: (ethread: UInt64, eprocess: UInt64, stack: ForgedStack), idleThread: UInt64) {
         typealias P = Layout19041.KPRCB
         let kprcb = kpcr + UInt64(Layout19041.KPCR.prcb)
-        var pcr = ByteBuffer(count: Layout19041.KPCR.size)
+        var pcr = ByteBuffer(count: layout.kpcrSize)
         pcr.put64(kpcr, at: Layout19041.KPCR.selfPointer)
         pcr.put64(kprcb, at: Layout19041.KPCR.currentPrcb)
         let prcb = Layout19041.KPCR.prcb
         pcr.put64(current.ethread, at: prcb + P.currentThread)
         pcr.put64(idleThread, at: prcb + P.idleThread)
         pcr.put32(UInt32(cpu), at: prcb + P.number)
-        pcr.put8(6, at: prcb + P.cpuType)
-        pcr.put32(2_995, at: prcb + P.mhz)
-        pcr.put64(root, at: prcb + P.specialRegistersCr3)
-        pcr.put(Self.context(current.stack), at: prcb + P.contextFrame)
-        pcr.put64(kprcb + UInt64(P.contextFrame), at: prcb + P.context)
-        pcr.putASCII("GenuineIntel", at: prcb + P.vendorString)
+        if layout.knowsEveryField {
+            pcr.put8(6, at: prcb + P.cpuType)
+            pcr.put32(2_995, at: prcb + P.mhz)
+            pcr.putASCII("GenuineIntel", at: prcb + P.vendorString)
+        }
+        pcr.put64(root, at: prcb + layout.cr3)
+        pcr.put(Self.context(current.stack), at: prcb + layout.contextFrame)
+        pcr.put64(kprcb + UInt64(layout.contextFrame), at: prcb + layout.context)
         // Every per-CPU timer list starts empty: a LIST_ENTRY whose links point at itself.
-        for entry in 0..<Layout19041.KTimerTable.entryCount {
-            let head = prcb + P.timerTable + Layout19041.KTimerTable.entries + entry * Layout19041.KTimerTable.entrySize + Layout19041.KTimerTable.entryList
+        for entry in 0..<layout.timerLists {
+            let head = prcb + layout.timerTable + Layout19041.KTimerTable.entries + entry * Layout19041.KTimerTable.entrySize + Layout19041.KTimerTable.entryList
             pcr.put64(kpcr + UInt64(head), at: head)
             pcr.put64(kpcr + UInt64(head), at: head + 8)
         }

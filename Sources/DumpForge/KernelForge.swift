@@ -12,6 +12,8 @@
 ///   0xFFFFD000'00000000 +  one 1 GiB page onto physical 0 (exercises PDPTE.PS)
 final class KernelForge {
     let description: DumpDescription
+    /// The offsets of the build being forged.
+    let layout: BuildLayout
     let memory: ForgeMemory
     var random: SeededRandom
     let root: UInt64
@@ -52,6 +54,7 @@ final class KernelForge {
         precondition(!description.modules.isEmpty, "forge: describe at least the kernel module")
         precondition(description.processors >= 1 && description.processors <= 64, "forge: 1 to 64 processors")
         self.description = description
+        layout = BuildLayout.forging(description.buildNumber, shift: description.offsetShift)
         random = SeededRandom(seed: description.layoutSeed)
         let ram = PhysicalRAM(ranges: description.memory, firstFrame: 0x1000 + random.below(0x400))
         memory = ForgeMemory(ram: ram)

@@ -16,8 +16,10 @@ import TestSupport
     @Test func buildWithoutATableFindsProcessesFromInvariants() throws {
         var description = DumpDescription.displayDriverFault(kind: .full)
         description.buildNumber = 27764  // a Windows 11 Canary build: not in the tables
+        description.offsetShift = 0x40   // and EPROCESS and ETHREAD offsets no table has
         let report = CrashAnalyzer().analyze(try KernelDump(source: ByteSource(copying: Self.bytes(description))))
         #expect(report.layoutSource?.contains("invariants") == true)
+        #expect(KernelLayout.known(build: 19041, debuggerData: nil)?.processUniqueId == 0x440, "the forged 0x480 is no table's")
         #expect(report.processes.map(\.name) == ["System", "smss.exe", "csrss.exe", "winlogon.exe", "explorer.exe"])
         #expect(report.processes.first?.processId == 4)
         #expect(report.imageName == "nvlddmkm.sys", "the stack does not need the tables")

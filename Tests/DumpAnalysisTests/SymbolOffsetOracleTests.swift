@@ -234,6 +234,31 @@ import TestSupport
         #expect(buildsChecked == [10240, 10586, 14393, 15063, 16299, 17134, 17763, 18326, 18362, 19041, 20348, 22000, 22621, 22631, 26100])
     }
 
+    /// The forge's own per-build rows (BuildLayout), against the same document.
+    @Test func theForgesBuildRowsAgreeWithTheOffsetsDocument() throws {
+        guard let document = try OffsetTableDocument.load() else {
+            print("note: ../shared/docs is absent; skipping the per-build offset checks")
+            return
+        }
+        #expect(BuildLayout.rows.map(\.build) == document.builds.keys.sorted())
+        for row in BuildLayout.rows {
+            let fields = try #require(document.builds[row.build])
+            let claims: [(String, Int?)] = [
+                ("EPROCESS.size", row.eprocessSize), ("EPROCESS.UniqueProcessId", row.uniqueProcessId), ("EPROCESS.ActiveProcessLinks", row.activeProcessLinks),
+                ("EPROCESS.InheritedFromUniqueProcessId", row.parentId), ("EPROCESS.Peb", row.peb), ("EPROCESS.ImageFileName", row.imageFileName),
+                ("EPROCESS.ThreadListHead", row.threadListHead), ("KPROCESS.UserDirectoryTableBase", row.userDirectoryTableBase),
+                ("ETHREAD.size", row.ethreadSize), ("ETHREAD.Cid", row.cid), ("ETHREAD.ThreadListEntry", row.threadListEntry),
+                ("KPRCB.size", row.kprcbSize), ("KPRCB.ProcessorState", row.processorState), ("KPRCB.ProcessorState.ContextFrame", row.contextFrame),
+                ("KPRCB.ProcessorState.SpecialRegisters.Cr3", row.cr3), ("KPRCB.Context", row.context), ("KPRCB.TimerTable", row.timerTable),
+            ]
+            for (name, ours) in claims {
+                let listed = try #require(fields[name], "build \(row.build) lists no \(name)")
+                // Where a build's versions differ (EPROCESS.size), the forge writes the first.
+                #expect(ours.map { listed.first == UInt64($0) } ?? listed.isEmpty, "build \(row.build) \(name): forge 0x\(String(ours ?? 0, radix: 16)), document \(listed)")
+            }
+        }
+    }
+
     /// Builds without a table get `KernelLayout.discovered`, which relies on offsets no table
     /// gives (KTHREAD stack fields, trap frame, state, KPRCB current thread, and ActiveProcessLinks
     /// right after UniqueProcessId). KDBG overrides several, but a dump's KDBG may be encoded or
