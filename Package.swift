@@ -100,19 +100,24 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["DumpFormat", "DumpForge", "DumpFile", "DumpMemory", "DumpAnalysis", "Store", "CrashClusters", "CrashSimilarity",
                                                     "FleetClient", .product(name: "NIOCore", package: "swift-nio")],
                 path: "Tests/TestSupport"),
-        .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "TestSupport"]),
-        .testTarget(name: "DumpMemoryTests", dependencies: ["DumpMemory", "DumpForge", "TestSupport"]),
-        .testTarget(name: "DumpForgeTests", dependencies: ["DumpForge", "DumpMemory", "TestSupport"]),
-        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpMemory", "DumpForge", "TestSupport"]),
+        // Each test target names every module it imports. One imported only through another
+        // target's dependencies was not rebuilt when that module changed: DumpFormatTests kept
+        // an old DumpDescription layout and crashed until a clean build.
+        .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "DumpForge", "TestSupport"]),
+        .testTarget(name: "DumpMemoryTests", dependencies: ["DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
+        .testTarget(name: "DumpForgeTests", dependencies: ["DumpFormat", "DumpForge", "DumpMemory", "TestSupport"]),
+        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),
         .testTarget(name: "FleetTests", dependencies: [
             "Coordinator", "FleetClient", "Worker", "Store", "BlobStore", "FleetAPI", "DumpForge", "DumpFile", "DumpAnalysis", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "DeployTests"),
         .testTarget(name: "ClusterTests", dependencies: ["CrashSimilarity", "CrashClusters", "DumpAnalysis", "DumpForge", "DumpMemory", "Store", "FleetAPI", "TestSupport"]),
-        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "TestSupport"]),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
