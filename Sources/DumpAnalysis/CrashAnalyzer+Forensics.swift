@@ -28,6 +28,27 @@ extension CrashAnalyzer {
         return evidence
     }
 
+    /// What the fault context's registers say, in a full dump or in a minidump (which captures
+    /// the memory around the addresses a crash's context holds): a register pointing at a list
+    /// entry whose Flink is text instead of an address is examined like a broken list, and a
+    /// register whose own value is not an address is decoded as text. Only text counts, since
+    /// the first field of most structures is no pointer.
+    static func registerForensics(_ state: RegisterState, space: any KernelAddressSpace, known: [Evidence]) -> [Evidence] {
+        var found: [Evidence] = []
+        func text(_ value: UInt64) -> [String] { CorruptionForensics.text(in: (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } + [0, 0]) }
+        for (register, value) in state.gpr.enumerated() {
+            let name = Context64.registerNames[register].uppercased()
+            if value >> 47 == 0x1_FFFF, let flink = try? space.u64(value), !isCanonical(flink), !text(flink).isEmpty {
+                guard !(known + found).contains(where: { $0.address == value }) else { continue }
+                found.append(CorruptionForensics.examine(value: flink, at: value, location: "list entry \(hexText(value)) in \(name) of the fault context: its Flink \(hexText(flink)) is not an address",
+                                                         space: space))
+            } else if !isCanonical(value), !text(value).isEmpty {
+                found.append(Evidence(location: "\(name) of the fault context", address: 0, value: value, text: text(value), attributedTo: nil))
+            }
+        }
+        return found
+    }
+
     /// A broken link as evidence: for a bad Flink, the value and the memory around the entry
     /// holding it; for a Flink whose target does not point back, that target's own links.
     func examine(_ broken: ListBreak, location: String, space: any KernelAddressSpace) -> Evidence {

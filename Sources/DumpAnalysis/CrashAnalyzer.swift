@@ -49,6 +49,7 @@ public struct CrashAnalyzer: Sendable {
         if let faultingIP { walker.knownFaultAddresses.insert(faultingIP) }
         var stack: [StackFrame] = []
         var crashingStack: [StackFrame] = []
+        var faultRegisters = RegisterState(header.context)
         if let space, header.machine == .amd64 {
             let symbolizer = Symbolizer(modules: objects.modules, space: space)
             // The crashing thread is the one whose kernel stack holds the context's RSP; a
@@ -59,6 +60,7 @@ public struct CrashAnalyzer: Sendable {
             let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? minidumpThread
             crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space, trapFrame: trapFrame)
             if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
+                faultRegisters = faultState
                 // A fail-fast (0x139) stops at `int 29h`: its trap frame's RIP is the next instruction.
                 stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space, startsAfterInstruction: bugCheck.code == 0x139,
                                     trapFrame: trapFrame)
@@ -86,6 +88,7 @@ public struct CrashAnalyzer: Sendable {
                 evidence.append(Evidence(location: "the faulting access (parameter \(parameter + 1))", address: 0, value: value, text: text, attributedTo: nil))
             }
         }
+        if let space, header.machine == .amd64 { evidence += Self.registerForensics(faultRegisters, space: space, known: evidence) }
         for index in evidence.indices {
             evidence[index].attributedTo = CorruptionForensics.attribute(evidence[index], processes: objects.processes, modules: objects.modules, rules: rules)
         }

@@ -44,6 +44,9 @@ extension DumpDescription {
         description.bugCheckParameters = [0xC000_0005, .code(CodeLocation("ntoskrnl.exe", "KiInsertTimerTable", 0x8E)),
                                           .contextRecord(describing: 5, storedIn: 2), 0]
         let path = utf16Bytes("\\HDPServer\\VideoAccelerator.exe") + [0, 0]
+        // KiInsertTimerTable faulted following timer 3's Flink: RBX held that list entry, RAX
+        // the "pointer" it loaded, the path's first four UTF-16 characters.
+        description.faultRegisters = [3: .timerListEntry(3), 0: .value(0x0050_0044_0048_005C)]
         description.timers = (0..<6).map { index in
             TimerDescription(processor: 0, list: 17 + 41 * index, dueTime: 0x1_2345_6789 + UInt64(index) * 10_000, period: index == 2 ? 1000 : 0,
                              overwrite: index == 3 ? path : nil)

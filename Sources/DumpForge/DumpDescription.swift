@@ -42,6 +42,10 @@ public struct DumpDescription: Sendable {
     /// Stacks for CPUs' idle threads, when a CPU crashed (or hung) in its idle thread, say in
     /// a DPC; the others idle in nt!KiIdleLoop.
     public var idleStacks: [Int: [CodeLocation]] = [:]
+    /// Register values of the faulting frame, by x64 register number, where the crash says
+    /// what they held (a list operation's entry and the bad link it loaded); the others keep
+    /// the values unwinding restores.
+    public var faultRegisters: [Int: RegisterValue] = [:]
     /// Moves every EPROCESS and ETHREAD field the build's layout gives this many bytes further
     /// on (the structures grow to match): a build whose offsets no table has, for tests of the
     /// analysis's discovery from invariants. A multiple of 8.
@@ -172,6 +176,13 @@ public struct UnloadedDriverDescription: Sendable {
         self.startAddress = startAddress
         self.endAddress = endAddress
     }
+}
+
+/// A register's value at the fault, by value or by what it points at in the forged kernel.
+public enum RegisterValue: Sendable, Equatable {
+    case value(UInt64)
+    /// KTIMER.TimerListEntry of the `timers` entry at this index.
+    case timerListEntry(Int)
 }
 
 /// A bug-check parameter, by value or by what it points at in the forged kernel. Frame numbers

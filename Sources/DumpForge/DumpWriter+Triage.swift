@@ -86,7 +86,9 @@ extension DumpWriter {
         triage.put32(0xFFFF_FFFF, at: 0x44)
 
         // Data blocks: the page around each RIP on the crashing stack, each image's first 0x100
-        // bytes (its MZ/PE headers) and the 256 bytes at PsActiveProcessHead.
+        // bytes (its MZ/PE headers), the 256 bytes at PsActiveProcessHead, and, as Windows
+        // captures around the addresses a crash's context refers to, 0x100 bytes around each
+        // mapped kernel address a CONTEXT record's registers hold.
         var blocks: [(UInt64, [UInt8])] = []
         for frame in crashing.context.frames {
             let page = frame.rip & ~0xFFF
@@ -94,6 +96,18 @@ extension DumpWriter {
         }
         for module in kernel.modules { blocks.append((module.base, read(module.base, 0x100))) }
         blocks.append((kernel.psActiveProcessHead, read(kernel.psActiveProcessHead, 0x100)))
+        for (index, parameter) in description.bugCheckParameters.prefix(4).enumerated() {
+            guard case .contextRecord = parameter else { continue }
+            let context = read(kernel.bugCheckParameters[index], 0x4D0)
+            for register in 0..<16 {
+                let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(context[0x78 + 8 * register + $1]) << (8 * UInt64($1)) }
+                let start = (value & ~0xF) &- 0x80
+                guard value >> 47 == 0x1_FFFF, memory.translate(root: kernel.directoryTableBase, va: start) != nil,
+                      memory.translate(root: kernel.directoryTableBase, va: start + 0xFF) != nil,
+                      !blocks.contains(where: { $0.0 == start }) else { continue }
+                blocks.append((start, read(start, 0x100)))
+            }
+        }
         let tableOffset = place(Array(repeating: 0, count: 16 * blocks.count))
         var table = ByteBuffer(count: 16 * blocks.count)
         for (index, (address, bytes)) in blocks.enumerated() {

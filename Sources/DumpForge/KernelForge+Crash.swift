@@ -59,8 +59,9 @@ extension KernelForge {
         }
     }
 
-    /// Parameters the description gave symbolically, as addresses in the forged kernel.
-    func resolveBugCheckParameters() -> [UInt64] {
+    /// Parameters the description gave symbolically, as addresses in the forged kernel. A
+    /// CONTEXT record holds the faulting frame's registers, with `faultRegisters` applied.
+    func resolveBugCheckParameters(timers: [UInt64]) -> [UInt64] {
         let crashing = processors[description.crashingProcessor]
         let frames = crashing.context.frames
         return description.bugCheckParameters.prefix(4).map { parameter in
@@ -74,7 +75,14 @@ extension KernelForge {
                 return frames[frame].rsp
             case .contextRecord(let describing, let storedIn):
                 let address = frames[storedIn].rsp + 0x20
-                let state = ForgedStack(registers: frames[describing].registers, rip: frames[describing].rip, frames: [])
+                var registers = frames[describing].registers
+                for (register, value) in description.faultRegisters {
+                    switch value {
+                    case .value(let value): registers[register] = value
+                    case .timerListEntry(let index): registers[register] = timers[index] + 0x20
+                    }
+                }
+                let state = ForgedStack(registers: registers, rip: frames[describing].rip, frames: [])
                 write(address, ByteBuffer(Self.context(state)))
                 return address
             case .exceptionRecord(let describing, let storedIn, let code):

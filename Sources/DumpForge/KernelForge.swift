@@ -81,7 +81,7 @@ final class KernelForge {
         writeProcessesAndProcessors()
         let timers = writeTimers()
         writeUnloadedDrivers()
-        let parameters = resolveBugCheckParameters()
+        let parameters = resolveBugCheckParameters(timers: timers)
         writeDebuggerData()
         mapDirectGigabyte()
         addFailureProbes()

@@ -193,6 +193,22 @@ import TestSupport
         #expect(unbounded.last?.rip != user.rip, "\(unbounded.map(\.symbol))")
     }
 
+    /// A minidump of a corrupted-list crash names what the full dump names, when it captured
+    /// the entry: the fault context's RBX held it, and the memory around it is a data block.
+    @Test func aMinidumpOfACorruptedListNamesWhatTheFullDumpNames() throws {
+        let full = try Self.analyze(.timerListCorruption(kind: .full))
+        let mini = try Self.analyze(.timerListCorruption(kind: .triage))
+        #expect(mini.culprit.name == "VideoAccelerator.exe", "\(mini.culprit)")
+        #expect(mini.failureBucketId == full.failureBucketId)
+        let entry = try #require(mini.evidence.first { $0.location.contains("in RBX of the fault context") }, "\(mini.evidence)")
+        #expect(entry.text.contains("\\HDPServer\\VideoAccelerator.exe"))
+        #expect(entry.attributedTo?.name == "VideoAccelerator.exe")
+        // RAX held the "pointer" the entry gave: its own bytes are the path's first characters.
+        #expect(mini.evidence.contains { $0.location == "RAX of the fault context" && $0.text == ["\\HDP"] }, "\(mini.evidence)")
+        // The full dump found the entry walking the timer lists, and counts it once.
+        #expect(full.evidence.filter { $0.text.contains("\\HDPServer\\VideoAccelerator.exe") }.count == 1, "\(full.evidence)")
+    }
+
     /// A walk that reaches user mode stops there: nothing on a user stack is scanned for
     /// kernel callers.
     @Test func aUserModeAddressEndsTheWalk() throws {
