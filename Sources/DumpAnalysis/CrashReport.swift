@@ -24,8 +24,9 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var base: String
         public var size: UInt32
         public var timeDateStamp: UInt32
-        /// What TimeDateStamp means: a link time, or a build hash that is no date.
-        public var timestamp: ImageTimestamp
+        /// What TimeDateStamp means: a link time, or a build hash that is no date. Reports
+        /// stored before it was classified hold the date alone, or nothing.
+        public var timestamp: ImageTimestamp?
         public var checkSum: String
     }
 

@@ -59,6 +59,20 @@ public struct ImageTimestamp: Sendable, Codable, Equatable {
         self.reason = reason
     }
 
+    private enum CodingKeys: String, CodingKey { case meaning, date, reason }
+
+    /// Reports stored before TimeDateStamps were classified hold the date as a bare string:
+    /// it reads back as an unverified link time.
+    public init(from decoder: any Decoder) throws {
+        if let legacy = try? decoder.singleValueContainer().decode(String.self) {
+            self.init(meaning: .unverifiedLinkTime, date: legacy, reason: "from a report made before timestamps were classified")
+            return
+        }
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(meaning: try container.decode(Meaning.self, forKey: .meaning), date: try container.decodeIfPresent(String.self, forKey: .date),
+                  reason: try container.decode(String.self, forKey: .reason))
+    }
+
     /// For text reports: "built 2020-09-23", "built 2020-09-23?" or "a build hash, not a date".
     public var text: String {
         switch meaning {

@@ -1,4 +1,5 @@
 import DumpAnalysis
+import Foundation
 import DumpFormat
 import DumpForge
 import DumpMemory
@@ -155,7 +156,7 @@ import TestSupport
         #expect(report.advice.contains { $0.contains("forced from outside") })
         // ntoskrnl "built 2088" and CLFS.SYS "built 2035" are reproducible-build hashes.
         let later = report.modules.filter { ["ntoskrnl.exe", "clfs.sys"].contains($0.name.lowercased()) }
-        #expect(later.count == 2 && later.allSatisfy { $0.timestamp.meaning == .buildHash && $0.timestamp.date == nil }, "\(later)")
+        #expect(later.count == 2 && later.allSatisfy { $0.timestamp?.meaning == .buildHash && $0.timestamp?.date == nil }, "\(later)")
         #expect(!report.text.contains("2088") && !report.text.contains("2035"))
     }
 
@@ -226,7 +227,7 @@ import TestSupport
     @Test(arguments: [DumpDescription.DumpKind.full, .triage])
     func buildHashesAreNotDates(kind: DumpDescription.DumpKind) throws {
         let report = try Self.analyze(.standard(kind: kind))
-        let stamps = Dictionary(uniqueKeysWithValues: report.modules.map { ($0.name, $0.timestamp) })
+        let stamps = Dictionary(uniqueKeysWithValues: report.modules.compactMap { module in module.timestamp.map { (module.name, $0) } })
         // 0x9C8F6A7B would be 2053, after the crash: a hash whatever the dump holds.
         #expect(stamps["ntoskrnl.exe"]?.meaning == .buildHash)
         #expect(stamps["ntoskrnl.exe"]?.reason.contains("after the crash") == true)
@@ -238,6 +239,22 @@ import TestSupport
             #expect(stamps["hal.dll"]?.reason.contains("REPRO") == true)
             #expect(stamps["nvlddmkm.sys"]?.meaning == .linkTime, "its debug directory was read and has no REPRO entry")
         }
+    }
+
+    /// Reports stored before TimeDateStamps were classified hold a bare date string (or null)
+    /// where the classification now goes: they still decode, as unverified dates.
+    @Test func reportsStoredBeforeTimestampsWereClassifiedStillDecode() throws {
+        let report = try Self.analyze(.displayDriverFault(kind: .full))
+        var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(report)) as? [String: Any])
+        json["imageTimestamp"] = "2020-09-23T00:00:00Z"
+        json["modules"] = (json["modules"] as? [[String: Any]] ?? []).map { module in
+            var legacy = module
+            legacy["timestamp"] = module["timeDateStamp"] as? Int == 0 ? NSNull() : "2020-09-23T00:00:00Z" as Any
+            return legacy
+        }
+        let decoded = try JSONDecoder().decode(CrashReport.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(decoded.imageTimestamp?.meaning == .unverifiedLinkTime && decoded.imageTimestamp?.date == "2020-09-23T00:00:00Z", "\(String(describing: decoded.imageTimestamp))")
+        #expect(decoded.modules.count == report.modules.count && decoded.modules.allSatisfy { $0.timestamp?.meaning == .unverifiedLinkTime })
     }
 
     /// A culprit whose TimeDateStamp is a build hash gets no age in its advice.
