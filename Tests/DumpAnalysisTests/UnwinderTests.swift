@@ -1,4 +1,3 @@
-import Foundation
 import DumpAnalysis
 import DumpFormat
 import DumpForge
@@ -42,7 +41,7 @@ private func stacks(of kernel: ForgedKernel) -> [(label: String, stack: ForgedSt
 /// Unwinds every forged stack frame by frame from its innermost registers and compares each
 /// recovered frame with the forge's record. Returns how many frames and trap frames it crossed.
 @discardableResult
-private func unwindEveryStack(_ forged: ForgedDump, _ dump: KernelDump) throws -> (frames: Int, traps: Int) {
+func unwindEveryStack(_ forged: ForgedDump, _ dump: KernelDump) throws -> (frames: Int, traps: Int) {
     let space = try dump.kernelAddressSpace()
     let images = try forged.kernel.modules.map { try PEImage(reading: space, base: $0.base) }
     var frames = 0, traps = 0
@@ -108,48 +107,6 @@ private func unwindEveryStack(_ forged: ForgedDump, _ dump: KernelDump) throws -
         let dump = try KernelDump(source: Fixtures.source(forged))
         let crossed = try unwindEveryStack(forged, dump)
         #expect(crossed.traps >= 1)
-    }
-
-    /// Stacks through code a real compiler built (Tests/Fixtures/compiled, rebuilt by its
-    /// build.sh with the Swift toolchain's clang and lld-link): pushes, a saved XMM register, a
-    /// 64 KiB frame, a frame pointer under an alloca, a leaf and a tail call, laid out by the
-    /// image's own unwind codes at the return sites llvm-objdump lists. Every frame must unwind
-    /// to the forge's truth, registers included, and the walker must name each one.
-    @Test func stacksThroughARealCompilersCodeUnwindExactly() throws {
-        let folder = String(#filePath.split(separator: "/").dropLast(2).joined(separator: "/"))
-        let image = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "/\(folder)/Fixtures/compiled/ccdriver.sys")))
-        let sites = try String(contentsOfFile: "/\(folder)/Fixtures/compiled/ccdriver.sites", encoding: .utf8)
-            .split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-        func returnSite(in function: String, after callee: String) throws -> CodeLocation {
-            let line = try #require(sites.first { $0[0] == function && $0[2] == callee }, "ccdriver.sites lists no call from \(function) to \(callee)")
-            return CodeLocation("ccdriver.sys", function, try #require(UInt32(line[1].dropFirst(2), radix: 16)))
-        }
-        // CcTail jumps to CcSaves, so CcSaves returns straight into CcDispatch.
-        let chain = [CodeLocation("ntoskrnl.exe", "KeBugCheckEx", 0x30),
-                     try returnSite(in: "CcCrash", after: "(indirect)"), try returnSite(in: "CcFloat", after: "CcCrash"),
-                     try returnSite(in: "CcLarge", after: "CcFloat"), try returnSite(in: "CcFramePointer", after: "CcLarge"),
-                     try returnSite(in: "CcSaves", after: "CcFramePointer"), try returnSite(in: "CcDispatch", after: "CcTail"),
-                     CodeLocation("ntoskrnl.exe", "IofCallDriver", 0x55), CodeLocation("ntoskrnl.exe", "PspSystemThreadStartup", 0x55),
-                     CodeLocation("ntoskrnl.exe", "KiStartSystemThread", 0x28)]
-        var description = DumpDescription.standard(kind: .full, layoutSeed: 12)
-        description.memory = [0x1..<0x9F, 0x100..<0x8000]
-        description.modules.append(ModuleDescription(name: "ccdriver.sys", compiledImage: image))
-        description.processes[0].threads.append(ThreadDescription(threadId: 0x9C, stack: chain))
-        let forged = Forge.dump(description)
-        let dump = try KernelDump(source: Fixtures.source(forged))
-        try unwindEveryStack(forged, dump)
-
-        let thread = try #require(forged.kernel.processes[0].threads.first { $0.threadId == 0x9C })
-        let space = try dump.kernelAddressSpace()
-        let modules = KernelObjects.read(from: dump, layout: KernelLayout.known(build: 19041, debuggerData: dump.debuggerData.data), space: space).modules
-        let walked = StackWalker().walk(from: RegisterState(gpr: thread.stack.registers, rip: thread.stack.rip),
-                                        symbolizer: Symbolizer(modules: modules, space: space), space: space)
-        #expect(walked.map(\.symbol) == chain.map { "\($0.module == "ntoskrnl.exe" ? "nt" : "ccdriver")!\($0.function)+0x\(String($0.offset, radix: 16))" })
-        #expect(walked.dropFirst().allSatisfy { $0.trust == .unwindInfo }, "\(walked.map(\.trust))")
-        // The frame pointer carried the walk across the alloca: CcFramePointer's callee frame
-        // lies 0x60 below the fixed frame RBP marks.
-        let framePointerFrame = try #require(thread.stack.frames.first { $0.location.function == "CcFramePointer" })
-        #expect(framePointerFrame.registers[5] == framePointerFrame.rsp + 0x60, "RBP marks the fixed frame above the alloca")
     }
 
     @Test func exportsNameTheForgedFunctions() throws {

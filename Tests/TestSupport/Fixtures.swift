@@ -40,12 +40,20 @@ public enum Fixtures {
         return folder
     }
 
-    /// ../shared/fixtures/real beside the repository, or nil on a clone without it.
-    public static var realDumpsFolder: String? {
-        let repository = String(#filePath.split(separator: "/").dropLast(3).joined(separator: "/"))
-        let folder = "/" + repository + "/../shared/fixtures/real"
-        return access(folder, F_OK) == 0 ? folder : nil
+    /// The repository's root folder.
+    public static let repository = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+
+    /// ../shared/<sub> beside the repository, or nil on a clone without it.
+    public static func sharedPath(_ sub: String) -> String? {
+        let path = repository + "/../shared/" + sub
+        return access(path, F_OK) == 0 ? path : nil
     }
+
+    /// ../shared/fixtures/real beside the repository, or nil on a clone without it.
+    public static var realDumpsFolder: String? { sharedPath("fixtures/real") }
+
+    /// A file of Tests/Fixtures/compiled: the image a real compiler built, and its notes.
+    public static func compiled(_ name: String) -> String { repository + "/Tests/Fixtures/compiled/" + name }
 }
 
 /// A reproducible random generator for randomized tests, seeded from the clock unless told.

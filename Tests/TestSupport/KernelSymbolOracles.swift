@@ -1,17 +1,9 @@
 import Foundation
 
-/// Structure offsets as Microsoft's symbols state them, read from files we did not write: a
-/// Volatility ISF (the kernel PDB's types as JSON) and the per-build table in
-/// ../shared/docs/kernel-offsets-by-build.txt. Tests compare the parser's and the forge's
-/// constants with them, so a misreading shared by both sides cannot pass.
-public enum KernelSymbolOracles {
-    /// ../shared/<sub> beside the repository, or nil on a clone without it.
-    public static func sharedPath(_ sub: String) -> String? {
-        let repository = String(#filePath.split(separator: "/").dropLast(3).joined(separator: "/"))
-        let path = "/" + repository + "/../shared/" + sub
-        return FileManager.default.fileExists(atPath: path) ? path : nil
-    }
-}
+// Structure offsets as Microsoft's symbols state them, read from files we did not write: a
+// Volatility ISF (the kernel PDB's types as JSON) and the per-build table in
+// ../shared/docs/kernel-offsets-by-build.txt. Tests compare the parser's and the forge's
+// constants with them, so a misreading shared by both sides cannot pass.
 
 /// One Volatility ISF file (`.json` or `.json.xz`, unpacked by the `xz` tool).
 public struct SymbolFileISF {
@@ -47,7 +39,7 @@ public struct SymbolFileISF {
 
     /// Every ISF in ../shared/fixtures/isf, or nil where the folder is absent.
     public static func all() throws -> [SymbolFileISF]? {
-        guard let folder = KernelSymbolOracles.sharedPath("fixtures/isf") else { return nil }
+        guard let folder = Fixtures.sharedPath("fixtures/isf") else { return nil }
         return try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
             .filter { $0.hasSuffix(".json") || $0.hasSuffix(".json.xz") }
             .map { try SymbolFileISF(path: folder + "/" + $0) }
@@ -128,7 +120,7 @@ public struct OffsetTableDocument {
 
     /// The document, or nil where ../shared/docs is absent.
     public static func load() throws -> OffsetTableDocument? {
-        guard let path = KernelSymbolOracles.sharedPath("docs/kernel-offsets-by-build.txt") else { return nil }
+        guard let path = Fixtures.sharedPath("docs/kernel-offsets-by-build.txt") else { return nil }
         return try OffsetTableDocument(text: String(contentsOfFile: path, encoding: .utf8))
     }
 
