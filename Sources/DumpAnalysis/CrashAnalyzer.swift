@@ -53,11 +53,11 @@ public struct CrashAnalyzer: Sendable {
         if let space, header.machine == .amd64 {
             let symbolizer = Symbolizer(modules: objects.modules, space: space)
             // The crashing thread is the one whose kernel stack holds the context's RSP; a
-            // minidump keeps a copy of its ETHREAD instead.
-            let minidumpThread = dump.triage.flatMap { triage in
+            // minidump keeps a copy of its ETHREAD instead, with KTHREAD.TrapFrame in it.
+            let copiedTrapFrame = dump.triage.flatMap { triage in
                 layout.flatMap { try? dump.source.u64(at: UInt64(triage.threadOffset) + $0.threadTrapFrame) }
             }
-            let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? minidumpThread
+            let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? copiedTrapFrame
             crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space, trapFrame: trapFrame)
             if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
                 faultRegisters = faultState
