@@ -8,7 +8,8 @@
 //              `lz4 -c FILE > /dev/null` on the same file; then the same size with every page
 //              holding data, from a warm and from a dropped page cache, with the bytes read
 //   heartbeat  lease-heartbeat lateness of a worker while every core spins
-//   quality    clustering and similar-search quality on a labelled estate, against exact buckets
+//   quality    clustering and similar-search quality on two labelled estates (the forge's defaults, and
+//              field variation: every dump type, 16 builds, stale stack values), against exact buckets
 //   similarity N synthetic signatures (default 1,000,000; `similarity 200000` for fewer), then
 //              `similar` top-10 latency, clustering all of them in batches (with BCubed against
 //              their families), and clustering one report per transaction as workers do
@@ -211,16 +212,26 @@ final class SpinFlag: @unchecked Sendable {
 // MARK: quality
 
 if sections.contains("quality") {
-    try refill(0)
-    try PostgresConnection(database).executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters, dump_attributes CASCADE")
     var estate = Estate()
     estate.vms = 120
     estate.memoryGiB = 2
     estate.driverVersions = 3
     estate.oneOffEvery = 5
+    // The second estate varies what the forge's defaults hold still: every dump type, 16
+    // Windows builds, stale return addresses on every stack (which minidumps' scans pick up).
+    for (name, measured) in [("", estate), (" with field variation (every dump type, 16 builds, stale stack values)", Estate.fieldVariation(estate))] {
+        try qualityReport(name, measured)
+    }
+}
+
+func qualityReport(_ name: String, _ estate: Estate) throws {
+    try refill(0)
+    try PostgresConnection(database).executeScript("TRUNCATE cluster_exemplars, cluster_members, clusters, dump_attributes CASCADE")
     let started = now()
     let result = try EstateQuality(estate: estate, seed: 2026).measure(database: database)
-    print("== quality: \(result.crashes) crashes of a labelled estate (120 VMs; 4 causes, 3 driver builds each, deeper stacks, one-offs), \(String(format: "%.0f", now() - started)) s")
+    let scanned = result.dumps.filter { $0.report.stack.contains { $0.trust == .scan } }.count
+    print("== quality\(name): \(result.crashes) crashes of a labelled estate (\(estate.vms) VMs; 4 causes, \(estate.driverVersions) driver builds each, deeper stacks, one-offs; "
+          + "\(scanned) stacks with scanned frames), \(String(format: "%.0f", now() - started)) s")
     print(String(format: "   clusters (%d):       BCubed precision %.3f recall %.3f F1 %.3f", result.clusters, result.fleet.precision, result.fleet.recall, result.fleet.f1))
     print(String(format: "   exact buckets (%d):  BCubed precision %.3f recall %.3f F1 %.3f", result.bucketCount, result.buckets.precision, result.buckets.recall, result.buckets.f1))
     print(String(format: "   similar top-10:     RR@1 %.3f  MAP %.3f   (same bucket first: RR@1 %.3f  MAP %.3f)", result.similarRR, result.similarMAP, result.bucketRR, result.bucketMAP))

@@ -77,7 +77,7 @@ extension CrashIndex {
         init(_ entries: [Entry], bands: MinHashBands) {
             self.entries = entries
             prints = entries.map { Fingerprint($0.signature) }
-            keys = prints.map { bands.keys($0) }
+            keys = prints.map { bands.clusterKeys($0) }
             ids = PostgresConnection.arrayLiteral(entries.map(\.dumpId))
             keyArrays = PostgresConnection.arrayLiteral(keys.map { PostgresConnection.arrayLiteral($0) })
             printTexts = PostgresConnection.arrayLiteral(prints.map(\.text))

@@ -11,12 +11,15 @@ public struct Fingerprint: Sendable, Equatable {
         /// `module+0xRVA`.
         public var key: String
         public var function: String?
+        /// Found by a stack scan (`CrashSignature.Frame.scanned`).
+        public var scanned: Bool
 
-        public init(position: Int, module: String, key: String, function: String?) {
+        public init(position: Int, module: String, key: String, function: String?, scanned: Bool = false) {
             self.position = position
             self.module = module
             self.key = key
             self.function = function
+            self.scanned = scanned
         }
     }
 
@@ -36,17 +39,20 @@ public struct Fingerprint: Sendable, Equatable {
 
     public init(_ signature: CrashSignature) {
         self.init(bucket: signature.bucket, bugCheckClass: signature.bugCheckClass, culprit: signature.culprit,
-                  frames: signature.frames.map { Frame(position: $0.position, module: $0.module, key: $0.key, function: $0.function) },
+                  frames: signature.frames.map { Frame(position: $0.position, module: $0.module, key: $0.key, function: $0.function, scanned: $0.scanned) },
                   evidenceTokens: signature.evidenceTokens)
     }
 
     // The text form: fields split by U+001F, frames by U+001E, a frame's parts by U+001D.
-    // Names come from dumps, so those three characters are removed from them first.
+    // Names come from dumps, so those three characters are removed from them first. Version 2
+    // added a fifth part to each frame, "s" when a scan found it; version 1 text still parses.
     static let field: Character = "\u{1F}", frame: Character = "\u{1E}", part: Character = "\u{1D}"
 
     public var text: String {
-        let frames = self.frames.map { [String($0.position), Self.clean($0.module), Self.clean($0.key), Self.clean($0.function ?? "")].joined(separator: String(Self.part)) }
-        return ["1", Self.clean(bucket), Self.clean(bugCheckClass), Self.clean(culprit ?? ""), frames.joined(separator: String(Self.frame)),
+        let frames = self.frames.map {
+            [String($0.position), Self.clean($0.module), Self.clean($0.key), Self.clean($0.function ?? ""), $0.scanned ? "s" : ""].joined(separator: String(Self.part))
+        }
+        return ["2", Self.clean(bucket), Self.clean(bugCheckClass), Self.clean(culprit ?? ""), frames.joined(separator: String(Self.frame)),
                 evidenceTokens.map(Self.clean).joined(separator: " ")].joined(separator: String(Self.field))
     }
 
@@ -61,12 +67,15 @@ public struct Fingerprint: Sendable, Equatable {
 
     private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Fingerprint? {
         let fields = split(bytes[...], at: field.asciiValue!)
-        guard fields.count == 6, string(fields[0]) == "1" else { return nil }
+        let version = fields.first.map(string)
+        guard fields.count == 6, version == "1" || version == "2" else { return nil }
+        let partCount = version == "1" ? 4 : 5
         var frames: [Frame] = []
         for item in split(fields[4], at: frame.asciiValue!) where !item.isEmpty {
             let parts = split(item, at: part.asciiValue!)
-            guard parts.count == 4, let position = Int(string(parts[0])) else { return nil }
-            frames.append(Frame(position: position, module: string(parts[1]), key: string(parts[2]), function: parts[3].isEmpty ? nil : string(parts[3])))
+            guard parts.count == partCount, let position = Int(string(parts[0])) else { return nil }
+            frames.append(Frame(position: position, module: string(parts[1]), key: string(parts[2]), function: parts[3].isEmpty ? nil : string(parts[3]),
+                                scanned: partCount == 5 && string(parts[4]) == "s"))
         }
         let tokens = fields[5].isEmpty ? [] : split(fields[5], at: UInt8(ascii: " ")).filter { !$0.isEmpty }.map(string)
         return Fingerprint(bucket: string(fields[1]), bugCheckClass: string(fields[2]), culprit: fields[3].isEmpty ? nil : string(fields[3]),

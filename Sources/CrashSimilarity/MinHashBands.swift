@@ -14,7 +14,9 @@ public struct MinHashBands: Sendable, Equatable {
 
     /// The features hashed: bug-check class and code, culprit, the instructions and functions
     /// of the frames nearest the fault, which module sits at which of the first positions, and
-    /// the evidence words.
+    /// the evidence words. A frame a scan found adds no position: stale values between the
+    /// real frames move them, so it would only dilute what a minidump shares with a full dump
+    /// of the same crash.
     public func features(_ signature: Fingerprint) -> Set<String> {
         var features: Set<String> = ["class:" + signature.bugCheckClass]
         if let code = signature.bugCheckClass.split(separator: "_").first { features.insert("code:" + code) }
@@ -22,7 +24,7 @@ public struct MinHashBands: Sendable, Equatable {
         for frame in signature.frames.prefix(8) {
             features.insert("frame:" + frame.key)
             if let function = frame.function { features.insert("function:\(frame.module)!\(function)") }
-            if frame.position < 4 { features.insert("at\(frame.position):" + frame.module) }
+            if frame.position < 4, !frame.scanned { features.insert("at\(frame.position):" + frame.module) }
             features.insert("module:" + frame.module)
         }
         for token in signature.evidenceTokens { features.insert("evidence:" + token) }
@@ -46,6 +48,16 @@ public struct MinHashBands: Sendable, Equatable {
             for row in 0..<rows { key = Self.mix(key ^ minima[band * rows + row]) }
             return Int64(bitPattern: key)
         }
+    }
+
+    /// The band keys and one more for clustering: the bug-check class and culprit together.
+    /// Crashes with both in common are always compared when a crash is placed, whatever their
+    /// stacks share: what a minidump keeps of a crash (its faulting frame, a scan's guesses,
+    /// no export names) can share too few features with a full dump of the same crash for the
+    /// bands to meet. Similarity search asks with `keys` alone, so a class and culprit that
+    /// thousands of crashes share never crowd its candidates.
+    public func clusterKeys(_ signature: Fingerprint) -> [Int64] {
+        keys(signature) + [Int64(bitPattern: Self.mix(CrashSignature.fnv1a64("anchor:\(signature.bugCheckClass)|\(signature.culprit ?? "")")))]
     }
 
     /// SplitMix64's finalizer: a cheap, well-spread permutation of 64-bit values.

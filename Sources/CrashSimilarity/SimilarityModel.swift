@@ -7,7 +7,8 @@ import DumpAnalysis
 /// Sources/CrashSimilarity/CrashSimilarity.docc/SimilarityModel.md.
 public struct SimilarityModel: Sendable, Equatable {
     public var stack = StackAlignment()
-    /// Weights of the parts; evidence counts only when either crash has any.
+    /// Weights of the parts; evidence counts only when both crashes have some (a minidump may
+    /// not have captured the memory that holds it, and a crash without corruption has none).
     public var stackWeight = 0.55
     public var bugCheckWeight = 0.15
     public var culpritWeight = 0.2
@@ -58,7 +59,7 @@ public struct SimilarityModel: Sendable, Equatable {
         let union = tokensA.union(tokensB)
         var total = stackWeight * alignment.similarity + bugCheckWeight * bugCheck + (culprit ? culpritWeight : 0)
         var weights = stackWeight + bugCheckWeight + culpritWeight
-        if !union.isEmpty {
+        if !tokensA.isEmpty, !tokensB.isEmpty {
             total += evidenceWeight * Double(shared.count) / Double(union.count)
             weights += evidenceWeight
         }

@@ -12,6 +12,14 @@ import Glibc
 /// With position weights w(i) = e^(−decay·i), the score of aligning frame i of A with frame j
 /// of B is level(a_i, b_j) · √(w(i)·w(j)) · e^(−shift·|i−j|), and the stack similarity is
 /// 2·(best alignment) / (Σ w over A + Σ w over B): 1 for identical stacks, 0 when nothing aligns.
+///
+/// A frame a stack scan found (all a minidump allows past its first frame) may be a stale
+/// return address of an earlier call, and the stale ones between the real ones move the real
+/// ones outward. So a scanned frame that matches nothing costs only `scanned` times its weight
+/// in the sum (it is probably stale); one that matches counts in full, as the frame it
+/// matched; and a match with a scanned frame pays no shift. Stale frames then cost little,
+/// real ones still count, and a minidump compares with a full dump of the same crash by what
+/// both hold.
 public struct StackAlignment: Sendable, Equatable {
     /// How fast frames lose weight with distance from the fault (0.15: the 5th frame weighs
     /// half the 1st).
@@ -24,6 +32,8 @@ public struct StackAlignment: Sendable, Equatable {
     public var sameModule = 0.4
     /// Frames compared from the fault outward.
     public var depth = 12
+    /// What a frame found by scanning costs when it matches nothing, against its full weight.
+    public var scanned = 0.3
 
     public init() {}
 
@@ -40,8 +50,7 @@ public struct StackAlignment: Sendable, Equatable {
 
     public func align(_ a: [Fingerprint.Frame], _ b: [Fingerprint.Frame]) -> Result {
         let a = Array(a.prefix(depth)), b = Array(b.prefix(depth))
-        let total = a.reduce(0) { $0 + weight($1.position) } + b.reduce(0) { $0 + weight($1.position) }
-        guard !a.isEmpty, !b.isEmpty, total > 0 else { return Result(similarity: a.isEmpty && b.isEmpty ? 1 : 0, matched: []) }
+        guard !a.isEmpty, !b.isEmpty else { return Result(similarity: a.isEmpty && b.isEmpty ? 1 : 0, matched: []) }
         // best[i][j]: the best alignment of a[..<i] with b[..<j].
         var best = [[Double]](repeating: [Double](repeating: 0, count: b.count + 1), count: a.count + 1)
         for i in 1...a.count {
@@ -50,12 +59,15 @@ public struct StackAlignment: Sendable, Equatable {
                 best[i][j] = max(best[i - 1][j], best[i][j - 1], best[i - 1][j - 1] + pair)
             }
         }
-        // Walk back for the explanation.
+        // Walk back for the explanation and for which scanned frames matched.
         var matched: [(Int, Int)] = []
+        var pairedA = Set<Int>(), pairedB = Set<Int>()
         var i = a.count, j = b.count
         while i > 0 && j > 0 {
             let pair = score(a[i - 1], b[j - 1])
             if pair > 0 && best[i][j] == best[i - 1][j - 1] + pair {
+                pairedA.insert(i - 1)
+                pairedB.insert(j - 1)
                 if level(a[i - 1], b[j - 1]) >= sameFunction { matched.append((a[i - 1].position, b[j - 1].position)) }
                 i -= 1
                 j -= 1
@@ -65,6 +77,10 @@ public struct StackAlignment: Sendable, Equatable {
                 j -= 1
             }
         }
+        func cost(_ frames: [Fingerprint.Frame], _ paired: Set<Int>) -> Double {
+            frames.indices.reduce(0) { $0 + weight(frames[$1].position) * (frames[$1].scanned && !paired.contains($1) ? scanned : 1) }
+        }
+        let total = cost(a, pairedA) + cost(b, pairedB)
         return Result(similarity: min(1, 2 * best[a.count][b.count] / total), matched: matched.reversed())
     }
 
@@ -73,7 +89,8 @@ public struct StackAlignment: Sendable, Equatable {
     func score(_ x: Fingerprint.Frame, _ y: Fingerprint.Frame) -> Double {
         let credit = level(x, y)
         guard credit > 0 else { return 0 }
-        return credit * (weight(x.position) * weight(y.position)).squareRoot() * exp(-shift * Double(abs(x.position - y.position)))
+        let moved = x.scanned || y.scanned ? 0 : abs(x.position - y.position)
+        return credit * (weight(x.position) * weight(y.position)).squareRoot() * exp(-shift * Double(moved))
     }
 
     func level(_ x: Fingerprint.Frame, _ y: Fingerprint.Frame) -> Double {

@@ -8,7 +8,7 @@ import DumpMemory
 public struct CrashAnalyzer: Sendable {
     /// The analyzer's version, stored with every job and report. Raise it when reports or
     /// signatures change; `dumpfleet reprocess` then queues every dump again.
-    public static let version = 2
+    public static let version = 3
 
     public var rules: TriageRules
     /// Threads for walking stacks, at most (and at most one per core); 1 walks on the calling

@@ -11,12 +11,31 @@ public struct CrashSignature: Sendable, Codable, Equatable {
         /// The export the instruction is in, when the nearest export is its function: survives
         /// a new driver version that moves the RVAs.
         public var function: String?
+        /// Found by scanning the stack, not by unwinding: it may be a stale value of an earlier
+        /// call, and where it sits depends on what else the scan found, so similarity weighs it
+        /// lower. Signatures stored before it was kept read as false.
+        public var scanned: Bool
+
+        public init(position: Int, module: String, key: String, function: String?, scanned: Bool) {
+            self.position = position
+            self.module = module
+            self.key = key
+            self.function = function
+            self.scanned = scanned
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(position: try container.decode(Int.self, forKey: .position), module: try container.decode(String.self, forKey: .module),
+                      key: try container.decode(String.self, forKey: .key), function: try container.decodeIfPresent(String.self, forKey: .function),
+                      scanned: try container.decodeIfPresent(Bool.self, forKey: .scanned) ?? false)
+        }
     }
 
     /// 16 hex digits: FNV-1a over `canonical`.
     public var id: String
-    /// The text hashed: bug-check class, culprit, faulting instruction, the modules of the
-    /// frames above it.
+    /// The text hashed: bug-check class, culprit and faulting instruction (or, without one, the
+    /// modules of the first unwound frames).
     public var canonical: String
     public var bucket: String
     public var bugCheckClass: String
@@ -27,20 +46,25 @@ public struct CrashSignature: Sendable, Codable, Equatable {
     public var modules: [String]
     public var evidenceTokens: [String]
 
-    /// How many frames from the faulting one the signature keeps: enough to separate callers,
-    /// few enough that an extra frame further out does not matter.
+    /// How many unwound frames stand in for a missing faulting frame: enough to separate
+    /// callers, few enough that an extra frame further out does not matter.
     public static let signatureFrames = 4
 
     public init(bucket: String, bugCheckClass: String, culprit: String, faultingKey: String?, frames: [StackFrame], faultingFrame: Int, evidence: [Evidence]) {
         let tail = frames.dropFirst(min(faultingFrame, frames.count))
         self.frames = tail.prefix(16).enumerated().compactMap { position, frame in
             guard let module = frame.moduleKey, let key = frame.moduleOffsetKey else { return nil }
-            return Frame(position: position, module: module, key: key, function: frame.function)
+            return Frame(position: position, module: module, key: key, function: frame.function, scanned: frame.trust == .scan)
         }
-        // The user-mode frame a system call entered from ends a kernel stack; which program
-        // called is not part of the crash's shape.
-        let moduleRun = tail.filter { $0.rip >> 63 == 1 }.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
-        canonical = [bugCheckClass, culprit, faultingKey ?? "-", moduleRun.joined(separator: ",")].joined(separator: "|")
+        // The identity is what every dump type keeps of a crash: class, culprit and faulting
+        // instruction. The callers are not part of it: past the faulting frame a minidump has
+        // only a scan's guesses, stale values among them, which would give one crash two
+        // identities (similarity compares the callers instead). Without a faulting frame, the
+        // modules of the unwound frames stand in; the user-mode frame a system call entered
+        // from ends a kernel stack, and which program called is not part of the crash's shape.
+        let identity: [String] = faultingKey.map { [$0] }
+            ?? tail.filter { $0.rip >> 63 == 1 && $0.trust != .scan }.prefix(Self.signatureFrames).map { $0.moduleKey ?? "?" }
+        canonical = ([bugCheckClass, culprit] + identity).joined(separator: "|")
         id = Self.fnv1a(canonical)
         self.bucket = bucket
         self.bugCheckClass = bugCheckClass

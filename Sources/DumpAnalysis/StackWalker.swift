@@ -38,7 +38,8 @@ public struct StackFrame: Sendable, Equatable, Codable {
 /// Walks one stack: from a context through the images' unwind data, into trap frames, and by a
 /// marked scan where no unwind data exists (minidumps hold no .pdata).
 ///
-/// A walk ends at the thread's boundary, as WinDbg's does: at the system-service entry, whose
+/// A walk ends at the thread's boundary, as WinDbg's does: where a clean unwind returns to
+/// address 0 (the thread's start); at the system-service entry, whose
 /// frame's RSP is the KTRAP_FRAME the `syscall` built (KTHREAD.TrapFrame), with the user-mode
 /// RIP and RSP that frame saved as the last frame; and at any user-mode address. Nothing above
 /// a boundary is scanned: the stack there holds stale values of earlier calls, which a scan
@@ -76,7 +77,10 @@ public struct StackWalker: Sendable {
             firstLookupBack = false
             if let (module, function) = symbolizer.runtimeFunction(at: lookup),
                let unwound = try? unwindFrame(state, function: function, imageBase: module.base, space: space),
-               unwound.caller.rsp > state.rsp, unwound.caller.rip != 0 {
+               unwound.caller.rsp > state.rsp {
+                // A clean unwind to return address 0 is the thread's start (nt!KiStartSystemThread
+                // and the like return nowhere): the stack ends, and what lies above is stale.
+                if unwound.caller.rip == 0 { break }
                 trust = unwound.poppedMachineFrame ? .trapFrame : .unwindInfo
                 state = unwound.caller
                 continue

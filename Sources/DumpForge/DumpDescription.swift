@@ -50,6 +50,9 @@ public struct DumpDescription: Sendable {
     /// on (the structures grow to match): a build whose offsets no table has, for tests of the
     /// analysis's discovery from invariants. A multiple of 8.
     public var offsetShift: Int = 0
+    /// Leaves stale return addresses of earlier calls in the stacks' locals (see
+    /// `KernelForge.writeStaleValues`), which scanning, unlike unwinding, takes for frames.
+    public var staleStackValues = false
     /// How Windows wrote non-present page-table entries (see `L1TFMitigation`).
     public var l1tfMitigation: L1TFMitigation = .swizzledNamedInDebuggerData
     /// Seeds the placement of images, pool, stacks and the PTE self-map (KASLR).

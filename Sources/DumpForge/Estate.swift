@@ -38,6 +38,25 @@ public struct Estate: Sendable {
     public var oneOffEvery = 6
     /// The chance of one extra frame, 0...1 in thirds.
     public var extraFrameThirds = 1
+    /// Windows builds drawn from, equally often.
+    public var builds: [UInt32] = [19041]
+    /// Stale return addresses in the stacks' locals (`DumpDescription.staleStackValues`), among
+    /// them into a display-capture driver every desktop loads, which scans of minidumps pick up.
+    public var staleStackValues = false
+
+    /// What an independent generator varies and the forge's defaults hold still: every dump
+    /// type the forge writes, every Windows build it knows, and stale values on every stack.
+    public static func fieldVariation(_ estate: Estate) -> Estate {
+        var estate = estate
+        estate.kinds = [.triage, .triage, .bitmapKernel, .bitmapFull, .full, .rangeKernel]
+        estate.builds = [10240, 10586, 14393, 15063, 16299, 17134, 17763, 18362, 19041, 19042, 19044, 19045, 22000, 22621, 22631, 26100]
+        estate.staleStackValues = true
+        return estate
+    }
+
+    /// A screen-capture driver of the VDI agent, on every desktop but on no crash's stack.
+    static let displayCapture = ModuleDescription(name: "dcapture.sys", timeDateStamp: 0x5D1E_4B20, checkSum: 0x2_4C19,
+                                                  functions: DumpDescription.functions(["DcCaptureFrame", "DcCopyRegion", "DcPresentHook"], exported: false))
 
     public init() {}
 
@@ -71,6 +90,11 @@ public struct Estate: Sendable {
                     cause = Self.causes[which].name
                 }
                 description.memory = DumpDescription.vmMemory(gibibytes: memoryGiB)
+                if builds.count > 1 { description.buildNumber = builds[Int(random.below(UInt64(builds.count)))] }
+                if staleStackValues {
+                    description.modules.append(Self.displayCapture)
+                    description.staleStackValues = true
+                }
                 crashes.append(Crash(vm: vm, host: host, cause: cause, description: description))
             }
         }

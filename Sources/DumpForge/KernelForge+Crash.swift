@@ -36,14 +36,36 @@ extension KernelForge {
     /// A return address into the first third-party module's last function, with the call that
     /// would have left it written before it; nil when every module is Microsoft's.
     func staleDriverReturnAddress() -> UInt64? {
-        guard let module = description.modules.dropFirst().first(where: { !$0.reproducible }), let function = module.functions.last,
-              function.size >= 0x200 else { return nil }
-        let site = placement(CodeLocation(module.name, function.name, 0x1C0)).address + 0x1C0
+        guard let module = description.modules.dropFirst().first(where: { !$0.reproducible }) else { return nil }
+        return staleReturnSite(module, offset: 0x1C0)
+    }
+
+    /// A return site at `offset` in `module`'s last function, with a `call` written before it so
+    /// a scan believes it: what an earlier call left on the stack. Nil when the function is too
+    /// small to hold it away from its prolog and epilog.
+    func staleReturnSite(_ module: ModuleDescription, offset: UInt32) -> UInt64? {
+        guard let function = module.functions.last, function.size >= 0x400, (0x100..<0x380).contains(offset),
+              !placement(CodeLocation(module.name, function.name, 0)).compiled else { return nil }
+        let site = placement(CodeLocation(module.name, function.name, offset)).address + UInt64(offset)
         var call = ByteBuffer(count: 5)
         call.put8(0xE8, at: 0)
         call.put32(0x100, at: 1)
         write(site - 5, call)
         return site
+    }
+
+    /// With `staleStackValues`: the local slot of about half the frames (rsp+0x20 in a frame
+    /// whose prolog ends by allocating 0x28 bytes, above the callee's home space) holds a return
+    /// address an earlier call left there, into a random module, as real stacks do. Unwinding
+    /// never reads a local; a scan, all a minidump allows, takes it for a caller.
+    func writeStaleValues(_ stack: ForgedStack) {
+        guard description.staleStackValues else { return }
+        for frame in stack.frames.dropFirst() {
+            let place = placement(frame.location)
+            guard !place.compiled, place.dynamicAllocation == 0, case .allocate(0x28)? = place.prolog.last, random.below(2) == 0 else { continue }
+            let module = description.modules[Int(random.below(UInt64(description.modules.count)))]
+            if let site = staleReturnSite(module, offset: 0x300 + 8 * UInt32(random.below(8))) { write64(frame.rsp + 0x20, site) }
+        }
     }
 
     /// Puts a `call rel32` (E8) just before each return site on the stack, aimed at the callee,

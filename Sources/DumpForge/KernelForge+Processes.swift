@@ -102,6 +102,7 @@ extension KernelForge {
         }
         writeTrapFrames(stack)
         writeCallSites(stack)
+        writeStaleValues(stack)
 
         let ethread = allocatePool(layout.ethreadSize)
         var record = ByteBuffer(count: layout.ethreadSize)

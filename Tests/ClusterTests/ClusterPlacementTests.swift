@@ -18,7 +18,7 @@ import Testing
 
     func crash(_ dumpId: Int64, _ print: Fingerprint, membership: ClusterPlacement.Membership? = nil,
                candidates: [ClusterPlacement.Candidate] = []) -> ClusterPlacement.Crash {
-        ClusterPlacement.Crash(dumpId: dumpId, fingerprint: print, keys: index.bands.keys(print), membership: membership, candidates: candidates)
+        ClusterPlacement.Crash(dumpId: dumpId, fingerprint: print, keys: index.bands.clusterKeys(print), membership: membership, candidates: candidates)
     }
 
     let original = fingerprint("vidacc.sys", functions: ["Insert", "Queue", "Dispatch"])

@@ -51,6 +51,25 @@ import Testing
         #expect(listed.count == result.clusters && listed.map(\.dumps).reduce(0, +) == result.crashes)
     }
 
+    /// The same causes as the forge's defaults never write them: every dump type (a third of
+    /// them minidumps, whose stacks are all recovered by scanning), 16 Windows builds from
+    /// 10240 to 26100, and stale return addresses in every stack's locals, which a scan takes
+    /// for callers. Clusters must form around what survives the dump type.
+    @Test func clustersHoldAcrossDumpTypesBuildsAndScannedStacks() throws {
+        let database = try TestDatabase.fresh()
+        let estate = Estate.fieldVariation(Self.estate)
+        let result = try EstateQuality(estate: estate, seed: 12).measure(database: database)
+        let scanned = result.dumps.filter { $0.report.stack.contains { $0.trust == .scan } }.count
+        print("field estate: \(result.crashes) crashes (\(scanned) with scanned frames), \(result.clusters) clusters, \(result.bucketCount) buckets; "
+              + "BCubed F1 \(result.fleet.f1) P \(result.fleet.precision) R \(result.fleet.recall) (buckets \(result.buckets.f1)); "
+              + "RR@1 \(result.similarRR) MAP \(result.similarMAP) (buckets \(result.bucketRR), \(result.bucketMAP))")
+        let membership = try Self.membership(try PostgresConnection(database))
+        let assignments = result.dumps.map { "\($0.id) \($0.cause.prefix(24)) → cluster \(membership[$0.id] ?? 0) \($0.report.failureBucketId)" }
+        #expect(scanned > result.crashes / 5, "the estate holds stacks recovered by scanning")
+        #expect(result.fleet.f1 >= 0.95, "\(result.mixedClusters)\n\(assignments.joined(separator: "\n"))")
+        #expect(result.fleet.f1 > result.buckets.f1 + 0.05)
+    }
+
     @Test func mergesAndSplitsSurviveReprocessing() throws {
         let (result, db) = try Self.measured(vms: 12, seed: 9)
         let queries = ClusterQueries()

@@ -5,14 +5,16 @@ import Testing
 
 /// The similarity model and the quality measures, on hand-made signatures.
 @Suite struct SimilarityModelTests {
-    /// A signature from frames given as "module+0xRVA" or "module!Function+0xRVA".
+    /// A signature from frames given as "module+0xRVA" or "module!Function+0xRVA", with a
+    /// trailing "?" for a frame a stack scan found.
     static func signature(_ bugCheckClass: String, culprit: String?, _ frames: [String], evidence: [String] = []) -> CrashSignature {
-        let frameJSON = frames.enumerated().map { position, text -> String in
+        let frameJSON = frames.enumerated().map { position, given -> String in
+            let text = given.hasSuffix("?") ? String(given.dropLast()) : given
             let module = String(text.prefix { $0 != "+" && $0 != "!" })
             let function = text.contains("!") ? String(text.split(separator: "!")[1].prefix { $0 != "+" }) : nil
             let rva = String(text.split(separator: "+").last!)
             return #"{"position":\#(position),"module":"\#(module)","key":"\#(module)+\#(rva)""#
-                + (function.map { #","function":"\#($0)""# } ?? "") + "}"
+                + (function.map { #","function":"\#($0)""# } ?? "") + (given.hasSuffix("?") ? #","scanned":true"# : "") + "}"
         }
         let json = #"{"id":"0","canonical":"","bucket":"b","bugCheckClass":"\#(bugCheckClass)","#
             + (culprit.map { #""culprit":"\#($0)","# } ?? "")
@@ -37,9 +39,36 @@ import Testing
         #expect(back?.frames.map(\.module) == ["\u{301}drvünï", "nt"] && back?.frames.map(\.function) == [nil, "KiDispatch 😀"])
         let empty = Fingerprint(bucket: "", bugCheckClass: "", culprit: nil, frames: [], evidenceTokens: [])
         #expect(Fingerprint(text: empty.text) == empty)
-        for broken in ["", "2\u{1F}b\u{1F}c\u{1F}\u{1F}\u{1F}", "1\u{1F}b", "1\u{1F}b\u{1F}c\u{1F}d\u{1F}x\u{1D}m\u{1F}"] {
+        for broken in ["", "3\u{1F}b\u{1F}c\u{1F}\u{1F}\u{1F}", "2\u{1F}b\u{1F}c\u{1F}\u{1F}0\u{1D}m\u{1D}m+0x1\u{1D}\u{1F}", "1\u{1F}b", "1\u{1F}b\u{1F}c\u{1F}d\u{1F}x\u{1D}m\u{1F}"] {
             #expect(Fingerprint(text: broken) == nil, "\(broken.debugDescription)")
         }
+    }
+
+    /// A minidump of the display crash: past the faulting frame a scan found the real callers
+    /// and, between them, stale return addresses of earlier calls. The stale ones cost little
+    /// and the real ones count as the unwound frames they match, so it scores with the full
+    /// dump's signature as a crash of the same cause; the same frames taken as unwound would not.
+    @Test func framesAScanFoundCountByWhatTheyMatch() {
+        let scanned = ["nvlddmkm+0x1091", "tcpip+0x1700?", "dxgkrnl+0x2045?", "hal+0x1730?", "dxgkrnl+0x25c2?", "dcapture+0x1b38?",
+                       "nt+0x1455?", "ndis+0x1b28?", "nt+0x1828?"]
+        let minidump = Self.signature("0x1E_c0000005", culprit: "nvlddmkm", scanned)
+        let unwound = Self.signature("0x1E_c0000005", culprit: "nvlddmkm", scanned.map { $0.replacingOccurrences(of: "?", with: "") })
+        let model = SimilarityModel()
+        let score = model.score(Self.display, minidump)
+        #expect(score.value > 0.85 && score.stack > 0.75, "\(score)")
+        #expect(model.score(Self.display, unwound).stack < score.stack - 0.2)
+        #expect(score.matchedFrames == ["nvlddmkm+0x1091", "dxgkrnl+0x2045", "dxgkrnl+0x25c2", "nt+0x1455", "nt+0x1828"])
+
+        // The flag survives the text form, and version 1 text (before it was kept) still parses.
+        let print = Fingerprint(minidump)
+        #expect(Fingerprint(text: print.text) == print && print.frames.map(\.scanned) == [false] + Array(repeating: true, count: 8))
+        let old = Fingerprint(text: "1\u{1F}b\u{1F}0x1E\u{1F}drv\u{1F}0\u{1D}drv\u{1D}drv+0x10\u{1D}\u{1F}")
+        #expect(old?.frames.map(\.key) == ["drv+0x10"] && old?.frames.first?.scanned == false)
+
+        // Clustering always compares crashes of one class and culprit; search does not ask by it.
+        let bands = MinHashBands()
+        #expect(bands.clusterKeys(Fingerprint(Self.display)).last == bands.clusterKeys(print).last)
+        #expect(bands.clusterKeys(print).dropLast() == bands.keys(print)[...])
     }
 
     @Test func identicalCrashesScoreOne() {
@@ -92,6 +121,8 @@ import Testing
         #expect(score.sharedEvidence == ["videoaccelerator.exe"])
         #expect(abs(score.value - (0.55 + 0.15 + 0.2 + 0.1 * 0.5) / 1.0) < 1e-9)
         #expect(abs(SimilarityModel().score(Self.display, Self.display).value - 1) < 1e-9, "no evidence on either side: its weight drops out")
+        let uncaptured = Self.signature("0x3B_c0000005", culprit: "VideoAccelerator.exe", ["nt!KiInsertTimerTable+0x188e"])
+        #expect(abs(SimilarityModel().score(a, uncaptured).value - 1) < 1e-9, "evidence on one side only: a minidump may not have captured it")
     }
 
     @Test func bandKeysAreSharedByAlikeCrashesOnly() {
