@@ -4,10 +4,12 @@
 // Layers, from pure to I/O (an arrow is an import):
 //   DumpFormat                     on-disk structures, bounds-checked reader (no Foundation)
 //   DumpMemory   -> DumpFormat     physical and virtual memory, KDDEBUGGER_DATA64 (no Foundation)
-//   DumpAnalysis -> DumpMemory     reports built from a dump (no Foundation)
+//   SymbolFiles                    PDB (MSF, DBI, publics, TPI) and ISF readers (no Foundation)
+//   DumpAnalysis -> DumpMemory, SymbolFiles   reports built from a dump (no Foundation)
 //   CrashSimilarity -> DumpAnalysis  how alike two crashes are; MinHash band keys (no Foundation)
 //   DumpForge                      writes synthetic dumps; shares no layout code with the parser
 //   DumpFile     -> DumpFormat     mmap and sparse writes (Glibc only)
+//   SymbolStore  -> SymbolFiles, CLZMA   a site's symbol directories (--symbols), .json.xz
 //   Store        -> CLibPQ, FleetAPI   PostgreSQL: migrations, the job queue, uploads, reports
 //   BlobStore    -> CLZ4, Crypto   content-addressed, LZ4-compressed dump files
 //   FleetAPI                       the HTTP API's request and response bodies (Codable)
@@ -41,10 +43,13 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
 
         .target(name: "DumpFormat"),
         .target(name: "DumpMemory", dependencies: ["DumpFormat"]),
-        .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory"]),
+        .target(name: "SymbolFiles"),
+        .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory", "SymbolFiles"]),
+        .target(name: "SymbolStore", dependencies: ["SymbolFiles", "CLZMA"]),
         .target(name: "CrashSimilarity", dependencies: ["DumpAnalysis"]),
         .target(name: "DumpForge"),
         .target(name: "DumpFile", dependencies: ["DumpFormat"]),
@@ -72,7 +77,7 @@ let package = Package(
         ]),
         .target(name: "CrashClusters", dependencies: ["Store", "FleetAPI", "CrashSimilarity", "DumpAnalysis"]),
         .target(name: "Worker", dependencies: [
-            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpFormat", "DumpMemory", "DumpFile", "CrashClusters",
+            "Store", "BlobStore", "FleetClient", "DumpAnalysis", "DumpFormat", "DumpMemory", "DumpFile", "CrashClusters", "SymbolFiles",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
@@ -80,7 +85,7 @@ let package = Package(
             name: "dumpfleet",
             dependencies: [
                 "DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile",
-                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters",
+                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters", "SymbolStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -118,6 +123,7 @@ let package = Package(
         ]),
         .testTarget(name: "DeployTests"),
         .testTarget(name: "ClusterTests", dependencies: ["CrashSimilarity", "CrashClusters", "DumpAnalysis", "DumpForge", "DumpMemory", "Store", "FleetAPI", "TestSupport"]),
+        .testTarget(name: "SymbolFilesTests", dependencies: ["SymbolFiles", "SymbolStore", "DumpAnalysis", "DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )

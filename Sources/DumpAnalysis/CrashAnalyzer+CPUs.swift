@@ -15,7 +15,7 @@ extension CrashAnalyzer {
         let work: @Sendable (Int) -> Void = { index in
             guard let space = try? dump.kernelAddressSpace() else { return }
             let processor = processors[index]
-            let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space), space: space,
+            let stack = walker.walk(from: RegisterState(processor.context!), symbolizer: Symbolizer(modules: modules, space: space, symbols: symbols), space: space,
                                     trapFrame: processor.currentThread?.trapFrame)
             let onIdleThread = processor.idleThread != nil && processor.currentThread?.address == processor.idleThread
             results.set(index, CrashReport.CPU(
@@ -53,7 +53,7 @@ extension CrashAnalyzer {
         let rules = rules
         inLanes(threads.count) { lane, lanes in
             guard let space = try? dump.kernelAddressSpace() else { return }
-            let symbolizer = Symbolizer(modules: modules, space: space)
+            let symbolizer = Symbolizer(modules: modules, space: space, symbols: symbols)
             for index in stride(from: lane, to: threads.count, by: lanes) {
                 let (process, thread) = threads[index]
                 let switchFrame = thread.kernelStack!

@@ -1,6 +1,7 @@
 import Dispatch
 import DumpFormat
 import DumpMemory
+import SymbolFiles
 
 /// From an opened dump to a `CrashReport`: kernel objects, the faulting stack, every CPU's
 /// stack (walked in parallel), corruption forensics, the culprit, advice and a signature.
@@ -14,10 +15,14 @@ public struct CrashAnalyzer: Sendable {
     /// Threads for walking stacks, at most (and at most one per core); 1 walks on the calling
     /// thread.
     public var parallelism: Int
+    /// The site's symbol files, when it has some (`--symbols`): frames are then named by
+    /// function, and a build the offset tables lack takes its offsets from the kernel's types.
+    public var symbols: (any SymbolSource)?
 
-    public init(rules: TriageRules = .shipped, parallelism: Int = 2) {
+    public init(rules: TriageRules = .shipped, parallelism: Int = 2, symbols: (any SymbolSource)? = nil) {
         self.rules = rules
         self.parallelism = max(1, parallelism)
+        self.symbols = symbols
     }
 
     public func analyze(_ dump: KernelDump) -> CrashReport {
@@ -35,7 +40,10 @@ public struct CrashAnalyzer: Sendable {
         var layout: KernelLayout?
         if let space, header.machine == .amd64 {  // the tables and invariants are x64's
             layout = KernelLayout.known(build: header.buildNumber, debuggerData: dump.debuggerData.data)
-                ?? KernelObjects.discoverLayout(dump: dump, space: space)
+            if layout == nil, let kernel = kernelSymbols(dump: dump, space: space), let types = kernel.types {
+                layout = KernelLayout.fromTypes(types, origin: kernel.origin, debuggerData: dump.debuggerData.data)
+            }
+            if layout == nil { layout = KernelObjects.discoverLayout(dump: dump, space: space) }
         }
         let objects = space.map { KernelObjects.read(from: dump, layout: layout, space: $0) }
             ?? KernelObjects(modules: dump.triage.map { KernelObjects.modules(fromMinidump: $0, source: dump.source) } ?? [],
@@ -50,23 +58,25 @@ public struct CrashAnalyzer: Sendable {
         var stack: [StackFrame] = []
         var crashingStack: [StackFrame] = []
         var faultRegisters = RegisterState(header.context)
+        var symbolizer: Symbolizer?
         if let space, header.machine == .amd64 {
-            let symbolizer = Symbolizer(modules: objects.modules, space: space)
+            let walking = Symbolizer(modules: objects.modules, space: space, symbols: symbols)
             // The crashing thread is the one whose kernel stack holds the context's RSP; a
             // minidump keeps a copy of its ETHREAD instead, with KTHREAD.TrapFrame in it.
             let copiedTrapFrame = dump.triage.flatMap { triage in
                 layout.flatMap { try? dump.source.u64(at: UInt64(triage.threadOffset) + $0.threadTrapFrame) }
             }
             let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? copiedTrapFrame
-            crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: symbolizer, space: space, trapFrame: trapFrame)
+            crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: walking, space: space, trapFrame: trapFrame)
             if let faultState = Self.faultContext(knowledge.faultContext, bugCheck: bugCheck, space: space, notes: &notes) {
                 faultRegisters = faultState
                 // A fail-fast (0x139) stops at `int 29h`: its trap frame's RIP is the next instruction.
-                stack = walker.walk(from: faultState, symbolizer: symbolizer, space: space, startsAfterInstruction: bugCheck.code == 0x139,
+                stack = walker.walk(from: faultState, symbolizer: walking, space: space, startsAfterInstruction: bugCheck.code == 0x139,
                                     trapFrame: trapFrame)
             } else {
                 stack = crashingStack
             }
+            symbolizer = walking
         }
         let faultingFrame = Self.faultingFrame(in: stack, faultingIP: faultingIP)
 
@@ -128,7 +138,24 @@ public struct CrashAnalyzer: Sendable {
                 .init(processId: process.processId, parentId: process.parentId, name: process.imageName,
                       directoryTableBase: hexText(process.directoryTableBase), threads: process.threads.count)
             },
-            signature: signature, layoutSource: layout?.source, notes: notes)
+            signature: signature, layoutSource: layout?.source, notes: notes,
+            symbolFiles: symbolizer.flatMap { usedSymbolFiles(symbolizer: $0, modules: objects.modules, stacks: [stack] + cpus.map(\.stack)) })
+    }
+
+    /// The kernel image's symbols, found by the CodeView record of the image at KDBG's KernBase.
+    func kernelSymbols(dump: KernelDump, space: any KernelAddressSpace) -> ModuleSymbols? {
+        guard let symbols, let base = dump.debuggerData.data?.kernBase,
+              let identity = (try? PEImage(reading: space, base: base).pdbIdentity(in: space)) ?? nil else { return nil }
+        return symbols.symbols(for: identity)
+    }
+
+    /// "ntkrnlmp.pdb GUID-AGE: path" for each module on the stacks whose symbols were read.
+    func usedSymbolFiles(symbolizer: Symbolizer, modules: [LoadedModule], stacks: [[StackFrame]]) -> [String]? {
+        guard symbols != nil else { return nil }
+        let named = Set(stacks.joined().compactMap(\.module))
+        return modules.filter { named.contains($0.name) }.compactMap { module in
+            symbolizer.moduleSymbols(module).map { "\($0.identity): \($0.origin)" + ($0.problems.isEmpty ? "" : " (\($0.problems.joined(separator: "; ")))") }
+        }
     }
 
     // MARK: contexts and frames

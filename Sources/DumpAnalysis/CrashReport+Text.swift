@@ -68,6 +68,9 @@ extension CrashReport {
             lines.append("")
         }
         field("OFFSETS", layoutSource)
+        if let symbolFiles {
+            lines.append("SYMBOLS: " + (symbolFiles.isEmpty ? "none of the stacks' modules has a file in the symbol folders" : symbolFiles.joined(separator: "; ")))
+        }
         for note in notes { lines.append("NOTE: \(note)") }
         return lines.joined(separator: "\n")
     }

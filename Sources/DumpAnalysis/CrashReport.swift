@@ -98,4 +98,7 @@ public struct CrashReport: Sendable, Codable, Equatable {
     /// Where structure offsets came from, and anything the analysis could not read.
     public var layoutSource: String?
     public var notes: [String]
+    /// The symbol files that named frames ("ntkrnlmp.pdb GUID-AGE: path"); nil when the
+    /// analysis had no symbol directories (and in reports from before they were read).
+    public var symbolFiles: [String]? = nil
 }

@@ -1,11 +1,13 @@
 import DumpFormat
+import SymbolFiles
 
 /// Where the kernel keeps the fields an analysis reads, for one dump.
 ///
 /// KDDEBUGGER_DATA64 gives some offsets directly (thread stacks, KPRCB context, EPROCESS parent
 /// and DTB); the rest come from per-build tables derived from Microsoft's symbols (shared/docs
-/// kernel-offsets-by-build.txt). A build with no table gets its process-list offset from the
-/// invariants of §5.3 of the format notes instead, and the report says so.
+/// kernel-offsets-by-build.txt). A build with no table takes them from the kernel's own types
+/// when the site has its symbol file, else gets its process-list offset from the invariants of
+/// §5.3 of the format notes, and the report says which.
 public struct KernelLayout: Sendable, Equatable {
     // EPROCESS (KPROCESS is its first member)
     public var processDirectoryTableBase: UInt64 = 0x28
@@ -102,6 +104,35 @@ public struct KernelLayout: Sendable, Equatable {
             processThreadListHead: nil, threadCid: nil, threadListEntry: nil,
             prcbContextFrame: 0x1F0, prcbTimerTable: nil, timerListCount: 0,
             source: "KDDEBUGGER_DATA64 and offsets found from invariants (no table for this build)")
+        layout.apply(kdbg)
+        return layout
+    }
+
+    /// A layout from the kernel's own types (its PDB or ISF table), for a build the tables lack;
+    /// nil when the types do not place EPROCESS.UniqueProcessId, which everything else hangs
+    /// on. KDBG's offsets still override, as for the tables.
+    public static func fromTypes(_ types: any KernelTypeLayout, origin: String, debuggerData kdbg: DebuggerData?) -> KernelLayout? {
+        func offset(_ type: String, _ path: String) -> UInt64? { types.field(path, in: type)?.offset }
+        guard let uniqueId = offset("_EPROCESS", "UniqueProcessId") else { return nil }
+        // TimerEntries is [256] or [2][256] of KTIMER_TABLE_ENTRY: its bytes over one entry's.
+        let timerLists = types.field("TimerEntries", in: "_KTIMER_TABLE")?.size.flatMap { total in
+            types.size(of: "_KTIMER_TABLE_ENTRY").flatMap { $0 > 0 ? Int(total / $0) : nil }
+        }
+        var layout = KernelLayout(
+            processUniqueId: uniqueId, processParentId: offset("_EPROCESS", "InheritedFromUniqueProcessId") ?? 0,
+            processImageFileName: offset("_EPROCESS", "ImageFileName"), processThreadListHead: offset("_EPROCESS", "ThreadListHead"),
+            threadCid: offset("_ETHREAD", "Cid"), threadListEntry: offset("_ETHREAD", "ThreadListEntry"),
+            prcbContextFrame: offset("_KPRCB", "ProcessorState.ContextFrame") ?? 0x1F0,
+            prcbTimerTable: timerLists == nil ? nil : offset("_KPRCB", "TimerTable"), timerListCount: timerLists ?? 0,
+            source: "KDDEBUGGER_DATA64 and the kernel's own types in \(origin)")
+        let fields: [(WritableKeyPath<KernelLayout, UInt64>, String, String)] = [
+            (\.processDirectoryTableBase, "_KPROCESS", "DirectoryTableBase"),
+            (\.threadStackLimit, "_KTHREAD", "StackLimit"), (\.threadStackBase, "_KTHREAD", "StackBase"),
+            (\.threadKernelStack, "_KTHREAD", "KernelStack"), (\.threadTrapFrame, "_KTHREAD", "TrapFrame"),
+            (\.threadState, "_KTHREAD", "State"), (\.threadApcProcess, "_KTHREAD", "ApcState.Process"),
+            (\.prcbCurrentThread, "_KPRCB", "CurrentThread"), (\.prcbIdleThread, "_KPRCB", "IdleThread"),
+        ]
+        for (field, type, path) in fields { if let value = offset(type, path) { layout[keyPath: field] = value } }
         layout.apply(kdbg)
         return layout
     }

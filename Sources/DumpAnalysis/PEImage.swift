@@ -1,5 +1,6 @@
 import DumpFormat
 import DumpMemory
+import SymbolFiles
 
 // A PE32+ image as the loader mapped it in kernel memory: every section sits at its RVA, so a
 // field at RVA r is read at base + r. Nothing here trusts the image: every count and offset
@@ -266,6 +267,20 @@ public struct PEImage: Sendable {
         }
         let entries = try space.read(base &+ UInt64(debugDirectory.virtualAddress), count: 28 * count)
         return (0..<count).map { PEBytes.u32(entries, 28 * $0 + 12) }
+    }
+
+    /// The PDB the image was built with, from its CodeView (type 2) debug entry: "RSDS", the
+    /// PDB's GUID and Age, its path (AddressOfRawData at +20, SizeOfData at +16 of the entry).
+    /// Nil when the image has none; throws when the record's pages are absent or it is damaged.
+    public func pdbIdentity(in space: any KernelAddressSpace) throws -> PDBIdentity? {
+        guard let debugDirectory, let index = try debugEntryTypes(in: space).firstIndex(of: 2) else { return nil }
+        let entry = try space.read(base &+ UInt64(debugDirectory.virtualAddress) &+ UInt64(28 * index), count: 28)
+        let size = PEBytes.u32(entry, 16), rva = PEBytes.u32(entry, 20)
+        guard size >= 24, rva != 0, UInt64(rva) + UInt64(size) <= UInt64(sizeOfImage) else {
+            throw DumpError(.corrupt, "the CodeView record of the image at 0x\(hex(base)) (0x\(hex(size)) bytes at RVA 0x\(hex(rva))) does not fit the image")
+        }
+        // A path longer than Windows' MAX_PATH is cut; the file name is what a store keys by.
+        return try PDBIdentity(codeViewRecord: try space.read(base &+ UInt64(rva), count: Int(min(size, 24 + 260))))
     }
 
     /// The section holding `rva`, if any.

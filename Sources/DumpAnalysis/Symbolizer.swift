@@ -1,9 +1,11 @@
 import DumpFormat
 import DumpMemory
+import SymbolFiles
 
-/// Names code addresses without symbol files: the module from the loaded-module list, the
-/// function's start from the image's .pdata, its name from the export directory when the
-/// nearest export is that very function. Not thread-safe (it caches); one per thread.
+/// Names code addresses: the module from the loaded-module list, the function's start from the
+/// image's .pdata, its name from the site's symbol file for the image when there is one (found
+/// by the PDB identity in the image's debug directory), else from the export directory when
+/// the nearest export is that very function. Not thread-safe (it caches); one per thread.
 public final class Symbolizer {
     public struct Location: Sendable, Equatable {
         public var module: LoadedModule
@@ -13,26 +15,49 @@ public final class Symbolizer {
         public var function: RuntimeFunction?
         /// The export naming the containing function, when there is one.
         public var export: PEImage.Export?
+        /// The function a symbol file names, and the offset into it.
+        public var symbol: (name: String, offset: UInt32)?
 
         /// WinDbg's short module name (`nt`, `hal`, `nvlddmkm`).
         public var moduleKey: String { TriageRules.moduleKey(module.name) }
 
-        /// `nt!KeBugCheckEx+0x30` when an export names the function, otherwise `nvlddmkm+0x1091`.
+        /// `nt!KiInsertTimerTable+0x7b` when a symbol file or an export names the function,
+        /// otherwise `nvlddmkm+0x1091`. For people only: signatures and buckets key on the RVA,
+        /// so they stay the same when symbols appear.
         public var text: String {
+            if let symbol { return "\(moduleKey)!\(symbol.name)+0x\(String(symbol.offset, radix: 16))" }
             if let export { return "\(moduleKey)!\(export.name)+0x\(String(rva - export.rva, radix: 16))" }
             return "\(moduleKey)+0x\(String(rva, radix: 16))"
+        }
+
+        public static func == (lhs: Location, rhs: Location) -> Bool {
+            lhs.module == rhs.module && lhs.rva == rhs.rva && lhs.function == rhs.function && lhs.export == rhs.export
+                && lhs.symbol?.name == rhs.symbol?.name && lhs.symbol?.offset == rhs.symbol?.offset
         }
     }
 
     public let modules: [LoadedModule]
     let space: any KernelAddressSpace
+    let symbols: (any SymbolSource)?
     private var images: [UInt64: PEImage?] = [:]
     private var exports: [UInt64: [PEImage.Export]] = [:]
     private var tables: [UInt64: ExceptionTable?] = [:]
+    private var symbolFiles: [UInt64: ModuleSymbols?] = [:]
 
-    public init(modules: [LoadedModule], space: any KernelAddressSpace) {
+    public init(modules: [LoadedModule], space: any KernelAddressSpace, symbols: (any SymbolSource)? = nil) {
         self.modules = modules.sorted { $0.base < $1.base }
         self.space = space
+        self.symbols = symbols
+    }
+
+    /// The site's symbols for `module`, when it has a symbol source, the image's debug
+    /// directory is in the dump, and the source has the file it names.
+    public func moduleSymbols(_ module: LoadedModule) -> ModuleSymbols? {
+        guard let symbols else { return nil }
+        if let cached = symbolFiles[module.base] { return cached }
+        let found = ((try? image(module)?.pdbIdentity(in: space)) ?? nil).flatMap(symbols.symbols(for:))
+        symbolFiles[module.base] = found
+        return found
     }
 
     public func module(containing address: UInt64) -> LoadedModule? {
@@ -99,6 +124,6 @@ public final class Symbolizer {
         }
         var export = low > 0 ? list[low - 1] : nil
         if let function, let candidate = export, candidate.rva != function.beginAddress { export = nil }
-        return Location(module: module, rva: rva, function: function, export: export)
+        return Location(module: module, rva: rva, function: function, export: export, symbol: moduleSymbols(module)?.function(containing: rva))
     }
 }

@@ -105,6 +105,8 @@ public struct ModuleDescription: Sendable {
     /// A PE file a real compiler and linker built, used instead of forging one from
     /// `functions`: its exports name the functions, its own UNWIND_INFO gives their prologs.
     public var compiledImage: [UInt8]?
+    /// The PDB the image's CodeView record names; nil gives a stable GUID made from the name.
+    public var codeView: CodeViewRecord?
 
     public init(name: String, path: String? = nil, timeDateStamp: UInt32, checkSum: UInt32 = 0, functions: [ForgedFunction], reproducible: Bool = false) {
         self.name = name
@@ -119,6 +121,21 @@ public struct ModuleDescription: Sendable {
     public init(name: String, compiledImage: [UInt8]) {
         self.init(name: name, timeDateStamp: 0, functions: [])
         self.compiledImage = compiledImage
+    }
+}
+
+/// What an image's CodeView "RSDS" record says: its PDB's GUID (16 bytes as stored), Age and
+/// file name, which a symbol store files the PDB under.
+public struct CodeViewRecord: Sendable, Equatable {
+    public var guid: [UInt8]
+    public var age: UInt32
+    public var pdbName: String
+
+    public init(guid: [UInt8], age: UInt32, pdbName: String) {
+        precondition(guid.count == 16, "forge: a PDB GUID is 16 bytes")
+        self.guid = guid
+        self.age = age
+        self.pdbName = pdbName
     }
 }
 

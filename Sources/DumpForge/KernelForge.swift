@@ -133,7 +133,7 @@ final class KernelForge {
         for (index, module) in description.modules.enumerated() {
             let compiled = module.compiledImage.map(CompiledImage.init(file:))
             let image = compiled?.image ?? forgePEImage(name: module.name, timeDateStamp: module.timeDateStamp, checkSum: module.checkSum,
-                                                        functions: module.functions, reproducible: module.reproducible)
+                                                        functions: module.functions, reproducible: module.reproducible, codeView: module.codeView)
             let base: UInt64
             if index == 0 {
                 // ntoskrnl: one 2 MiB large page holds the image and, 1 MiB in, its globals.

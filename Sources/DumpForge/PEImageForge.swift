@@ -87,7 +87,7 @@ public struct ForgedImage: Sendable {
 /// `reproducible` image (Microsoft's, linked with /Brepro), has a REPRO entry: its TimeDateStamp
 /// is then a hash of the build, not a time.
 public func forgePEImage(name: String, timeDateStamp: UInt32, checkSum: UInt32, functions: [ForgedFunction],
-                         reproducible: Bool = false, preferredBase: UInt64 = 0xFFFF_F800_0000_0000) -> ForgedImage {
+                         reproducible: Bool = false, codeView: CodeViewRecord? = nil, preferredBase: UInt64 = 0xFFFF_F800_0000_0000) -> ForgedImage {
     precondition(!functions.isEmpty, "an image needs at least one function")
     precondition(name.utf8.allSatisfy { $0 > 0 && $0 < 0x80 }, "the module name is ASCII")
     var byName: [String: ForgedFunction] = [:]
@@ -189,12 +189,16 @@ public func forgePEImage(name: String, timeDateStamp: UInt32, checkSum: UInt32, 
     let debugRVA = alignUp(unwindCursor, 4)
     let debugEntries = reproducible ? 2 : 1
     let codeViewRVA = debugRVA + 28 * UInt32(debugEntries)
-    let pdbName = String(name.prefix { $0 != "." }) + ".pdb"
+    let pdbName = codeView?.pdbName ?? String(name.prefix { $0 != "." }) + ".pdb"
     image.putASCII("RSDS", at: Int(codeViewRVA))
-    let nameHash = name.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 }  // FNV-1a: a stable GUID per name
-    image.put64(nameHash, at: Int(codeViewRVA) + 4)
-    image.put64(nameHash ^ UInt64(timeDateStamp), at: Int(codeViewRVA) + 12)
-    image.put32(1, at: Int(codeViewRVA) + 20)                 // Age
+    if let codeView {
+        image.put(codeView.guid, at: Int(codeViewRVA) + 4)
+    } else {
+        let nameHash = name.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 }  // FNV-1a: a stable GUID per name
+        image.put64(nameHash, at: Int(codeViewRVA) + 4)
+        image.put64(nameHash ^ UInt64(timeDateStamp), at: Int(codeViewRVA) + 12)
+    }
+    image.put32(codeView?.age ?? 1, at: Int(codeViewRVA) + 20)  // Age
     let debugEnd = putCString(pdbName, in: &image, at: codeViewRVA + 24)
     let entries: [(type: UInt32, size: UInt32, rva: UInt32)] = [(2, debugEnd - codeViewRVA, codeViewRVA), (16, 0, 0)]
     for (index, entry) in entries.prefix(debugEntries).enumerated() {

@@ -130,7 +130,7 @@ struct JobRunner: Sendable {
         do { source = try MappedFile.open(path) } catch { throw JobFailure(fault: .worker, description: "\(error)") }
         let dump: KernelDump
         do { dump = try KernelDump(source: source) } catch { throw JobFailure(fault: .dump, description: "\(error)") }
-        let report = CrashAnalyzer(parallelism: configuration.analysisThreads).analyze(dump)
+        let report = CrashAnalyzer(parallelism: configuration.analysisThreads, symbols: configuration.symbols).analyze(dump)
         metrics.analysisSeconds.record(Date().timeIntervalSince(started))
         let header = dump.header
         let facts = DumpFacts(dumpType: Int(header.dumpType.rawValue), machine: "\(header.machine)", build: Int(header.buildNumber),

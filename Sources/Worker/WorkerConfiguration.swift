@@ -1,4 +1,5 @@
 import Foundation
+import SymbolFiles
 import Store
 
 /// How a worker runs.
@@ -21,6 +22,8 @@ public struct WorkerConfiguration: Sendable {
     public var concurrency = 1
     /// Threads each analysis uses to walk the CPUs' stacks.
     public var analysisThreads = 2
+    /// The site's symbol files (`--symbols`), when it has some.
+    public var symbols: (any SymbolSource)?
     /// How long a claim holds without a heartbeat; heartbeats come every third of it.
     public var leaseSeconds = 30.0
     /// How often the queue is polled when no notification arrives (and after reconnects).

@@ -11,7 +11,7 @@ struct Analyze: ParsableCommand {
         discussion: """
         Works offline: structure offsets come from the dump's KDDEBUGGER_DATA64 and built-in \
         per-build tables, function boundaries and unwinding from the .pdata of the images in \
-        the dump. The culprit is the first frame from the fault outward that the triage rules \
+        the dump; --symbols adds a site's PDBs or ISF tables where it has them. The culprit is the first frame from the fault outward that the triage rules \
         do not skip (see deploy/triage.rules; --rules uses your own copy). Exits 1 when a file \
         cannot be opened as a dump at all; damaged dumps give partial reports with notes.
         """
@@ -29,12 +29,14 @@ struct Analyze: ParsableCommand {
     @Option(help: "Threads for walking the CPUs' and threads' stacks, at most one per core (1: none but this one).")
     var jobs: Int = 2
 
+    @OptionGroup var symbols: SymbolOptions
+
     func validate() throws {
         guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be 1 to 64") }
     }
 
     func run() throws {
-        var analyzer = CrashAnalyzer(parallelism: jobs)
+        var analyzer = CrashAnalyzer(parallelism: jobs, symbols: try symbols.source())
         if let rules {
             analyzer.rules = try TriageRules(text: String(contentsOfFile: rules, encoding: .utf8))
         }

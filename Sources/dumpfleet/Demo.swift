@@ -40,6 +40,8 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Keep the folder (database, blobs, forged dumps) here instead of deleting it.")
     var keep: String?
 
+    @OptionGroup var symbols: SymbolOptions
+
     @Flag(help: "Print the service logs too.")
     var verbose = false
 
@@ -85,11 +87,13 @@ struct Demo: AsyncParsableCommand {
         let coordinator = try await Coordinator(configuration: settings, logger: logger).start()
         print("2. coordinator listening on \(coordinator.url); starting \(workers) worker\(workers == 1 ? "" : "s")")
 
+        let symbolSource = try symbols.source()
         let fleet = (1...workers).map { index in
             var configuration = WorkerConfiguration(database: postgres.connectionString, blobs: .coordinator(url: coordinator.url, token: token),
                                                     scratch: folder + "/scratch-\(index)", analyzerVersion: CrashAnalyzer.version)
             configuration.leaseSeconds = 15
             configuration.pollSeconds = 1
+            configuration.symbols = symbolSource
             return Worker(configuration: configuration, logger: logger)
         }
         let running = fleet.map { worker in Task { try await ThreadRunner.run { try worker.run() } } }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SymbolStore
 import Logging
 
 /// Where the database is. Empty means libpq's own defaults, so the usual PGHOST, PGPORT,
@@ -70,5 +71,22 @@ struct Seconds: ExpressibleByArgument, CustomStringConvertible {
             return "\(Int(value / size))\(unit)"
         }
         return value == value.rounded() ? "\(Int(value))s" : "\(value)s"
+    }
+}
+
+/// `--symbols DIR`, repeatable: a site's symbol store (symstore's `name.pdb/GUIDAGE/name.pdb`)
+/// or Volatility ISF tables (`.json`, `.json.xz`).
+struct SymbolOptions: ParsableArguments {
+    @Option(name: .customLong("symbols"), help: ArgumentHelp(
+        "A folder of symbol files, optional and offline (repeatable).",
+        discussion: "PDBs in symstore's layout (ntkrnlmp.pdb/GUIDAGE/ntkrnlmp.pdb) or Volatility ISF tables (.json, .json.xz), found by "
+            + "the PDB identity in each image's debug directory. With them, frames are named by function and a Windows build the offset "
+            + "tables lack takes its offsets from the kernel's own types; signatures and buckets stay the same.",
+        valueName: "dir"))
+    var directories: [String] = []
+
+    /// The directories as a symbol source; nil when none was given. Fails on a missing folder.
+    func source() throws -> SymbolDirectories? {
+        directories.isEmpty ? nil : try SymbolDirectories(directories)
     }
 }

@@ -37,6 +37,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("analysis-threads"), help: "Threads per analysis for walking CPU stacks.")
     var analysisThreads = 2
 
+    @OptionGroup var symbols: SymbolOptions
+
     @Option(help: "Lease length in seconds; heartbeats renew it every third.")
     var lease = 30.0
 
@@ -72,6 +74,7 @@ struct WorkerCommand: AsyncParsableCommand {
         var configuration = WorkerConfiguration(database: database.connection, blobs: source, scratch: scratch, analyzerVersion: CrashAnalyzer.version)
         configuration.concurrency = concurrency
         configuration.analysisThreads = analysisThreads
+        configuration.symbols = try symbols.source()
         configuration.leaseSeconds = lease
         configuration.pollSeconds = poll
         configuration.listen = !noListen

@@ -64,6 +64,16 @@ import TestSupport
         #expect((report?["culprit"] as? [String: Any])?["name"] as? String == "VideoAccelerator.exe")
         #expect(((report?["signature"] as? [String: Any])?["id"] as? String)?.count == 16)
 
+        // A symbol folder: a missing one is refused at once; one without the dump's files says so.
+        let missing = try run(["analyze", "--symbols", folder + "/no-such-folder", path])
+        #expect(missing.status != 0 && missing.error.contains("the symbol directory \(folder)/no-such-folder does not exist"), "\(missing.error)")
+        let empty = folder + "/symbols"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let withSymbols = try run(["analyze", "--json", "--symbols", empty, "--symbols", folder, path])
+        let symbolReport = (try JSONSerialization.jsonObject(with: Data(withSymbols.output.utf8)) as? [String: Any])?["report"] as? [String: Any]
+        #expect(symbolReport?["symbolFiles"] as? [String] == [] && report?["symbolFiles"] == nil)
+        #expect(try run(["analyze", "--symbols", empty, path]).output.contains("SYMBOLS: none of the stacks' modules"))
+
         // Custom rules: blaming nt's timer code makes the kernel frame the culprit.
         let rules = folder + "/rules"
         try "skip nt\nblame nt!KiInsertTimerTable\n".write(toFile: rules, atomically: true, encoding: .utf8)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rebuilds ccdriver.sys from ccdriver.c with the Swift toolchain's clang and lld-link (a real
-# Windows-targeting compiler and linker), and lists its return sites in ccdriver.sites:
+# Rebuilds ccdriver.sys from ccdriver.c, and ccsymbols.sys with ccsymbols.pdb from ccsymbols.c,
+# with the Swift toolchain's clang and lld-link (a real Windows-targeting compiler and linker),
+# and lists ccdriver's return sites in ccdriver.sites:
 #   FUNCTION OFFSET CALLEE   (the address after each call, as an offset in FUNCTION)
 # The tests read both; rebuild only when ccdriver.c changes, and commit the results.
 set -euo pipefail
@@ -10,6 +11,16 @@ trap 'rm -rf "$work"' EXIT
 clang --target=x86_64-pc-windows-msvc -O2 -fno-stack-protector -mno-stack-arg-probe -c ccdriver.c -o "$work/ccdriver.obj"
 # /Brepro makes the output the same on every rebuild (TimeDateStamp is then a hash of it).
 lld-link /driver /subsystem:native /entry:CcDispatch /nodefaultlib /Brepro /implib:"$work/ccdriver.lib" /out:ccdriver.sys "$work/ccdriver.obj"
+# ccsymbols.sys and its PDB: -gcodeview and /debug make lld-link write the PDB (types, module
+# procedures, publics). The compiler and linker record their working directory in the PDB, so
+# they run in one fixed directory with relative paths, and a rebuild gives the same bytes.
+fixed=/tmp/dumpfleet-ccsymbols
+rm -rf "$fixed" && mkdir -p "$fixed" && cp ccsymbols.c "$fixed/"
+(cd "$fixed" && clang --target=x86_64-pc-windows-msvc -O2 -g -gcodeview -fdebug-compilation-dir=. -fno-stack-protector -mno-stack-arg-probe \
+    -c ccsymbols.c -o ccsymbols.obj \
+    && lld-link /driver /subsystem:native /entry:CcsDispatchRequest /nodefaultlib /Brepro /debug /pdb:ccsymbols.pdb /pdbaltpath:ccsymbols.pdb \
+       /implib:ccsymbols.lib /out:ccsymbols.sys ccsymbols.obj)
+cp "$fixed/ccsymbols.sys" "$fixed/ccsymbols.pdb" . && rm -rf "$fixed"
 # llvm-objdump prints "ADDRESS <Function>:" headers and "ADDRESS: call ... <Callee>" lines; the
 # return site is the next instruction's address.
 llvm-objdump -d --no-show-raw-insn ccdriver.sys | python3 -c '
