@@ -99,6 +99,7 @@ public struct CrashAnalyzer: Sendable {
             }
         }
         if let space, header.machine == .amd64 { evidence += Self.registerForensics(faultRegisters, space: space, known: evidence) }
+        if let missing = Self.uncapturedRegisterMemory(faultRegisters, dump: dump) { notes.append(missing) }
         for index in evidence.indices {
             evidence[index].attributedTo = CorruptionForensics.attribute(evidence[index], processes: objects.processes, modules: objects.modules, rules: rules)
         }
@@ -118,7 +119,7 @@ public struct CrashAnalyzer: Sendable {
         let culpritTimestamp = culpritModule.flatMap { module in objects.modules.firstIndex(of: module).map { timestamps[$0] } }
         let advice = Self.advice(culprit: culprit, module: culpritModule, timestamp: culpritTimestamp, header: header, knowledge: knowledge, verdict: verdict,
                                  missingPages: dump.physical?.missingPages ?? 0, evidence: evidence, hasStack: !stack.isEmpty)
-        return CrashReport(
+        var report = CrashReport(
             dumpType: header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
             processors: header.numberProcessors, systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
             completeness: verdict, bugCheckCode: bugCheckText(bugCheck.rawCode), bugCheckName: bugCheck.name,
@@ -140,6 +141,8 @@ public struct CrashAnalyzer: Sendable {
             },
             signature: signature, layoutSource: layout?.source, notes: notes,
             symbolFiles: symbolizer.flatMap { usedSymbolFiles(symbolizer: $0, modules: objects.modules, stacks: [stack] + cpus.map(\.stack)) })
+        report.basis = basis(dump: dump, space: space, knowledge: knowledge, bugCheck: bugCheck, stack: stack, culprit: culprit, evidence: evidence, cpus: cpus)
+        return report
     }
 
     /// The kernel image's symbols, found by the CodeView record of the image at KDBG's KernBase.

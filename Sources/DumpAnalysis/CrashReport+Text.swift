@@ -67,6 +67,13 @@ extension CrashReport {
             for line in advice { lines.append("  - \(line)") }
             lines.append("")
         }
+        if let basis, !basis.isEmpty {
+            lines.append("BASIS:")
+            for item in basis {
+                lines.append("  \(item.conclusion):")
+                for memory in item.memory { lines.append("    \(memory)") }
+            }
+        }
         field("OFFSETS", layoutSource)
         if let symbolFiles {
             lines.append("SYMBOLS: " + (symbolFiles.isEmpty ? "none of the stacks' modules has a file in the symbol folders" : symbolFiles.joined(separator: "; ")))

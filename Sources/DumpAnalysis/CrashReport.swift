@@ -58,6 +58,13 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var stack: [StackFrame]
     }
 
+    /// A conclusion ("culprit nvlddmkm.sys", "fault context") and the memory it rests on,
+    /// each with where the dump holds it (captured or not, in a minidump).
+    public struct Basis: Sendable, Codable, Equatable {
+        public var conclusion: String
+        public var memory: [String]
+    }
+
     public var schemaVersion = CrashReport.schemaVersion
     public var dumpType: String
     public var machine: String
@@ -98,6 +105,8 @@ public struct CrashReport: Sendable, Codable, Equatable {
     /// Where structure offsets came from, and anything the analysis could not read.
     public var layoutSource: String?
     public var notes: [String]
+    /// Which conclusions rest on which memory of the dump; nil in reports from before it.
+    public var basis: [Basis]? = nil
     /// The symbol files that named frames ("ntkrnlmp.pdb GUID-AGE: path"); nil when the
     /// analysis had no symbol directories (and in reports from before they were read).
     public var symbolFiles: [String]? = nil

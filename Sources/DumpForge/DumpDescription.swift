@@ -50,6 +50,10 @@ public struct DumpDescription: Sendable {
     /// on (the structures grow to match): a build whose offsets no table has, for tests of the
     /// analysis's discovery from invariants. A multiple of 8.
     public var offsetShift: Int = 0
+    /// Whether a minidump captures 0x100 bytes around each kernel address a CONTEXT record's
+    /// registers hold, as Windows does; off, as when the memory was paged out or the writer
+    /// ran out of room, the minidump lacks them.
+    public var triageCapturesContextMemory = true
     /// Leaves stale return addresses of earlier calls in the stacks' locals (see
     /// `KernelForge.writeStaleValues`), which scanning, unlike unwinding, takes for frames.
     public var staleStackValues = false

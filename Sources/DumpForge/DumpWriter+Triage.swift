@@ -96,7 +96,7 @@ extension DumpWriter {
         }
         for module in kernel.modules { blocks.append((module.base, read(module.base, 0x100))) }
         blocks.append((kernel.psActiveProcessHead, read(kernel.psActiveProcessHead, 0x100)))
-        for (index, parameter) in description.bugCheckParameters.prefix(4).enumerated() {
+        for (index, parameter) in description.bugCheckParameters.prefix(4).enumerated() where description.triageCapturesContextMemory {
             guard case .contextRecord = parameter else { continue }
             let context = read(kernel.bugCheckParameters[index], 0x4D0)
             for register in 0..<16 {

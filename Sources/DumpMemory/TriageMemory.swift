@@ -68,6 +68,12 @@ public final class TriageMemory: KernelAddressSpace, Sendable {
     /// Total captured bytes.
     public var capturedBytes: UInt64 { segments.reduce(0) { $0 + $1.size } }
 
+    /// The captured bytes around `va` (one of the disjoint pieces the blocks were cut into),
+    /// nil when the minidump did not capture it.
+    public func capturedRange(containing va: UInt64) -> Range<UInt64>? {
+        segment(containing: va).map { $0.address..<$0.address &+ $0.size }
+    }
+
     func segment(containing va: UInt64) -> Segment? {
         var low = 0
         var high = segments.count

@@ -208,6 +208,26 @@ import TestSupport
         #expect(mini.evidence.contains { $0.location == "RAX of the fault context" && $0.text == ["\\HDP"] }, "\(mini.evidence)")
         // The full dump found the entry walking the timer lists, and counts it once.
         #expect(full.evidence.filter { $0.text.contains("\\HDPServer\\VideoAccelerator.exe") }.count == 1, "\(full.evidence)")
+
+        // Each report says what its culprit rests on, and where the dump holds it.
+        let culpritBasis = { (report: CrashReport) in report.basis?.first { $0.conclusion.hasPrefix("culprit") }?.memory.joined() ?? "" }
+        #expect(culpritBasis(mini).contains("in RBX of the fault context") && culpritBasis(mini).contains("(captured: minidump bytes"), "\(mini.basis ?? [])")
+        #expect(culpritBasis(full).contains("timer list") && culpritBasis(full).contains("(in the dump)"), "\(full.basis ?? [])")
+        #expect(mini.basis?.first?.memory.first?.contains("the CONTEXT record at") == true)
+    }
+
+    /// A minidump that did not capture the entry RBX points at says so, and blames no one on
+    /// evidence it does not hold.
+    @Test func aMinidumpWithoutTheCorruptedEntrySaysWhatIsMissing() throws {
+        var description = DumpDescription.timerListCorruption(kind: .triage)
+        description.triageCapturesContextMemory = false
+        let mini = try Self.analyze(description)
+        #expect(!mini.evidence.contains { $0.location.contains("list entry") }, "\(mini.evidence)")
+        let note = try #require(mini.notes.first { $0.contains("did not capture the memory the fault context's registers point at") }, "\(mini.notes)")
+        #expect(note.contains("RBX 0xffff"), "\(note)")
+        #expect(mini.culprit.name != "VideoAccelerator.exe" && !mini.failureBucketId.contains("CORRUPTION"), "\(mini.culprit)")
+        // RAX's own value still reads as the path's first characters.
+        #expect(mini.evidence.contains { $0.location == "RAX of the fault context" && $0.text == ["\\HDP"] })
     }
 
     /// A walk that reaches user mode stops there: nothing on a user stack is scanned for
