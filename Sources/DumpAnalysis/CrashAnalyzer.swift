@@ -79,6 +79,11 @@ public struct CrashAnalyzer: Sendable {
             symbolizer = walking
         }
         let faultingFrame = Self.faultingFrame(in: stack, faultingIP: faultingIP)
+        // An NMI runs on its own interrupt stack, which is the stack a minidump keeps; the stack
+        // of the code it interrupted is elsewhere.
+        if let triage = dump.triageMemory, let last = stack.last, last.trust == .trapFrame, triage.capturedRange(containing: last.rsp) == nil {
+            notes.append("the stack of the interrupted code (RSP \(hexText(last.rsp))) is not in the minidump: the walk ends at the interrupted instruction, \(last.symbol)")
+        }
 
         // Every CPU's current thread, in parallel (full dumps; a minidump has only the crashing one).
         var cpus = cpuStacks(dump: dump, objects: objects, layout: layout, walker: walker)

@@ -75,9 +75,11 @@ public struct StackWalker: Sendable {
             // the return address is already the next function's first byte.
             let lookup = trust == .unwindInfo || trust == .scan || firstLookupBack ? state.rip &- 1 : state.rip
             firstLookupBack = false
+            // A machine frame may lead to another stack (an NMI runs on its own interrupt stack,
+            // and what it interrupted is on the thread's), so only there may RSP go down.
             if let (module, function) = symbolizer.runtimeFunction(at: lookup),
                let unwound = try? unwindFrame(state, function: function, imageBase: module.base, space: space),
-               unwound.caller.rsp > state.rsp {
+               unwound.caller.rsp > state.rsp || (unwound.poppedMachineFrame && unwound.caller.rsp != state.rsp) {
                 // A clean unwind to return address 0 is the thread's start (nt!KiStartSystemThread
                 // and the like return nowhere): the stack ends, and what lies above is stale.
                 if unwound.caller.rip == 0 { break }
@@ -90,8 +92,11 @@ public struct StackWalker: Sendable {
             guard let (slot, value, interrupted) = scan(above: state.rsp, symbolizer: symbolizer, space: space) else { break }
             state.rip = value
             state.rsp = slot &+ 8
-            // A machine frame holds the interrupted RSP three slots above its RIP.
-            if interrupted, Self.isMachineFrame(at: slot, space: space), let rsp = try? space.u64(slot &+ 24), rsp > slot { state.rsp = rsp }
+            // A machine frame holds the interrupted RSP three slots above its RIP, on whichever
+            // stack the interrupted code ran.
+            if interrupted, Self.isMachineFrame(at: slot, space: space), let rsp = try? space.u64(slot &+ 24), rsp >> 47 == 0x1_FFFF, rsp != slot {
+                state.rsp = rsp
+            }
             trust = interrupted ? .trapFrame : .scan
         }
         return frames

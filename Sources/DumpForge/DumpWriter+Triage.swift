@@ -42,9 +42,11 @@ extension DumpWriter {
         triage.put32(UInt32(place(read(crashing.currentThread, layout.ethreadSize))), at: 0x24)
 
         // The stack window starts a little below the CONTEXT's RSP (the writer's own frames)
-        // and ends at the stack base.
+        // and ends at the base of the stack that RSP is on: the thread's, or the interrupt stack
+        // an NMI switched to, whose interrupted stack the minidump then does not hold.
         let top = crashing.context.rsp - 0x48
-        let stackBase = thread?.stackBase ?? (crashing.context.rsp + 0x1000) & ~0xFFF
+        let onInterruptStack = thread?.interruptStack.map { $0.contains(crashing.context.rsp) } ?? false
+        let stackBase = (onInterruptStack ? thread?.interruptStack?.upperBound : thread?.stackBase) ?? (crashing.context.rsp + 0x1000) & ~0xFFF
         triage.put32(UInt32(place(read(top, Int(stackBase - top)))), at: 0x28)
         triage.put32(UInt32(stackBase - top), at: 0x2C)
         triage.put64(top, at: 0x48)

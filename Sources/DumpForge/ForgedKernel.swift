@@ -20,6 +20,8 @@ public struct ForgedKernel: Sendable {
         public var stackBase: UInt64
         public var stackLimit: UInt64
         public var stack: ForgedStack
+        /// The CPU's interrupt stack (a TSS IST entry) an NMI on this thread's stack ran on.
+        public var interruptStack: Range<UInt64>?
     }
 
     public struct Process: Sendable {

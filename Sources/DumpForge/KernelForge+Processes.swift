@@ -92,7 +92,19 @@ extension KernelForge {
         memory.mapFresh(root: root, va: limit, pages: 6)
         // A thread in a system call keeps the KTRAP_FRAME of its `syscall` at the top of its stack.
         let inSystemCall = thread.stack.last?.function == "KiSystemServiceCopyEnd"
-        var stack = StackForge.build(chain: thread.stack, top: base - (inSystemCall ? 0x190 : 0x30), seed: thread.threadId, placement: placement) { address, value in
+        // An NMI (and a double fault or machine check) switches to its CPU's interrupt stack, a
+        // TSS IST entry: the handler's machine frame lies there and holds the interrupted RSP,
+        // on this thread's stack.
+        var interruptStack: Range<UInt64>?
+        if thread.stack.contains(where: { Self.interruptStackHandlers.contains($0.function) }) {
+            let low = stackNext + 0x1000
+            interruptStack = low..<low + 0x3000
+            stackNext = low + 0x3000 + 0x1000 * (1 + random.below(4))
+            memory.mapFresh(root: root, va: low, pages: 3)
+        }
+        var stack = StackForge.build(chain: thread.stack, top: base - (inSystemCall ? 0x190 : 0x30), seed: thread.threadId,
+                                     interruptStack: { Self.interruptStackHandlers.contains($0.function) ? interruptStack?.upperBound : nil },
+                                     placement: placement) { address, value in
             write64(address, value)
         }
         let trapFrame = inSystemCall ? stack.frames.last.map { writeSystemCallTrapFrame(at: $0.rsp, threadId: thread.threadId) } : nil
@@ -129,8 +141,11 @@ extension KernelForge {
         record.put64(processId, at: layout.cid)  // CLIENT_ID: UniqueProcess, UniqueThread
         record.put64(thread.threadId, at: layout.cid + 8)
         write(ethread, record)
-        return ForgedKernel.Thread(threadId: thread.threadId, ethread: ethread, stackBase: base, stackLimit: limit, stack: stack)
+        return ForgedKernel.Thread(threadId: thread.threadId, ethread: ethread, stackBase: base, stackLimit: limit, stack: stack, interruptStack: interruptStack)
     }
+
+    /// Handlers Windows runs on an interrupt stack of their own (KiNmiInterrupt: IST 3).
+    static let interruptStackHandlers: Set<String> = ["KiNmiInterrupt"]
 
     private func writeProcessor(_ cpu: Int, kpcr: UInt64, current: (ethread: UInt64, eprocess: UInt64, stack: ForgedStack), idleThread: UInt64) {
         typealias P = Layout19041.KPRCB

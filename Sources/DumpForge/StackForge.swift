@@ -22,7 +22,12 @@ struct StackForge {
 
     /// Writes the frames for `chain` (innermost first) below `top` and returns the innermost
     /// register state and the truth for every frame.
-    static func build(chain: [CodeLocation], top: UInt64, seed: UInt64, placement: (CodeLocation) -> Placement, write: (UInt64, UInt64) -> Void) -> ForgedStack {
+    ///
+    /// A trap handler for which `interruptStack` gives an address runs on that stack (the CPU
+    /// switched to it, aligned to 16, before pushing the machine frame), and so do the frames
+    /// it calls; the machine frame records the interrupted RSP on the stack below.
+    static func build(chain: [CodeLocation], top: UInt64, seed: UInt64, interruptStack: (CodeLocation) -> UInt64? = { _ in nil },
+                      placement: (CodeLocation) -> Placement, write: (UInt64, UInt64) -> Void) -> ForgedStack {
         var registers = (0..<16).map { 0xC0DE_0000_0000_0000 | seed << 16 | UInt64($0) }  // outermost frame's values
         var frames: [ForgedFrame] = []
         var callerRSP = top & ~0xF
@@ -35,7 +40,7 @@ struct StackForge {
             // Entry: a call pushes the return address; a trap pushes a machine frame instead.
             var rsp: UInt64
             if case .pushMachineFrame(let errorCode) = place.prolog.first {
-                let frame = callerRSP - (errorCode ? 48 : 40)
+                let frame = (interruptStack(location).map { $0 & ~0xF } ?? callerRSP) - (errorCode ? 48 : 40)
                 let ripSlot = frame + (errorCode ? 8 : 0)
                 write(ripSlot, callerRIP)
                 write(ripSlot + 8, 0x10)  // CS: kernel code

@@ -216,6 +216,23 @@ import TestSupport
         #expect(mini.basis?.first?.memory.first?.contains("the CONTEXT record at") == true)
     }
 
+    /// An NMI arrives on its CPU's own interrupt stack (IST): the full dump's walk pops the
+    /// machine frame there and goes on down the stack it interrupted, into the storage filter
+    /// that spins; the minidump holds only the interrupt stack, blames the interrupted frame the
+    /// machine frame names, and says the rest is not in it.
+    @Test func anNMIOnItsOwnStackUnwindsIntoTheStackItInterrupted() throws {
+        let full = try Self.analyze(.spinLockHang(kind: .full))
+        let mini = try Self.analyze(.spinLockHang(kind: .triage))
+        let nmi = try #require(full.stack.firstIndex { $0.symbol.hasPrefix("nt!KiNmiInterrupt") })
+        let interrupted = full.stack[nmi + 1]
+        #expect(interrupted.symbol.hasPrefix("vfstor!VfPollHardware") && interrupted.trust == .trapFrame)
+        #expect(interrupted.rsp < full.stack[nmi].rsp, "the interrupted stack lies below the interrupt stack here: \(full.stack.map { "\($0.symbol) \(String($0.rsp, radix: 16))" })")
+        #expect(full.stack.map(\.symbol).contains { $0.hasPrefix("nt!KiIdleLoop") } && full.stack.dropFirst().allSatisfy { $0.trust != .scan })
+        #expect(full.culprit.name == "vfstor.sys" && mini.culprit.name == "vfstor.sys" && mini.failureBucketId == full.failureBucketId)
+        #expect(mini.stack.last?.moduleOffsetKey == interrupted.moduleOffsetKey && mini.stack.last?.trust == .trapFrame, "\(mini.stack.map(\.symbol))")
+        #expect(mini.notes.contains { $0.contains("the stack of the interrupted code") && $0.contains("not in the minidump") }, "\(mini.notes)")
+    }
+
     /// A minidump that did not capture the entry RBX points at says so, and blames no one on
     /// evidence it does not hold.
     @Test func aMinidumpWithoutTheCorruptedEntrySaysWhatIsMissing() throws {

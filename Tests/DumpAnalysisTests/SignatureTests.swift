@@ -52,8 +52,14 @@ import TestSupport
                 #expect(fullSignature.id == miniSignature.id, "\(name): \(fullSignature.canonical) vs \(miniSignature.canonical)")
                 #expect(fullSignature.bucket == miniSignature.bucket && fullSignature.culprit == miniSignature.culprit)
                 #expect(fullSignature.frames.allSatisfy { !$0.scanned }, "\(name): a full dump unwinds every frame")
-                #expect(!stale || miniSignature.frames.filter(\.scanned).count > fullSignature.frames.count - 1,
-                        "\(name): the minidump's scan also found stale values")
+                // The hang's NMI ran on its own interrupt stack: the minidump holds that stack,
+                // not the one it interrupted, so its walk ends at the interrupted frame.
+                if name == "hang" {
+                    #expect(miniSignature.frames.count == 1 && fullSignature.frames.count > 2, "\(miniSignature.frames) vs \(fullSignature.frames)")
+                } else {
+                    #expect(!stale || miniSignature.frames.filter(\.scanned).count > fullSignature.frames.count - 1,
+                            "\(name): the minidump's scan also found stale values")
+                }
             }
         }
     }
