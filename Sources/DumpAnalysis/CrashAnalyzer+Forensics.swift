@@ -15,7 +15,8 @@ extension CrashAnalyzer {
             // 4096 entries would be billions of reads): every timer list of 64 CPUs is plenty.
             var budget = 200_000
             for processor in objects.processors.prefix(64) {
-                for list in 0..<layout.timerListCount where budget > 0 {
+                for list in 0..<layout.timerListCount {
+                    guard budget > 0 else { break }
                     let head = processor.kprcb &+ table &+ 0x200 &+ 0x20 * UInt64(list) &+ 8
                     let walk = ListWalker.walk(head: head, in: space, limit: min(4096, budget))
                     budget -= walk.entries.count + 1

@@ -64,7 +64,7 @@ public struct CrashAnalyzer: Sendable {
             // The crashing thread is the one whose kernel stack holds the context's RSP; a
             // minidump keeps a copy of its ETHREAD instead, with KTHREAD.TrapFrame in it.
             let copiedTrapFrame = dump.triage.flatMap { triage in
-                layout.flatMap { try? dump.source.u64(at: UInt64(triage.threadOffset) + $0.threadTrapFrame) }
+                layout.flatMap { try? dump.source.u64(at: UInt64(triage.threadOffset) &+ $0.threadTrapFrame) }
             }
             let trapFrame = objects.thread(onStackAt: header.context.rsp)?.trapFrame ?? copiedTrapFrame
             crashingStack = walker.walk(from: RegisterState(header.context), symbolizer: walking, space: space, trapFrame: trapFrame)

@@ -12,7 +12,7 @@ public struct KernelLayout: Sendable, Equatable {
     // EPROCESS (KPROCESS is its first member)
     public var processDirectoryTableBase: UInt64 = 0x28
     public var processUniqueId: UInt64
-    public var processActiveLinks: UInt64 { processUniqueId + 8 }  // an invariant of every build
+    public var processActiveLinks: UInt64 { processUniqueId &+ 8 }  // an invariant of every build
     public var processParentId: UInt64
     public var processImageFileName: UInt64?
     public var processThreadListHead: UInt64?
@@ -112,11 +112,16 @@ public struct KernelLayout: Sendable, Equatable {
     /// nil when the types do not place EPROCESS.UniqueProcessId, which everything else hangs
     /// on. KDBG's offsets still override, as for the tables.
     public static func fromTypes(_ types: any KernelTypeLayout, origin: String, debuggerData kdbg: DebuggerData?) -> KernelLayout? {
-        func offset(_ type: String, _ path: String) -> UInt64? { types.field(path, in: type)?.offset }
+        // A symbol file is untrusted: an offset must lie inside its structure, and the
+        // structures are tens of KiB at most (KPRCB, the largest, is 0xAF00 bytes in 19041).
+        func offset(_ type: String, _ path: String) -> UInt64? {
+            guard let offset = types.field(path, in: type)?.offset, offset < min(types.size(of: type) ?? 0x2_0000, 0x2_0000) else { return nil }
+            return offset
+        }
         guard let uniqueId = offset("_EPROCESS", "UniqueProcessId") else { return nil }
         // TimerEntries is [256] or [2][256] of KTIMER_TABLE_ENTRY: its bytes over one entry's.
         let timerLists = types.field("TimerEntries", in: "_KTIMER_TABLE")?.size.flatMap { total in
-            types.size(of: "_KTIMER_TABLE_ENTRY").flatMap { $0 > 0 ? Int(total / $0) : nil }
+            types.size(of: "_KTIMER_TABLE_ENTRY").flatMap { $0 > 0 && total / $0 <= 4096 ? Int(total / $0) : nil }
         }
         var layout = KernelLayout(
             processUniqueId: uniqueId, processParentId: offset("_EPROCESS", "InheritedFromUniqueProcessId") ?? 0,

@@ -164,7 +164,7 @@ extension KernelObjects {
                 return nil
             }
             let current = (try? space.u64(kprcb &+ layout.prcbCurrentThread)).map { thread(at: $0, layout: layout, in: space) }
-            let context = (try? space.read(kprcb + layout.prcbContextFrame, count: Int(Context64.size))).flatMap { try? Context64(bytes: $0) }
+            let context = (try? space.read(kprcb &+ layout.prcbContextFrame, count: Int(Context64.size))).flatMap { try? Context64(bytes: $0) }
             return Processor(number: cpu, kprcb: kprcb, currentThread: current, idleThread: try? space.u64(kprcb &+ layout.prcbIdleThread), context: context)
         }
     }

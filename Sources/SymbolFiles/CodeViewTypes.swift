@@ -10,7 +10,8 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
         /// LF_STRUCTURE, LF_CLASS, LF_UNION. A forward reference names its definition by the
         /// unique (decorated) name where it has one, anonymous types by that alone.
         case structure(name: String, uniqueName: String?, fieldList: UInt32, size: UInt64, forwardReference: Bool)
-        case fieldList([Member])
+        /// Members, and the field list an LF_INDEX continues them in, if any.
+        case fieldList([Member], continuation: UInt32?)
         case array(element: UInt32, size: UInt64)
         case pointer(size: UInt64)
         /// LF_MODIFIER (const, volatile) and LF_BITFIELD: the type underneath.
@@ -27,6 +28,8 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
 
     let begin: UInt32
     let records: [Record]
+    /// Records that could not be parsed (each stands as an unknown type).
+    public private(set) var damagedRecords = 0
     /// Each structure's definition (not a forward reference), by name and by unique name;
     /// the first one wins.
     let definitions: [String: Int]
@@ -47,7 +50,7 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
         self.uniqueDefinitions = uniqueDefinitions
     }
 
-    /// Type records beyond this are corruption (ntkrnlmp.pdb holds about 20,000).
+    /// Type records beyond this are corruption (ntkrnlmp.pdb holds about 100,000).
     static let maximumRecords = 1 << 22
 
     public init(_ stream: [UInt8]) throws {
@@ -71,14 +74,18 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
         var body = ByteReader(try reader.bytes(recordBytes, "the type records"), name: "the TPI type records")
         var records: [Record] = []
         records.reserveCapacity(min(Int(end - begin), recordBytes / 4))  // a record is 4 bytes at least
+        // A record this reader cannot parse stands as `.other`: one bad type costs that type only.
+        var damaged = 0
         while body.remaining >= 4, records.count < Int(end - begin) {
-            let at = body.offset
             let length = Int(try body.u16("a type record's length"))
-            var record = ByteReader(try body.bytes(length, "type record 0x\(hex(begin + UInt32(records.count)))"),
-                                    name: "type record 0x\(hex(begin + UInt32(records.count))) at 0x\(hex(at))")
-            records.append(try Self.parse(&record))
+            var record = ByteReader(try body.bytes(length, "a type record"), name: "a type record")
+            do { records.append(try Self.parse(&record)) } catch {
+                records.append(.other)
+                damaged += 1
+            }
         }
         self.init(begin: begin, records: records)
+        self.damagedRecords = damaged
     }
 
     static func parse(_ record: inout ByteReader) throws -> Record {
@@ -91,6 +98,12 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
             try record.skip(8, "the derivation and vshape")
             let size = try numeric(&record)
             return try structure(&record, properties: properties, fieldList: fieldList, size: size)
+        case 0x1608, 0x1609:  // LF_CLASS2, LF_STRUCTURE2 (cvinfo.h's lfClass2): 32-bit properties, field list, derived, vshape, count, size, name
+            let properties = UInt16(truncatingIfNeeded: try record.u32("the properties"))
+            let fieldList = try record.u32("the field list")
+            try record.skip(10, "the derivation, vshape and member count")
+            let size = try numeric(&record)
+            return try structure(&record, properties: properties, fieldList: fieldList, size: size)
         case 0x1506:  // LF_UNION: count, properties, field list, size, name
             _ = try record.u16("the member count")
             let properties = try record.u16("the properties")
@@ -98,7 +111,8 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
             let size = try numeric(&record)
             return try structure(&record, properties: properties, fieldList: fieldList, size: size)
         case 0x1203:  // LF_FIELDLIST
-            return .fieldList(try members(&record))
+            let (members, continuation) = try Self.members(&record)
+            return .fieldList(members, continuation: continuation)
         case 0x1503:  // LF_ARRAY: element type, index type, size in bytes, name
             let element = try record.u32("the array's element type")
             _ = try record.u32("the array's index type")
@@ -125,10 +139,12 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
         return .structure(name: name, uniqueName: uniqueName, fieldList: fieldList, size: size, forwardReference: properties & 0x80 != 0)
     }
 
-    /// An LF_FIELDLIST's data members. Each sub-record is padded to 4 bytes with LF_PAD bytes
-    /// (0xF0 and up); a kind this reader does not know ends the list (what came before stands).
-    static func members(_ record: inout ByteReader) throws -> [Member] {
+    /// An LF_FIELDLIST's data members, and the list an LF_INDEX continues it in. Each
+    /// sub-record is padded to 4 bytes with LF_PAD bytes (0xF0 and up); a kind this reader does
+    /// not know ends the list (what came before stands).
+    static func members(_ record: inout ByteReader) throws -> ([Member], UInt32?) {
         var members: [Member] = []
+        var continuation: UInt32?
         while record.remaining >= 2 {
             let kind = try record.u16("a field's kind")
             switch kind {
@@ -140,6 +156,15 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
             case 0x1400:  // LF_BCLASS: attributes, type, offset
                 try record.skip(6, "a base class")
                 _ = try numeric(&record)
+            case 0x1401, 0x1402:  // LF_VBCLASS, LF_IVBCLASS: attributes, base, vbptr type, vbptr offset, vbtable index
+                try record.skip(10, "a virtual base class")
+                _ = try numeric(&record)
+                _ = try numeric(&record)
+            case 0x1511:  // LF_ONEMETHOD: attributes, type, a vtable offset when introducing a virtual, name
+                let attributes = try record.u16("a method's attributes")
+                try record.skip(4, "a method's type")
+                if [4, 6].contains((attributes >> 2) & 7) { try record.skip(4, "a method's vtable offset") }
+                _ = try record.cString()
             case 0x1502:  // LF_ENUMERATE: attributes, value, name
                 try record.skip(2, "an enumerator's attributes")
                 _ = try numeric(&record)
@@ -150,14 +175,17 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
             case 0x150F:  // LF_METHOD: count, method list, name
                 try record.skip(6, "a method list")
                 _ = try record.cString()
-            case 0x1409, 0x1404:  // LF_VFUNCTAB; LF_INDEX (a continuation, not followed)
-                try record.skip(6, "a vtable pointer or continuation")
+            case 0x1409:  // LF_VFUNCTAB: padding, type
+                try record.skip(6, "a vtable pointer")
+            case 0x1404:  // LF_INDEX: padding, the field list these members continue in
+                try record.skip(2, "a continuation's padding")
+                continuation = try record.u32("a continuation")
             default:
-                return members
+                return (members, continuation)
             }
             while let pad = record.bytes[safe: record.offset], pad >= 0xF0 { record.offset += max(1, Int(pad & 0x0F)) }
         }
-        return members
+        return (members, continuation)
     }
 
     /// A numeric leaf: a value below 0x8000 is itself; otherwise a kind and the value.
@@ -183,9 +211,18 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
     /// Sizes of the primitive types (index < 0x1000): a pointer mode in bits 8..11 makes it a
     /// pointer; otherwise the low byte is the kind (cvinfo.h's T_ constants).
     static func primitiveSize(_ index: UInt32) -> UInt64? {
-        if (index >> 8) & 0xF != 0 { return (index >> 8) & 0xF >= 4 ? 8 : 4 }
+        switch (index >> 8) & 0xF {
+        case 0: break
+        case 1: return 2                // near 16-bit
+        case 2, 3, 4: return 4          // far and huge 16:16, near 32-bit
+        case 5: return 6                // far 16:32
+        case 6: return 8                // near 64-bit
+        case 7: return 16               // 128-bit
+        default: return nil
+        }
         switch index & 0xFF {
         case 0x03: return 0
+        case 0x08: return 4  // HRESULT
         case 0x10, 0x20, 0x30, 0x68, 0x69, 0x70, 0x7C: return 1
         case 0x11, 0x21, 0x31, 0x71, 0x72, 0x73, 0x7A: return 2
         case 0x12, 0x22, 0x32, 0x40, 0x74, 0x75, 0x7B: return 4
@@ -221,10 +258,17 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
         }
     }
 
-    /// The size and data members of the definition at record `index`.
+    /// The size and data members of the definition at record `index`, through LF_INDEX
+    /// continuations (at most 64: a cycle is corruption).
     func layout(at index: Int) -> (size: UInt64, members: [Member]) {
         guard case .structure(_, _, let fieldList, let size, _) = records[index] else { return (0, []) }
-        guard case .fieldList(let members)? = record(fieldList) else { return (size, []) }
+        var members: [Member] = []
+        var next: UInt32? = fieldList
+        for _ in 0..<64 {
+            guard let list = next, case .fieldList(let more, let continuation)? = record(list) else { break }
+            members += more
+            next = continuation
+        }
         return (size, members)
     }
 
@@ -241,8 +285,11 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
                 guard let member = last, let next = definitionIndex(ofType: member.type) else { return nil }
                 container = next
             }
-            guard let (member, at) = find(String(name), in: layout(at: container).members) else { return nil }
-            offset += at
+            var searched: Set<Int> = [container]
+            guard let (member, at) = find(String(name), in: layout(at: container).members, searched: &searched) else { return nil }
+            let (sum, overflow) = offset.addingReportingOverflow(at)
+            guard !overflow else { return nil }
+            offset = sum
             last = member
         }
         guard let last else { return nil }
@@ -252,15 +299,18 @@ public struct CodeViewTypes: Sendable, KernelTypeLayout {
     /// `name` among `members`, or inside one of their anonymous unions and structures (a member
     /// without a name, or whose type is named `<unnamed-tag>`, `<anonymous-tag>` or `__unnamed`:
     /// MSVC flattens such members into the parent, clang keeps them nested), with its offset
-    /// from the members' start.
-    func find(_ name: String, in members: [Member], depth: Int = 0) -> (Member, UInt64)? {
+    /// from the members' start. Each definition is searched once per lookup (`searched`), so
+    /// a hostile file whose anonymous types hold themselves cannot make the search explode.
+    func find(_ name: String, in members: [Member], searched: inout Set<Int>, depth: Int = 0) -> (Member, UInt64)? {
         if let member = members.first(where: { $0.name == name }) { return (member, member.offset) }
         guard depth < 8 else { return nil }
         for member in members {
-            guard let nested = definitionIndex(ofType: member.type), case .structure(let typeName, _, _, _, _) = records[nested],
+            guard let nested = definitionIndex(ofType: member.type), searched.insert(nested).inserted,
+                  case .structure(let typeName, _, _, _, _) = records[nested],
                   member.name.isEmpty || typeName.hasPrefix("<") || typeName.hasPrefix("__unnamed"),
-                  let (found, at) = find(name, in: layout(at: nested).members, depth: depth + 1) else { continue }
-            return (found, member.offset + at)
+                  let (found, at) = find(name, in: layout(at: nested).members, searched: &searched, depth: depth + 1) else { continue }
+            let (sum, overflow) = member.offset.addingReportingOverflow(at)
+            return overflow ? nil : (found, sum)
         }
         return nil
     }

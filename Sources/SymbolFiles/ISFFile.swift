@@ -49,7 +49,9 @@ public struct ISFFile: Sendable, KernelTypeLayout {
             }
             guard let member = userTypes[container]?["fields"]?[String(name)], let at = member["offset"]?.integer, at >= 0,
                   let memberType = member["type"] else { return nil }
-            offset += UInt64(at)
+            let (sum, overflow) = offset.addingReportingOverflow(UInt64(at))
+            guard !overflow else { return nil }
+            offset = sum
             last = memberType
         }
         guard let last else { return nil }

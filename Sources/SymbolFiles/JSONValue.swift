@@ -12,6 +12,9 @@ enum JSONValue: Sendable, Equatable {
     case null
 
     static let maximumDepth = 64
+    /// Values in one document at most: an ISF table of a kernel holds about a million; a
+    /// hostile one of 256 MiB of `[0,0,…]` would otherwise take gigabytes.
+    static let maximumValues = 16 << 20
 
     subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { return members[key] }
@@ -33,6 +36,7 @@ enum JSONValue: Sendable, Equatable {
     struct Parser {
         let bytes: [UInt8]
         var index = 0
+        var values = 0
 
         func error(_ what: String) -> SymbolFileError {
             SymbolFileError(.corrupt, "the JSON has \(what) at byte \(index)")
@@ -50,6 +54,8 @@ enum JSONValue: Sendable, Equatable {
 
         mutating func value(depth: Int) throws -> JSONValue {
             guard depth < JSONValue.maximumDepth else { throw error("nesting deeper than \(JSONValue.maximumDepth)") }
+            values += 1
+            guard values <= JSONValue.maximumValues else { throw error("more than \(JSONValue.maximumValues) values") }
             skipSpace()
             guard index < bytes.count else { throw error("an unexpected end") }
             switch bytes[index] {

@@ -65,6 +65,12 @@ public struct MSFContainer: Sendable {
             let size = try directory.u32("a stream size")
             sizes.append(size == 0xFFFF_FFFF ? 0 : Int(size))
         }
+        // Every block belongs to one stream at most, so the streams together cannot claim more
+        // blocks than the file has: this bounds what reading them allocates by the file's size.
+        let claimed = sizes.reduce(0) { $0 + ($1 + blockSize - 1) / blockSize }
+        guard claimed <= blockCount, claimed <= file.count / blockSize + 1 else {
+            throw SymbolFileError(.corrupt, "the MSF streams claim \(claimed) blocks; the file has \(min(blockCount, file.count / blockSize + 1))")
+        }
         var streams: [(size: Int, blocks: [UInt32])] = []
         for (index, size) in sizes.enumerated() {
             let count = (size + blockSize - 1) / blockSize

@@ -24,24 +24,26 @@ public struct PDBFile: Sendable {
             throw SymbolFileError(.notASymbolFile, "the PDB info stream has version \(version), older than the VC 7.0 format (20000404) this reader knows")
         }
         _ = try info.u32("the PDB signature")
-        let age = try info.u32("the PDB age")
-        identity = PDBIdentity(guid: try info.bytes(16, "the PDB GUID"), age: age, name: name)
+        let infoAge = try info.u32("the PDB age")
+        let guid = try info.bytes(16, "the PDB GUID")
 
         var problems: [String] = []
         let dbi = try DBIHeader(try msf.stream(3) ?? [])
-        let sections = try dbi.sectionHeaderStream.flatMap { try msf.stream($0) }.map(Self.sectionAddresses) ?? []
+        // The image's CodeView record carries the DBI stream's age; the info stream's may have
+        // been raised since by tools that rewrote the PDB (Volatility keys ISF tables the same way).
+        identity = PDBIdentity(guid: guid, age: dbi.age ?? infoAge, name: name)
+        let sections = try Self.sections(dbi, msf, problems: &problems)
         var functions: [FunctionSymbol] = []
-        if let stream = dbi.symbolRecordStream, let records = try msf.stream(stream) {
-            functions += try Self.symbols(in: records, name: "the symbol record stream", sections: sections, problems: &problems)
-        }
-        for module in dbi.moduleStreams {
+        var streams = dbi.moduleStreams.map { (stream: $0.stream, range: 4..<$0.symbolBytes, name: "module stream \($0.stream)") }
+        if let stream = dbi.symbolRecordStream { streams.insert((stream, 0..<Int.max, "the symbol record stream"), at: 0) }
+        for stream in streams {
             do {
-                guard let bytes = try msf.stream(module.stream) else { continue }
+                guard let bytes = try msf.stream(stream.stream) else { continue }
                 // A module stream starts with its signature (4, CV_SIGNATURE_C13), then its records.
-                let records = Array(bytes.prefix(module.symbolBytes).dropFirst(4))
-                functions += try Self.symbols(in: records, name: "module stream \(module.stream)", sections: sections, problems: &problems)
+                let records = Array(bytes.prefix(stream.range.upperBound).dropFirst(stream.range.lowerBound))
+                functions += try Self.symbols(in: records, name: stream.name, sections: sections, problems: &problems)
             } catch {
-                problems.append("module stream \(module.stream): \(error)")
+                problems.append("\(stream.name): \(error)")
             }
         }
         // A procedure and the public for it name one function: keep one name per address,
@@ -52,11 +54,27 @@ public struct PDBFile: Sendable {
         self.functions = unique
         do {
             types = try CodeViewTypes(try msf.stream(2) ?? [])
+            if types.damagedRecords > 0 { problems.append("the type stream: \(types.damagedRecords) records could not be read") }
         } catch {
             problems.append("the type stream: \(error)")
             types = CodeViewTypes.empty
         }
         self.problems = problems
+    }
+
+    /// Where each section starts, as symbols' section:offset pairs count them. An image that
+    /// was rearranged after linking (OMAP: its PDB has an OmapFromSrc stream) keeps symbols in
+    /// the original layout: their sections are the original ones (SectionHdrOrig), and the
+    /// RVA they give is translated through OMAP (see `OMAP`).
+    static func sections(_ dbi: DBIHeader, _ msf: MSFContainer, problems: inout [String]) throws -> Sections {
+        if let omapStream = dbi.omapFromSource, let bytes = try msf.stream(omapStream), !bytes.isEmpty {
+            guard let original = try dbi.originalSectionHeaderStream.flatMap({ try msf.stream($0) }) else {
+                problems.append("the PDB maps addresses through OMAP but has no original section headers: its symbols' addresses are unknown")
+                return Sections(starts: [], omap: nil)
+            }
+            return Sections(starts: try sectionAddresses(original), omap: try OMAP(bytes))
+        }
+        return Sections(starts: try dbi.sectionHeaderStream.flatMap { try msf.stream($0) }.map(sectionAddresses) ?? [], omap: nil)
     }
 
     /// IMAGE_SECTION_HEADERs are 40 bytes, VirtualAddress at +12. A symbol's section is 1-based.
@@ -74,19 +92,15 @@ public struct PDBFile: Sendable {
     /// Code symbols of a record stream: S_PUB32 (0x110E) with its code or function flag,
     /// S_GPROC32 (0x1110) and S_LPROC32 (0x110F). Records are RecordLength (excluding itself),
     /// RecordKind, data. Other kinds are skipped by their length.
-    static func symbols(in bytes: [UInt8], name: String, sections: [UInt32], problems: inout [String]) throws -> [FunctionSymbol] {
+    static func symbols(in bytes: [UInt8], name: String, sections: Sections, problems: inout [String]) throws -> [FunctionSymbol] {
         var reader = ByteReader(bytes, name: name)
         var found: [FunctionSymbol] = []
-        func rva(_ section: UInt16, _ offset: UInt32) -> UInt32? {
-            guard section >= 1, Int(section) <= sections.count else { return nil }
-            let (sum, overflow) = sections[Int(section) - 1].addingReportingOverflow(offset)
-            return overflow ? nil : sum
-        }
+        func rva(_ section: UInt16, _ offset: UInt32) -> UInt32? { sections.rva(section: section, offset: offset) }
         while reader.remaining >= 4 {
             let start = reader.offset
             let length = Int(try reader.u16("a symbol record's length"))
             guard length >= 2 else { break }  // padding at the end of a stream
-            var record = ByteReader(try reader.bytes(length, "a symbol record of 0x\(hex(length)) bytes"), name: "the symbol record at 0x\(hex(start)) of \(name)")
+            var record = ByteReader(try reader.bytes(length, "a symbol record at 0x\(hex(start))"), name: name)
             let kind = try record.u16("the record kind")
             switch kind {
             case 0x110E:  // S_PUB32: Flags, Offset, Segment, Name
@@ -108,11 +122,49 @@ public struct PDBFile: Sendable {
                 break
             }
         }
-        if sections.isEmpty, !found.isEmpty {
+        if sections.starts.isEmpty, !found.isEmpty {
             problems.append("\(name): no section headers, so its symbols' addresses are unknown")
             return []
         }
         return found
+    }
+}
+
+/// Section starts, and the OMAP that moves them, for turning section:offset into an RVA.
+struct Sections {
+    var starts: [UInt32]
+    var omap: OMAP?
+
+    func rva(section: UInt16, offset: UInt32) -> UInt32? {
+        guard section >= 1, Int(section) <= starts.count else { return nil }
+        let (sum, overflow) = starts[Int(section) - 1].addingReportingOverflow(offset)
+        guard !overflow else { return nil }
+        return omap.map { $0.translate(sum) } ?? sum
+    }
+}
+
+/// An OMAP table (OmapFromSrc): pairs of (RVA before, RVA after) sorted by the first, which
+/// map each run of original addresses to where the rearranged image holds it; a run mapped to
+/// 0 was dropped.
+struct OMAP {
+    var entries: [(from: UInt32, to: UInt32)]
+
+    init(_ bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes, name: "the OMAP stream")
+        var entries: [(from: UInt32, to: UInt32)] = []
+        while reader.remaining >= 8 { entries.append((try reader.u32("an OMAP source"), try reader.u32("an OMAP target"))) }
+        self.entries = entries.sorted { $0.from < $1.from }
+    }
+
+    func translate(_ rva: UInt32) -> UInt32? {
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].from <= rva { low = middle + 1 } else { high = middle }
+        }
+        guard low > 0, entries[low - 1].to != 0 else { return nil }
+        let (sum, overflow) = entries[low - 1].to.addingReportingOverflow(rva - entries[low - 1].from)
+        return overflow ? nil : sum
     }
 }
 
@@ -131,8 +183,11 @@ public struct FunctionSymbol: Sendable, Equatable {
 
 /// The DBI stream's 64-byte header and the streams it names.
 struct DBIHeader {
+    var age: UInt32?
     var symbolRecordStream: Int?
     var sectionHeaderStream: Int?
+    var omapFromSource: Int?
+    var originalSectionHeaderStream: Int?
     var moduleStreams: [(stream: Int, symbolBytes: Int)] = []
 
     /// Header: VersionSignature (-1), VersionHeader, Age, GlobalStreamIndex, BuildNumber,
@@ -146,7 +201,8 @@ struct DBIHeader {
         guard try reader.u32("the DBI signature") == 0xFFFF_FFFF else {
             throw SymbolFileError(.notASymbolFile, "the DBI stream does not start with the signature -1 of the VC 7.0 format")
         }
-        try reader.skip(8, "the DBI version and age")
+        try reader.skip(4, "the DBI version")
+        age = try reader.u32("the DBI age")
         _ = try reader.u16("the global symbol stream")
         _ = try reader.u16("the build number")
         _ = try reader.u16("the public symbol stream")
@@ -181,10 +237,13 @@ struct DBIHeader {
         }
         try reader.skip(sizes[1...].reduce(0, +) + ecSize, "the DBI substreams before the optional debug header")
         var optional = ByteReader(try reader.bytes(optionalSize, "the optional debug header"), name: "the DBI optional debug header")
-        if optional.remaining >= 12 {
-            try optional.skip(10, "the FPO, exception, fixup, OMAP and OMAP streams")
-            sectionHeaderStream = Self.stream(try optional.u16("the section header stream"))
-        }
+        // Stream indices: FPO, Exception, Fixup, OmapToSrc, OmapFromSrc, SectionHdr,
+        // TokenRidMap, Xdata, Pdata, NewFPO, SectionHdrOrig.
+        var indices: [Int?] = []
+        while optional.remaining >= 2 { indices.append(Self.stream(try optional.u16("an optional debug stream"))) }
+        omapFromSource = indices.count > 4 ? indices[4] : nil
+        sectionHeaderStream = indices.count > 5 ? indices[5] : nil
+        originalSectionHeaderStream = indices.count > 10 ? indices[10] : nil
     }
 
     /// 0xFFFF means "no stream".

@@ -7,7 +7,8 @@ import SymbolFiles
 enum XZ {
     static func decompress(_ input: [UInt8], limit: Int) throws -> [UInt8] {
         var stream = lzma_stream()
-        guard lzma_stream_decoder(&stream, UInt64.max, 0) == LZMA_OK else {
+        // liblzma's own memory limit too: a hostile header can ask for a huge dictionary.
+        guard lzma_stream_decoder(&stream, 256 << 20, 0) == LZMA_OK else {
             throw SymbolFileError(.corrupt, "liblzma could not start a decoder")
         }
         defer { lzma_end(&stream) }

@@ -40,6 +40,57 @@ import TestSupport
         #expect((outcomes["read"] ?? 0) > 100 && outcomes.count >= 3, "both kinds of outcome happen: \(outcomes)")
     }
 
+    /// A TPI stream from records given as (kind, payload); the header's fields as the reader
+    /// checks them.
+    static func typeStream(_ records: [(UInt16, [UInt8])]) -> [UInt8] {
+        func le16(_ value: UInt16) -> [UInt8] { [UInt8(value & 0xFF), UInt8(value >> 8)] }
+        func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
+        var body: [UInt8] = []
+        for (kind, payload) in records {
+            var record = le16(kind) + payload
+            while record.count % 4 != 2 { record.append(0xF0 | UInt8(4 - (record.count + 2) % 4)) }
+            body += le16(UInt16(record.count)) + record
+        }
+        return le32(20_040_203) + le32(56) + le32(0x1000) + le32(0x1000 + UInt32(records.count)) + le32(UInt32(body.count))
+            + [UInt8](repeating: 0, count: 36) + body
+    }
+
+    static func member(_ name: String, type: UInt32, offset: [UInt8]) -> [UInt8] {
+        [0x0D, 0x15, 0x03, 0x00] + (0..<4).map { UInt8(truncatingIfNeeded: type >> (8 * $0)) } + offset + Array(name.utf8) + [0]
+    }
+
+    static func structure(_ name: String, fieldList: UInt32, size: UInt8) -> [UInt8] {
+        [1, 0, 0, 0] + (0..<4).map { UInt8(truncatingIfNeeded: fieldList >> (8 * $0)) } + [UInt8](repeating: 0, count: 8) + [size, 0] + Array(name.utf8) + [0]
+    }
+
+    /// Type records crafted to break a careless reader: an offset that sign-extends to
+    /// 0xFFFF…FF on a path the layout follows, and anonymous structures that hold themselves
+    /// thirty times over (a search without memory would make 30^8 calls).
+    @Test func craftedTypeRecordsNeverTrapOrHang() throws {
+        let types = try CodeViewTypes(Self.typeStream([
+            (0x1203, Self.member("ApcState", type: 0x1003, offset: [0x00, 0x80, 0xFF]) + Self.member("UniqueProcessId", type: 0x0603, offset: [0x40, 0x04])),  // 0x1000
+            (0x1505, Self.structure("_KTHREAD", fieldList: 0x1000, size: 0x80)),                                                                              // 0x1001
+            (0x1203, Self.member("Process", type: 0x0603, offset: [0x20, 0x00])),                                                                             // 0x1002
+            (0x1505, Self.structure("_KAPC_STATE", fieldList: 0x1002, size: 0x30)),                                                                           // 0x1003
+            (0x1203, (0..<30).flatMap { _ in Self.member("", type: 0x1005, offset: [0, 0]) }),                                                                // 0x1004
+            (0x1505, Self.structure("<unnamed-tag>", fieldList: 0x1004, size: 0x10)),                                                                        // 0x1005
+            (0x1203, Self.member("", type: 0x1005, offset: [0, 0])),                                                                                          // 0x1006
+            (0x1505, Self.structure("_EPROCESS", fieldList: 0x1006, size: 0x40)),                                                                             // 0x1007
+            (0x1505, [0xFF]),                                                                                                                                 // 0x1008: cut short
+        ]))
+        #expect(types.damagedRecords == 1)
+        #expect(types.field("ApcState", in: "_KTHREAD")?.offset == UInt64.max, "LF_CHAR -1 sign-extends")
+        #expect(types.field("ApcState.Process", in: "_KTHREAD") == nil, "an offset that overflows is no offset")
+        #expect(types.field("UniqueProcessId", in: "_EPROCESS") == nil, "searched once per definition, found nowhere")
+        #expect(KernelLayout.fromTypes(types, origin: "crafted", debuggerData: nil) == nil)
+        // An MSF whose stream claims far more blocks than the file has is refused before any is read.
+        var msf = MSFContainer.magic + [0, 0x10, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]
+        msf += [UInt8](repeating: 0, count: 0x2000 - msf.count)
+        msf += [3, 0, 0, 0] + [UInt8](repeating: 0, count: 0x1000 - 4)  // the block map: the directory is block 3
+        msf += [1, 0, 0, 0, 0, 0, 0, 0xF0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 0x1000 - 12)  // one stream of 0xF0000000 bytes
+        #expect(throws: SymbolFileError.self) { try MSFContainer(msf) }
+    }
+
     @Test func hostileISFTablesNeverTrap() throws {
         func isf(_ types: String) -> [UInt8] {
             Array(#"{"metadata": {"windows": {"pdb": {"GUID": "5278AFF86C341677D7D7835C85B7B844", "age": 1, "database": "ntkrnlmp.pdb"}}}, "#.utf8)
