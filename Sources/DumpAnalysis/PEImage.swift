@@ -76,25 +76,31 @@ public struct ExceptionTable: Sendable, Equatable {
 
     /// The function whose [BeginAddress, EndAddress) holds `rva`, or nil when none does (a
     /// leaf function, or an address outside any function). The table is sorted by BeginAddress,
-    /// so this binary-searches it, reading about log2(count) entries.
+    /// so this binary-searches it for the last entry beginning at or below `rva`, reading about
+    /// log2(count) entries.
+    ///
+    /// Ranges should not overlap, but LLVM's assembler gives a function with a chained fragment
+    /// (.seh_startchained) the whole procedure's range, the fragment's included. The innermost
+    /// entry is the right one there (the fragment's codes, then its parent's), so when the last
+    /// entry beginning below `rva` ends before it, the few before it are tried too.
     ///
     /// An indirect entry (UnwindData bit 0 set) is replaced by the entry it points to, one level
     /// deep, as Windows' own lookup does; a second indirection is reported as corrupt.
     public func runtimeFunction(containing rva: UInt32, in space: any KernelAddressSpace) throws -> RuntimeFunction? {
-        var low = 0, high = count  // candidates: [low, high)
+        var low = 0, high = count  // the first entry beginning above rva is in [low, high]
         while low < high {
             let middle = low + (high - low) / 2
-            let function = try entry(middle, in: space)
-            if rva < function.beginAddress {
-                high = middle
-            } else if rva >= function.endAddress {
-                low = middle + 1
-            } else {
-                return try resolveIndirect(function, in: space)
-            }
+            if try entry(middle, in: space).beginAddress <= rva { low = middle + 1 } else { high = middle }
+        }
+        for index in stride(from: low - 1, through: max(0, low - Self.overlapsTried), by: -1) {
+            let function = try entry(index, in: space)
+            if rva < function.endAddress { return try resolveIndirect(function, in: space) }
         }
         return nil
     }
+
+    /// How many entries before the last one beginning below an address may still cover it.
+    static let overlapsTried = 4
 
     private func resolveIndirect(_ function: RuntimeFunction, in space: any KernelAddressSpace) throws -> RuntimeFunction {
         guard function.unwindData & 1 != 0 else { return function }

@@ -67,10 +67,17 @@ struct CompiledImage {
     }
 
     /// The prolog UNWIND_INFO at `rva` describes, first instruction first: its codes are stored
-    /// last instruction first, some taking one or two extra slots for their operand.
-    static func prolog(unwindInfo rva: UInt32, read8: (UInt32) -> UInt8) -> [PrologStep] {
-        precondition(read8(rva) >> 3 & 4 == 0, "forge: chained unwind info in a compiled image is not followed")
+    /// last instruction first, some taking one or two extra slots for their operand. Chained
+    /// info (flag 4) ends with its parent's RUNTIME_FUNCTION, whose prolog ran first.
+    static func prolog(unwindInfo rva: UInt32, read8: (UInt32) -> UInt8, depth: Int = 0) -> [PrologStep] {
+        precondition(depth < 8, "forge: chained unwind info deeper than 8")
         let count = UInt32(read8(rva + 2))
+        var parent: [PrologStep] = []
+        if read8(rva) >> 3 & 4 != 0 {
+            let chained = rva + 4 + 2 * ((count + 1) & ~1) + 8  // the parent's UnwindData
+            let parentInfo = (0..<4).reduce(UInt32(0)) { $0 | UInt32(read8(chained + $1)) << (8 * $1) }
+            parent = prolog(unwindInfo: parentInfo, read8: read8, depth: depth + 1)
+        }
         let frame = read8(rva + 3)
         func slot(_ index: UInt32) -> UInt32 { UInt32(read8(rva + 4 + 2 * index)) | UInt32(read8(rva + 5 + 2 * index)) << 8 }
         var steps: [PrologStep] = []
@@ -92,6 +99,6 @@ struct CompiledImage {
             default: preconditionFailure("forge: unwind operation \(operation) in a compiled image")
             }
         }
-        return steps.reversed()
+        return parent + steps.reversed()
     }
 }

@@ -17,8 +17,9 @@ import TestSupport
         guard let tools = Self.llvmTools() else { return }
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        // The forged images, and one a real compiler and linker built (Tests/Fixtures/compiled).
-        for image in try OracleImage.all(in: folder) + [OracleImage.compiled(in: folder)] {
+        // The forged images, and those a real compiler, assembler and linker built
+        // (Tests/Fixtures/compiled), ccchained.sys with chained unwind info among them.
+        for image in try OracleImage.all(in: folder) + ["ccdriver.sys", "ccchained.sys", "ccsymbols.sys"].map(OracleImage.compiled) {
             let dump = ReadobjBlock.parse(try Self.run(tools.readobj, ["--file-headers", "--sections", "--coff-exports", "--coff-debug-directory", "--unwind", image.file]))
             try Self.compareHeaders(image, dump)
             // llvm-readobj leaves CheckSum out of the optional header it prints; objdump -p has it.
@@ -117,14 +118,18 @@ import TestSupport
         let table = try #require(try image.pe.exceptionTable(), "\(image.name): our reader finds no exception directory")
         let theirs = try dump.child("UnwindInformation").children("RuntimeFunction")
         agree(table.count, theirs.count, "\(image.name): number of RUNTIME_FUNCTIONs")
+        let all = try theirs.map(image.runtimeFunction)
         for (index, entry) in theirs.enumerated() where index < table.count {
             let ours = try table.entry(index, in: image.memory)
-            let llvm = try image.runtimeFunction(entry)
+            let llvm = all[index]
             let label = image.label(ours.beginAddress)
             agree(describe(ours), describe(llvm), "\(image.name): RUNTIME_FUNCTION \(index)")
-            // The lookup the unwinder uses finds this entry from its first and last byte.
+            // The lookup the unwinder uses finds, from this entry's first and last byte, the
+            // innermost entry covering it: this one, unless a chained fragment lies inside it
+            // (LLVM's assembler gives the parent the fragment's range too).
             for rva in [ours.beginAddress, ours.endAddress - 1] {
-                agree(try image.pe.runtimeFunction(containing: rva, in: image.memory).map(describe), describe(llvm),
+                let innermost = all.filter { $0.beginAddress <= rva && rva < $0.endAddress }.max { $0.beginAddress < $1.beginAddress }
+                agree(try image.pe.runtimeFunction(containing: rva, in: image.memory).map(describe), innermost.map(describe),
                       "\(label): our lookup of RVA 0x\(hex(rva))")
             }
 
@@ -387,15 +392,15 @@ private struct OracleImage {
         }
     }
 
-    /// ccdriver.sys, which clang and lld-link built, mapped at its own ImageBase.
-    static func compiled(in folder: String) throws -> OracleImage {
-        let file = Fixtures.compiled("ccdriver.sys")
+    /// An image clang and lld-link built (Tests/Fixtures/compiled), mapped at its own ImageBase.
+    static func compiled(_ name: String) throws -> OracleImage {
+        let file = Fixtures.compiled(name)
         let compiled = CompiledImage(file: try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))).image
         let imageBase = Int(PEBytes.u32(compiled.bytes, 0x3C)) + 24 + 24  // OptionalHeader.ImageBase
         let base = UInt64(PEBytes.u32(compiled.bytes, imageBase)) | UInt64(PEBytes.u32(compiled.bytes, imageBase + 4)) << 32
         let memory = FlatMemory()
         memory.map(base, compiled.bytes)
-        return OracleImage(name: "ccdriver.sys", forged: compiled, base: base, file: file, memory: memory, pe: try PEImage(reading: memory, base: base))
+        return OracleImage(name: name, forged: compiled, base: base, file: file, memory: memory, pe: try PEImage(reading: memory, base: base))
     }
 
     /// The image as its file holds it. The forge writes the mapped layout (each section at its

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Rebuilds ccdriver.sys from ccdriver.c, and ccsymbols.sys with ccsymbols.pdb from ccsymbols.c,
-# with the Swift toolchain's clang and lld-link (a real Windows-targeting compiler and linker),
-# and lists ccdriver's return sites in ccdriver.sites:
+# Rebuilds ccdriver.sys from ccdriver.c, ccchained.sys from ccchained.s, and ccsymbols.sys with
+# ccsymbols.pdb from ccsymbols.c, with the Swift toolchain's clang and lld-link (a real
+# Windows-targeting compiler, assembler and linker), and lists the return sites of the first two
+# in ccdriver.sites and ccchained.sites:
 #   FUNCTION OFFSET CALLEE   (the address after each call, as an offset in FUNCTION)
 # The tests read both; rebuild only when ccdriver.c changes, and commit the results.
 set -euo pipefail
@@ -21,9 +22,13 @@ rm -rf "$fixed" && mkdir -p "$fixed" && cp ccsymbols.c "$fixed/"
     && lld-link /driver /subsystem:native /entry:CcsDispatchRequest /nodefaultlib /Brepro /debug /pdb:ccsymbols.pdb /pdbaltpath:ccsymbols.pdb \
        /implib:ccsymbols.lib /out:ccsymbols.sys ccsymbols.obj)
 cp "$fixed/ccsymbols.sys" "$fixed/ccsymbols.pdb" . && rm -rf "$fixed"
+# ccchained.sys: chained unwind info, from assembly (clang's assembler writes the records).
+clang --target=x86_64-pc-windows-msvc -c ccchained.s -o "$work/ccchained.obj"
+lld-link /driver /subsystem:native /entry:CcCallChained /nodefaultlib /Brepro /export:CcCallChained /export:CcChained \
+    /export:CcChainedCold /implib:"$work/ccchained.lib" /out:ccchained.sys "$work/ccchained.obj"
 # llvm-objdump prints "ADDRESS <Function>:" headers and "ADDRESS: call ... <Callee>" lines; the
 # return site is the next instruction's address.
-llvm-objdump -d --no-show-raw-insn ccdriver.sys | python3 -c '
+sites() { llvm-objdump -d --no-show-raw-insn "$1" | python3 -c '
 import re, sys
 name, start, pending = None, 0, None
 for line in sys.stdin:
@@ -41,5 +46,7 @@ for line in sys.stdin:
     if instruction.group(2).startswith("call"):
         callee = re.search(r"<(\w+)>\s*$", line)
         pending = callee.group(1) if callee else "(indirect)"
-' > ccdriver.sites
-cat ccdriver.sites
+'; }
+sites ccdriver.sys > ccdriver.sites
+sites ccchained.sys > ccchained.sites
+cat ccdriver.sites ccchained.sites
