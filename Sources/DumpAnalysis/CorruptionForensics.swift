@@ -18,6 +18,10 @@ public struct Evidence: Sendable, Equatable, Codable {
     public var text: [String]
     /// A process or module whose name or path matches the text.
     public var attributedTo: Attribution?
+    /// Text in the faulting frame's stack, not a corrupted value: a local buffer tells what
+    /// the code was working on, so it is reported and compared, but blames no one. Nil in
+    /// evidence of corruption (and in reports from before stack text was read).
+    public var onStack: Bool? = nil
 }
 
 public struct Attribution: Sendable, Equatable, Codable {

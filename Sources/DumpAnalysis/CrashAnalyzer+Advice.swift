@@ -28,8 +28,9 @@ extension CrashAnalyzer {
             }
             advice.append(line)
         }
-        if let attributed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
-            let text = evidence.first { $0.attributedTo == attributed }?.text.first ?? attributed.name
+        let corruption = evidence.filter { $0.onStack != true }  // a stack buffer's text overwrote nothing
+        if let attributed = corruption.compactMap(\.attributedTo).first(where: \.thirdParty) {
+            let text = corruption.first { $0.attributedTo == attributed }?.text.first ?? attributed.name
             if attributed.kind == .module {
                 advice.append("kernel memory was overwritten with \"\(text)\": \(attributed.name) is the likely writer; update it or ask its vendor")
             } else {

@@ -55,7 +55,8 @@ extension CrashAnalyzer {
         }
         basis.append(.init(conclusion: "culprit \(culprit.name)", memory: culpritMemory))
         for item in evidence where item.address != 0 {
-            basis.append(.init(conclusion: "evidence \"\(item.text.first ?? hexText(item.value))\"", memory: ["\(item.location); the entry at " + Self.held(item.address, in: dump, space: space)]))
+            let what = item.onStack == true ? "the text at " : "the entry at "
+            basis.append(.init(conclusion: "evidence \"\(item.text.first ?? hexText(item.value))\"", memory: ["\(item.location); \(what)" + Self.held(item.address, in: dump, space: space)]))
         }
         return basis
     }

@@ -45,8 +45,9 @@ extension CrashAnalyzer {
             return decision(frame, "the first frame from the fault outward that is not the operating system's")
         }
         let scanned = stack[start...].first(where: rules.blames)
-        if let blamed = evidence.compactMap(\.attributedTo).first(where: \.thirdParty) {
-            let item = evidence.first { $0.attributedTo == blamed }!
+        let corruption = evidence.filter { $0.onStack != true }
+        if let blamed = corruption.compactMap(\.attributedTo).first(where: \.thirdParty) {
+            let item = corruption.first { $0.attributedTo == blamed }!
             return CulpritDecision(kind: blamed.kind == .module ? .module : .process, name: blamed.name,
                                    reason: "only operating-system frames are on the stack; \(item.location) held \"\(item.text.first ?? "")\" instead of pointers",
                                    module: modules.first { $0.name.lowercased() == blamed.name.lowercased() }, frame: nil, key: "CORRUPTION_\(blamed.name)")

@@ -50,6 +50,35 @@ extension CrashAnalyzer {
         return found
     }
 
+    /// Text in the faulting frame's stack: the `window` bytes from its RSP up, where its locals
+    /// and its callers' lie, cut into runs of 8-byte slots that hold no address (a canonical
+    /// value is a pointer or a small number), each decoded as UTF-16LE and ASCII. Only runs of
+    /// eight characters or more count: shorter ones are as often numbers that happen to print.
+    static func stackText(from rsp: UInt64, space: any KernelAddressSpace, window: UInt64 = 0x400) -> [Evidence] {
+        var found: [Evidence] = []
+        var run: [UInt8] = []
+        var runStart: UInt64 = 0
+        func flush() {
+            let texts = CorruptionForensics.text(in: run + [0, 0]).filter { $0.count >= 8 }
+            if !texts.isEmpty {
+                found.append(Evidence(location: "the faulting frame's stack at \(hexText(runStart))", address: runStart,
+                                      value: run.prefix(8).reversed().reduce(0) { $0 << 8 | UInt64($1) }, text: texts, attributedTo: nil, onStack: true))
+            }
+            run.removeAll()
+        }
+        for slot in stride(from: rsp, to: rsp &+ window, by: 8) where slot >= rsp {
+            guard let value = try? space.u64(slot) else { break }
+            if value == 0 || isCanonical(value) {
+                flush()
+            } else {
+                if run.isEmpty { runStart = slot }
+                run += (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+            }
+        }
+        flush()
+        return found
+    }
+
     /// A broken link as evidence: for a bad Flink, the value and the memory around the entry
     /// holding it; for a Flink whose target does not point back, that target's own links.
     func examine(_ broken: ListBreak, location: String, space: any KernelAddressSpace) -> Evidence {

@@ -103,7 +103,10 @@ public struct CrashAnalyzer: Sendable {
                 evidence.append(Evidence(location: "the faulting access (parameter \(parameter + 1))", address: 0, value: value, text: text, attributedTo: nil))
             }
         }
-        if let space, header.machine == .amd64 { evidence += Self.registerForensics(faultRegisters, space: space, known: evidence) }
+        if let space, header.machine == .amd64 {
+            evidence += Self.registerForensics(faultRegisters, space: space, known: evidence)
+            if let frame = faultingFrame.flatMap({ stack.indices.contains($0) ? stack[$0] : nil }) { evidence += Self.stackText(from: frame.rsp, space: space) }
+        }
         if let missing = Self.uncapturedRegisterMemory(faultRegisters, dump: dump) { notes.append(missing) }
         for index in evidence.indices {
             evidence[index].attributedTo = CorruptionForensics.attribute(evidence[index], processes: objects.processes, modules: objects.modules, rules: rules)

@@ -50,6 +50,10 @@ public struct DumpDescription: Sendable {
     /// on (the structures grow to match): a build whose offsets no table has, for tests of the
     /// analysis's discovery from invariants. A multiple of 8.
     public var offsetShift: Int = 0
+    /// UTF-16 text in the locals of the crashing thread's frames, by frame index (0 the
+    /// innermost): written from the frame's RSP + 0x28, above the home space of its callee, as
+    /// a function keeps a path in a stack buffer. The frame must allocate room for it.
+    public var localText: [Int: String] = [:]
     /// Whether a minidump captures 0x100 bytes around each kernel address a CONTEXT record's
     /// registers hold, as Windows does; off, as when the memory was paged out or the writer
     /// ran out of room, the minidump lacks them.

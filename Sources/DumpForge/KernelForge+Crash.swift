@@ -54,6 +54,19 @@ extension KernelForge {
         return site
     }
 
+    /// `localText`: UTF-16 text and its terminator in a frame's locals, from RSP + 0x28.
+    func writeLocalText(_ stack: ForgedStack) {
+        for (index, text) in description.localText.sorted(by: { $0.key < $1.key }) {
+            precondition(stack.frames.indices.contains(index), "forge: localText names frame \(index) of \(stack.frames.count)")
+            let frame = stack.frames[index]
+            let room = placement(frame.location).prolog.reduce(UInt32(0)) { if case .allocate(let bytes) = $1 { $0 + bytes } else { $0 } }
+            var bytes = ByteBuffer(count: 2 * (text.utf16.count + 1))
+            bytes.putUTF16(text, at: 0)
+            precondition(UInt32(bytes.count) + 0x28 <= room, "forge: \(frame.location.function) allocates 0x\(String(room, radix: 16)) bytes, too few for its local text")
+            write(frame.rsp + 0x28, bytes)
+        }
+    }
+
     /// With `staleStackValues`: the local slot of about half the frames (rsp+0x20 in a frame
     /// whose prolog ends by allocating 0x28 bytes, above the callee's home space) holds a return
     /// address an earlier call left there, into a random module, as real stacks do. Unwinding

@@ -115,6 +115,7 @@ extension KernelForge {
         writeTrapFrames(stack)
         writeCallSites(stack)
         writeStaleValues(stack)
+        if thread.runningOn == description.crashingProcessor { writeLocalText(stack) }
 
         let ethread = allocatePool(layout.ethreadSize)
         var record = ByteBuffer(count: layout.ethreadSize)

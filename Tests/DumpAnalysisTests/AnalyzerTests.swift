@@ -216,6 +216,41 @@ import TestSupport
         #expect(mini.basis?.first?.memory.first?.contains("the CONTEXT record at") == true)
     }
 
+    /// A filter driver faults while it holds a path in a stack buffer: the faulting frame's
+    /// stack is decoded as text, in the full dump and in the minidump alike, and reported and
+    /// compared (the signature's words), but it blames no one and overwrote nothing.
+    @Test func textInTheFaultingFramesStackIsReadAndBlamesNoOne() throws {
+        func filterCrash(_ kind: DumpDescription.DumpKind) -> DumpDescription {
+            var description = DumpDescription.standard(kind: kind, layoutSeed: 8)
+            description.memory = DumpDescription.vmMemory(gibibytes: 1)
+            // A typical pre-create callback: RBX and RSI pushed, a 0x240-byte frame with a WCHAR buffer.
+            description.modules.append(ModuleDescription(name: "cfsfilter.sys", timeDateStamp: 0x5E10_2030, checkSum: 0x1_2345, functions: [
+                ForgedFunction(name: "CfPreCreate", exported: true, size: 0x400, prolog: [.pushNonvolatile(register: 3), .pushNonvolatile(register: 6), .allocate(bytes: 0x240)]),
+                ForgedFunction(name: "CfDispatch", exported: true, size: 0x400, prolog: [.pushNonvolatile(register: 3), .allocate(bytes: 0x28)]),
+            ]))
+            let fault = CodeLocation("cfsfilter.sys", "CfPreCreate", 0x9A)
+            description.processes[0].threads[0].stack = [
+                CodeLocation("ntoskrnl.exe", "KeBugCheckEx", 0x30), CodeLocation("ntoskrnl.exe", "KiBugCheckDispatch", 0x69),
+                CodeLocation("ntoskrnl.exe", "KiPageFault", 0x3B8), fault, CodeLocation("cfsfilter.sys", "CfDispatch", 0x41),
+                CodeLocation("ntoskrnl.exe", "IofCallDriver", 0x55), CodeLocation("ntoskrnl.exe", "PspSystemThreadStartup", 0x55),
+                CodeLocation("ntoskrnl.exe", "KiStartSystemThread", 0x28),
+            ]
+            description.bugCheckCode = 0x1E
+            description.bugCheckParameters = [0xC000_0005, .code(fault), 0, 0x10]
+            description.localText = [3: "\\??\\C:\\ProgramData\\Contoso\\agent.cfg"]
+            return description
+        }
+        for kind in [DumpDescription.DumpKind.bitmapKernel, .triage] {
+            let report = try Self.analyze(filterCrash(kind))
+            let text = try #require(report.evidence.first { $0.onStack == true }, "\(kind): \(report.evidence)")
+            #expect(text.text.contains("\\??\\C:\\ProgramData\\Contoso\\agent.cfg") && text.location.hasPrefix("the faulting frame's stack at"), "\(text)")
+            #expect(report.culprit.name == "cfsfilter.sys" && report.failureBucketId.hasPrefix("0x1E_c0000005_cfsfilter+"), "\(report.culprit)")
+            #expect(!report.advice.contains { $0.contains("overwritten") })
+            #expect(report.signature.evidenceTokens.contains("agent.cfg") && report.signature.evidenceTokens.contains("contoso"))
+            #expect(report.basis?.contains { $0.conclusion.hasPrefix("evidence") && $0.memory.joined().contains("the text at") } == true)
+        }
+    }
+
     /// An NMI arrives on its CPU's own interrupt stack (IST): the full dump's walk pops the
     /// machine frame there and goes on down the stack it interrupted, into the storage filter
     /// that spins; the minidump holds only the interrupt stack, blames the interrupted frame the
