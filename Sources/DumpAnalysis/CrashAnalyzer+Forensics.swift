@@ -50,6 +50,33 @@ extension CrashAnalyzer {
         return found
     }
 
+    /// Lists reached from the fault context's stack (its frame's locals and spills, the first
+    /// 0x100 bytes above RSP): a slot holding a kernel address is walked as a list, as a full
+    /// dump's lists are, and a link that holds the very value the fault tripped on (a fault
+    /// register's non-address, or the referenced address) is corruption evidence, as a
+    /// register's list entry is. Without that tie a pointer to text on a stack is only a string
+    /// buffer, which stacks are full of.
+    func stackListForensics(_ state: RegisterState, faultValues: Set<UInt64>, space: any KernelAddressSpace, known: [Evidence]) -> [Evidence] {
+        guard !faultValues.isEmpty else { return [] }
+        var found: [Evidence] = []
+        let rsp = state.gpr[4]
+        for slot in stride(from: rsp, to: rsp &+ 0x100, by: 8) where slot >= rsp {
+            guard let value = try? space.u64(slot), value >> 47 == 0x1_FFFF,
+                  let broken = ListWalker.walk(head: value, in: space, limit: 64).broken else { continue }
+            let bad: UInt64?
+            switch broken.reason {
+            case .nonCanonical: bad = broken.flink
+            case .backLinkMismatch: bad = try? space.u64(broken.flink &+ 8)
+            default: bad = nil
+            }
+            guard let bad, faultValues.contains(bad) else { continue }
+            let item = examine(broken, location: "a list through \(hexText(value)), which the faulting frame's stack holds at \(hexText(slot))", space: space)
+            guard !(known + found).contains(where: { $0.address == item.address }) else { continue }
+            found.append(item)
+        }
+        return found
+    }
+
     /// Text in the faulting frame's stack: the `window` bytes from its RSP up, where its locals
     /// and its callers' lie, cut into runs of 8-byte slots that hold no address (a canonical
     /// value is a pointer or a small number), each decoded as UTF-16LE and ASCII. Only runs of

@@ -105,6 +105,9 @@ public struct CrashAnalyzer: Sendable {
         }
         if let space, header.machine == .amd64 {
             evidence += Self.registerForensics(faultRegisters, space: space, known: evidence)
+            var faultValues = Set(faultRegisters.gpr.filter { !isCanonical($0) })
+            if let parameter = knowledge.referencedAddressParameter, !isCanonical(bugCheck.parameters[parameter]) { faultValues.insert(bugCheck.parameters[parameter]) }
+            evidence += stackListForensics(faultRegisters, faultValues: faultValues, space: space, known: evidence)
             if let frame = faultingFrame.flatMap({ stack.indices.contains($0) ? stack[$0] : nil }) { evidence += Self.stackText(from: frame.rsp, space: space) }
         }
         if let missing = Self.uncapturedRegisterMemory(faultRegisters, dump: dump) { notes.append(missing) }

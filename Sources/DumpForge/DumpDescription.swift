@@ -46,6 +46,10 @@ public struct DumpDescription: Sendable {
     /// what they held (a list operation's entry and the bad link it loaded); the others keep
     /// the values unwinding restores.
     public var faultRegisters: [Int: RegisterValue] = [:]
+    /// Values in the faulting frame's stack (the frame a CONTEXT record parameter describes),
+    /// by offset from its RSP: a local the function kept there, such as the list entry it was
+    /// working on.
+    public var faultStack: [UInt64: RegisterValue] = [:]
     /// Moves every EPROCESS and ETHREAD field the build's layout gives this many bytes further
     /// on (the structures grow to match): a build whose offsets no table has, for tests of the
     /// analysis's discovery from invariants. A multiple of 8.

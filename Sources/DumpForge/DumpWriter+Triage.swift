@@ -90,7 +90,8 @@ extension DumpWriter {
         // Data blocks: the page around each RIP on the crashing stack, each image's first 0x100
         // bytes (its MZ/PE headers), the 256 bytes at PsActiveProcessHead, and, as Windows
         // captures around the addresses a crash's context refers to, 0x100 bytes around each
-        // mapped kernel address a CONTEXT record's registers hold.
+        // mapped kernel address a CONTEXT record's registers hold or the first 0x40 bytes of
+        // the stack it describes (its frame's locals).
         var blocks: [(UInt64, [UInt8])] = []
         for frame in crashing.context.frames {
             let page = frame.rip & ~0xFFF
@@ -101,8 +102,9 @@ extension DumpWriter {
         for (index, parameter) in description.bugCheckParameters.prefix(4).enumerated() where description.triageCapturesContextMemory {
             guard case .contextRecord = parameter else { continue }
             let context = read(kernel.bugCheckParameters[index], 0x4D0)
-            for register in 0..<16 {
-                let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(context[0x78 + 8 * register + $1]) << (8 * UInt64($1)) }
+            func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+            let locals = read(u64(context, 0x78 + 8 * 4), 0x40)  // RSP is register 4
+            for value in (0..<16).map({ u64(context, 0x78 + 8 * $0) }) + (0..<8).map({ u64(locals, 8 * $0) }) {
                 let start = (value & ~0xF) &- 0x80
                 guard value >> 47 == 0x1_FFFF, memory.translate(root: kernel.directoryTableBase, va: start) != nil,
                       memory.translate(root: kernel.directoryTableBase, va: start + 0xFF) != nil,

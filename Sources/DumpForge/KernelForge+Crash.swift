@@ -95,7 +95,8 @@ extension KernelForge {
     }
 
     /// Parameters the description gave symbolically, as addresses in the forged kernel. A
-    /// CONTEXT record holds the faulting frame's registers, with `faultRegisters` applied.
+    /// CONTEXT record holds the faulting frame's registers, with `faultRegisters` applied, and
+    /// `faultStack` goes into that frame's stack.
     func resolveBugCheckParameters(timers: [UInt64]) -> [UInt64] {
         let crashing = processors[description.crashingProcessor]
         let frames = crashing.context.frames
@@ -111,12 +112,14 @@ extension KernelForge {
             case .contextRecord(let describing, let storedIn):
                 let address = frames[storedIn].rsp + 0x20
                 var registers = frames[describing].registers
-                for (register, value) in description.faultRegisters {
+                func resolved(_ value: RegisterValue) -> UInt64 {
                     switch value {
-                    case .value(let value): registers[register] = value
-                    case .timerListEntry(let index): registers[register] = timers[index] + 0x20
+                    case .value(let value): value
+                    case .timerListEntry(let index): timers[index] + 0x20
                     }
                 }
+                for (register, value) in description.faultRegisters { registers[register] = resolved(value) }
+                for (offset, value) in description.faultStack { write64(frames[describing].rsp + offset, resolved(value)) }
                 let state = ForgedStack(registers: registers, rip: frames[describing].rip, frames: [])
                 write(address, ByteBuffer(Self.context(state)))
                 return address

@@ -268,6 +268,27 @@ import TestSupport
         #expect(mini.notes.contains { $0.contains("the stack of the interrupted code") && $0.contains("not in the minidump") }, "\(mini.notes)")
     }
 
+    /// KiInsertTimerTable kept the timer entry in a local instead of a register: the minidump
+    /// captured the memory around the pointers in the faulting frame's stack, and the entry's
+    /// Flink holds the value the fault tripped on (RAX), so it names the writer as the full dump
+    /// does. The same entry without that tie (RAX held something else) is a pointer to text,
+    /// which blames no one.
+    @Test func aListEntryKeptInTheFaultingFramesStackIsRead() throws {
+        var description = DumpDescription.timerListCorruption(kind: .triage)
+        description.faultRegisters = [0: .value(0x0050_0044_0048_005C)]
+        description.faultStack = [0x20: .timerListEntry(3)]
+        let full = try Self.analyze(.timerListCorruption(kind: .full))
+        let mini = try Self.analyze(description)
+        let entry = try #require(mini.evidence.first { $0.location.contains("which the faulting frame's stack holds at") }, "\(mini.evidence)")
+        #expect(entry.text.contains("\\HDPServer\\VideoAccelerator.exe") && entry.attributedTo?.name == "VideoAccelerator.exe")
+        #expect(mini.culprit.name == "VideoAccelerator.exe" && mini.failureBucketId == full.failureBucketId, "\(mini.culprit)")
+
+        description.faultRegisters = [0: .value(0x4141_4141_4141_4141)]
+        let untied = try Self.analyze(description)
+        #expect(!untied.evidence.contains { $0.location.contains("which the faulting frame's stack holds at") }, "\(untied.evidence)")
+        #expect(untied.culprit.name != "VideoAccelerator.exe")
+    }
+
     /// A minidump that did not capture the entry RBX points at says so, and blames no one on
     /// evidence it does not hold.
     @Test func aMinidumpWithoutTheCorruptedEntrySaysWhatIsMissing() throws {
