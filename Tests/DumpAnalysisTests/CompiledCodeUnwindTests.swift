@@ -48,9 +48,10 @@ import TestSupport
         #expect(framePointerFrame.registers[5] == framePointerFrame.rsp + 0x60, "RBP marks the fixed frame above the alloca")
     }
 
-    /// Chained unwind info from a real assembler (ccchained.s, linked by lld-link): the cold
-    /// fragment CcChainedCold pushes RSI, and its RUNTIME_FUNCTION chains to CcChained's, whose
-    /// prolog (push RBX, 0x30 bytes) ran before it. LLVM gives the parent the whole procedure's
+    /// Chained unwind info and mov-saved registers from a real assembler (ccchained.s, linked by
+    /// lld-link): the cold fragment CcChainedCold pushes RSI, and its RUNTIME_FUNCTION chains to
+    /// CcChained's, whose prolog (push RBX, 0x30 bytes) ran before it; its caller CcSavesByMove
+    /// saves RDI and R12 with mov (UWOP_SAVE_NONVOL). LLVM gives the parent the whole procedure's
     /// range, overlapping the fragment's; the lookup must take the fragment's entry, and the walk
     /// must undo both prologs to reach CcCallChained with RBX and RSI restored.
     @Test func chainedUnwindInfoFromARealAssemblerUnwindsExactly() throws {
@@ -61,7 +62,9 @@ import TestSupport
             let line = try #require(sites.first { $0[0] == function }, "ccchained.sites lists no call in \(function)")
             return CodeLocation("ccchained.sys", function, try #require(UInt32(line[1].dropFirst(2), radix: 16)))
         }
-        let chain = [CodeLocation("ntoskrnl.exe", "KeBugCheckEx", 0x30), try returnSite(in: "CcChainedCold"), try returnSite(in: "CcCallChained"),
+        // CcSavesByMove saves RDI and R12 with mov into its caller's home space.
+        let chain = [CodeLocation("ntoskrnl.exe", "KeBugCheckEx", 0x30), try returnSite(in: "CcChainedCold"), try returnSite(in: "CcSavesByMove"),
+                     try returnSite(in: "CcCallChained"),
                      CodeLocation("ntoskrnl.exe", "IofCallDriver", 0x55), CodeLocation("ntoskrnl.exe", "PspSystemThreadStartup", 0x55),
                      CodeLocation("ntoskrnl.exe", "KiStartSystemThread", 0x28)]
         var description = DumpDescription.standard(kind: .full, layoutSeed: 14)
@@ -78,9 +81,10 @@ import TestSupport
         let module = try #require(modules.first { $0.name == "ccchained.sys" })
         let symbolizer = Symbolizer(modules: modules, space: space)
         let fragment = try #require(symbolizer.runtimeFunction(at: thread.stack.frames[1].rip - 1)?.1)
-        let parent = try #require(symbolizer.runtimeFunction(at: thread.stack.frames[2].rip - 1)?.1)
         #expect(fragment.beginAddress == UInt32(thread.stack.frames[1].rip - module.base) - chain[1].offset, "the fragment's own entry, not its parent's")
-        #expect(parent.beginAddress != fragment.beginAddress)
+        let saves = try #require(thread.stack.frames.first { $0.location.function == "CcSavesByMove" })
+        #expect(saves.registers[7] != thread.stack.frames[3].registers[7] && saves.registers[12] != thread.stack.frames[3].registers[12],
+                "RDI and R12 change in CcSavesByMove, so unwindEveryStack's register check covers the mov saves")
         let walked = StackWalker().walk(from: RegisterState(gpr: thread.stack.registers, rip: thread.stack.rip), symbolizer: symbolizer, space: space)
         #expect(walked.map(\.symbol) == chain.map { "\($0.module == "ntoskrnl.exe" ? "nt" : "ccchained")!\($0.function)+0x\(String($0.offset, radix: 16))" })
         #expect(walked.dropFirst().allSatisfy { $0.trust == .unwindInfo }, "\(walked.map(\.trust))")

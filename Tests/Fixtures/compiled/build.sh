@@ -24,7 +24,7 @@ rm -rf "$fixed" && mkdir -p "$fixed" && cp ccsymbols.c "$fixed/"
 cp "$fixed/ccsymbols.sys" "$fixed/ccsymbols.pdb" . && rm -rf "$fixed"
 # ccchained.sys: chained unwind info, from assembly (clang's assembler writes the records).
 clang --target=x86_64-pc-windows-msvc -c ccchained.s -o "$work/ccchained.obj"
-lld-link /driver /subsystem:native /entry:CcCallChained /nodefaultlib /Brepro /export:CcCallChained /export:CcChained \
+lld-link /driver /subsystem:native /entry:CcCallChained /nodefaultlib /Brepro /export:CcCallChained /export:CcSavesByMove /export:CcChained \
     /export:CcChainedCold /implib:"$work/ccchained.lib" /out:ccchained.sys "$work/ccchained.obj"
 # llvm-objdump prints "ADDRESS <Function>:" headers and "ADDRESS: call ... <Callee>" lines; the
 # return site is the next instruction's address.

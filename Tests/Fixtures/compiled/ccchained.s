@@ -1,5 +1,6 @@
-# Chained unwind info (UNW_FLAG_CHAININFO), as MSVC emits for a cold path moved out of its
-# function: CcChainedCold pushes one more register than CcChained's own prolog, and its
+# Unwind data a compiler writes but clang's C code generation does not: registers saved by mov
+# (CcSavesByMove), and chained unwind info (UNW_FLAG_CHAININFO), as MSVC emits for a cold path
+# moved out of its function: CcChainedCold pushes one more register than CcChained's own prolog, and its
 # RUNTIME_FUNCTION points back to CcChained's for the rest. clang's assembler writes the
 # records from the .seh_ directives (.seh_startchained / .seh_endchained); build.sh links it.
 # A nop follows each call whose next instruction would begin an epilog, as MSVC does, so that
@@ -12,10 +13,33 @@ CcCallChained:
     subq $0x28, %rsp
     .seh_stackalloc 0x28
     .seh_endprologue
+    callq CcSavesByMove
+    nop
+    addq $0x28, %rsp
+    retq
+    .seh_endproc
+
+# Nonvolatile registers saved with mov into the caller's home space (UWOP_SAVE_NONVOL), as
+# MSVC saves them, instead of pushed.
+    .globl CcSavesByMove
+    .def CcSavesByMove; .scl 2; .type 32; .endef
+    .seh_proc CcSavesByMove
+CcSavesByMove:
+    subq $0x48, %rsp
+    .seh_stackalloc 0x48
+    movq %rdi, 0x50(%rsp)
+    .seh_savereg %rdi, 0x50
+    movq %r12, 0x58(%rsp)
+    .seh_savereg %r12, 0x58
+    .seh_endprologue
+    movq %rcx, %rdi
+    leaq 1(%rcx), %r12
     xorl %ecx, %ecx
     callq CcChained
     nop
-    addq $0x28, %rsp
+    movq 0x50(%rsp), %rdi
+    movq 0x58(%rsp), %r12
+    addq $0x48, %rsp
     retq
     .seh_endproc
 
