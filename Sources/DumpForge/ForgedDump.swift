@@ -22,6 +22,15 @@ public struct ForgedDump: Sendable {
 
 /// The forge's entry point.
 public enum Forge {
+    /// Builds the kernel state `description` asks for and writes it as the KVM host would
+    /// capture the machine: a QEMU ELF core of all its RAM with every vCPU's registers (the
+    /// description's dump kind is not used).
+    public static func elfCore(_ description: DumpDescription) -> ForgedDump {
+        let forge = KernelForge(description)
+        let kernel = forge.build()
+        return DumpWriter(description: description, kernel: kernel, memory: forge.memory).elfCore()
+    }
+
     /// Builds the kernel state `description` asks for and writes it as a dump of its kind.
     public static func dump(_ description: DumpDescription) -> ForgedDump {
         let forge = KernelForge(description)

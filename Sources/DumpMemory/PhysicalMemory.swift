@@ -43,6 +43,17 @@ public struct PhysicalMemory: Sendable {
         self.init(source: source, index: .runs(index), stored: index.storedPages, missing: index.missingPages, notes: index.notes)
     }
 
+    /// Indexes an ELF core (QEMU's dump-guest-memory): each PT_LOAD segment's whole pages at
+    /// its own file offset. Bytes a segment declares but did not write (p_memsz beyond
+    /// p_filesz) are not in the dump.
+    public init(source: ByteSource, elf: ElfCore) throws {
+        let runs = elf.segments.map { RunIndex.Run(basePage: $0.physicalAddress / Self.pageSize, pageCount: $0.fileSize / Self.pageSize, fileOffset: $0.fileOffset) }
+        let index = try RunIndex(placed: runs, fileSize: source.count)
+        let unwritten = elf.segments.filter { $0.memorySize > $0.fileSize }.count
+        self.init(source: source, index: .runs(index), stored: index.storedPages, missing: index.missingPages,
+                  notes: index.notes + (unwritten > 0 ? ["\(unwritten) PT_LOAD segments declare more memory than they hold; the rest is not in the dump"] : []))
+    }
+
     /// Indexes a bitmap dump (DumpType 2, 5, 6).
     public init(source: ByteSource, bitmap: BitmapDumpHeader) throws {
         let index = try BitmapIndex(source: source, header: bitmap)

@@ -20,19 +20,29 @@ struct RunIndex: Sendable {
     let notes: [String]
 
     init(runs fileOrder: [(UInt64, UInt64)], firstOffset: UInt64, fileSize: UInt64) throws {
-        var runs: [Run] = []
+        var placed: [Run] = []
         var offset = firstOffset
+        for (basePage, pageCount) in fileOrder where pageCount > 0 {
+            placed.append(Run(basePage: basePage, pageCount: pageCount, fileOffset: offset))
+            offset = try Checked.add(offset, try Checked.multiply(pageCount, PhysicalMemory.pageSize, "run at PFN 0x\(hex(basePage))"), "end of the run table's data")
+        }
+        try self.init(placed: placed, fileSize: fileSize)
+    }
+
+    /// Runs each at its own file offset (an ELF core's PT_LOAD segments).
+    init(placed: [Run], fileSize: UInt64) throws {
+        var runs: [Run] = []
         var stored: UInt64 = 0
         var missing: UInt64 = 0
-        for (basePage, pageCount) in fileOrder where pageCount > 0 {
-            _ = try Checked.add(basePage, pageCount, "run at PFN 0x\(hex(basePage))")
-            let bytes = try Checked.multiply(pageCount, PhysicalMemory.pageSize, "run at PFN 0x\(hex(basePage))")
-            runs.append(Run(basePage: basePage, pageCount: pageCount, fileOffset: offset))
+        for run in placed where run.pageCount > 0 {
+            _ = try Checked.add(run.basePage, run.pageCount, "run at PFN 0x\(hex(run.basePage))")
+            _ = try Checked.add(run.fileOffset, try Checked.multiply(run.pageCount, PhysicalMemory.pageSize, "run at PFN 0x\(hex(run.basePage))"),
+                                "end of the run at PFN 0x\(hex(run.basePage))")
+            runs.append(run)
             // Pages of this run whose data would lie beyond the end of the file.
-            let available = offset >= fileSize ? 0 : (fileSize - offset) / PhysicalMemory.pageSize
-            missing += pageCount - min(pageCount, available)  // never more than `stored`
-            stored = try Checked.add(stored, pageCount, "total pages of the run table")
-            offset = try Checked.add(offset, bytes, "end of the run table's data")
+            let available = run.fileOffset >= fileSize ? 0 : (fileSize - run.fileOffset) / PhysicalMemory.pageSize
+            missing += run.pageCount - min(run.pageCount, available)  // never more than `stored`
+            stored = try Checked.add(stored, run.pageCount, "total pages of the run table")
         }
         runs.sort { $0.basePage < $1.basePage }
         for (previous, next) in zip(runs, runs.dropFirst()) where previous.basePage + previous.pageCount > next.basePage {
