@@ -48,6 +48,8 @@ extension DumpWriter {
             state.put64(0x40046, at: 144)
             for (segment, selector) in [0x10, 0x2B, 0x2B, 0x53, 0x2B, 0x18].enumerated() { state.put32(UInt32(selector), at: 152 + 24 * segment) }
             state.put64(cpu.kpcr, at: 152 + 24 * 4 + 16)  // GS base: the KPCR, in kernel mode
+            state.put32(0xFFF, at: 152 + 24 * 9 + 4)       // IDT limit
+            state.put64(kernel.interruptTable, at: 152 + 24 * 9 + 16)
             state.put64(0x8005_0033, at: 392)               // CR0: PG, WP, NE, ET, MP, PE
             state.put64(kernel.directoryTableBase, at: 416) // CR3
             state.put64(0x3506F8, at: 424)                  // CR4: PAE, PGE, OSFXSR, OSXSAVE, SMEP, SMAP...

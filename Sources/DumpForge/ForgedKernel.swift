@@ -72,4 +72,6 @@ public struct ForgedKernel: Sendable {
     /// Every page mapping, kernel and per process.
     public var mappings: [ForgedMapping]
     public var probes: [Probe]
+    /// The IDT every CPU's KPCR.IdtBase names (vector 14 is KiPageFault, 2 KiNmiInterrupt).
+    public var interruptTable: UInt64
 }

@@ -34,6 +34,47 @@ extension KernelForge {
         write(globals + Self.buildLabOffset, lab)
     }
 
+    /// The IDT: 256 interrupt gates (16 bytes: offset 0..15, selector, IST and type, offset
+    /// 16..31, offset 32..63), every vector at an ntoskrnl handler, named by each KPCR's IdtBase
+    /// (+0x38). Written after everything else, from the end of pool, so nothing moves.
+    func writeInterruptTable() -> UInt64 {
+        let kernel = modules[0]
+        func handler(_ name: String) -> UInt64 { kernel.functions[name]?.lowerBound ?? kernel.base + 0x1000 }
+        let idt = allocatePool(0x1000, alignment: 0x1000)
+        var gates = ByteBuffer(count: 0x1000)
+        for vector in 0..<256 {
+            let target = handler(vector == 2 ? "KiNmiInterrupt" : vector == 13 ? "KiGeneralProtectionFault" : "KiPageFault")
+            gates.put16(UInt16(truncatingIfNeeded: target), at: 16 * vector)
+            gates.put16(0x10, at: 16 * vector + 2)
+            gates.put8(vector == 2 ? 3 : 0, at: 16 * vector + 4)  // the NMI runs on IST 3
+            gates.put8(0x8E, at: 16 * vector + 5)                  // present, DPL 0, 64-bit interrupt gate
+            gates.put16(UInt16(truncatingIfNeeded: target >> 16), at: 16 * vector + 6)
+            gates.put32(UInt32(truncatingIfNeeded: target >> 32), at: 16 * vector + 8)
+        }
+        write(idt, gates)
+        for processor in processors { write64(processor.kpcr + 0x38, idt) }
+        return idt
+    }
+
+    /// KUSER_SHARED_DATA at 0xFFFFF78000000000, the page every x64 Windows kernel maps there:
+    /// InterruptTime (+0x08) and SystemTime (+0x14) as KSYSTEM_TIME (LowPart, High1Time,
+    /// High2Time), NtBuildNumber (+0x260), NtMajorVersion and NtMinorVersion (+0x26C, +0x270).
+    func writeSharedUserData() {
+        let va: UInt64 = 0xFFFF_F780_0000_0000
+        memory.mapFresh(root: root, va: va, pages: 1)
+        var page = ByteBuffer(count: 0x278)
+        for (offset, value) in [(0x08, description.systemUpTime), (0x14, description.systemTime)] {
+            page.put32(UInt32(truncatingIfNeeded: value), at: offset)
+            page.put32(UInt32(truncatingIfNeeded: value >> 32), at: offset + 4)
+            page.put32(UInt32(truncatingIfNeeded: value >> 32), at: offset + 8)
+        }
+        page.put32(0xF000_0000 | description.buildNumber, at: 0x260)  // free build
+        page.put32(1, at: 0x264)                                       // NtProductWinNt
+        page.put32(10, at: 0x26C)
+        page.put32(0, at: 0x270)
+        write(va, page)
+    }
+
     /// Maps physical 0..1 GiB at one 1 GiB page, and probes a page through it.
     func mapDirectGigabyte() {
         let va = 0xFFFF_D000_0000_0000 + random.below(64) << 30

@@ -83,6 +83,8 @@ final class KernelForge {
         writeUnloadedDrivers()
         let parameters = resolveBugCheckParameters(timers: timers)
         writeDebuggerData()
+        let idt = writeInterruptTable()
+        writeSharedUserData()
         mapDirectGigabyte()
         addFailureProbes()
         shareKernelHalf()
@@ -90,7 +92,7 @@ final class KernelForge {
             directoryTableBase: root, bugCheckParameters: parameters, timers: timers, kernelBase: kernelBase, debuggerDataBlock: globals + Self.kdbgOffset,
             psLoadedModuleList: globals + Self.loadedModuleListOffset, psActiveProcessHead: globals + Self.activeProcessHeadOffset,
             kiProcessorBlock: globals + Self.processorBlockOffset, pteBase: pteBase, selfMapIndex: selfMapIndex,
-            modules: modules, processes: processes, processors: processors, mappings: memory.mappings, probes: probes)
+            modules: modules, processes: processes, processors: processors, mappings: memory.mappings, probes: probes, interruptTable: idt)
     }
 
     // MARK: memory helpers
