@@ -79,6 +79,9 @@ public struct BugCheckKnowledge: Sendable {
         case 0xE2, 0x1C8, 0x161:
             parameterMeanings = ["", "", "", ""]
             externallyTriggered = true
+        case 0:  // no bug check: a hypervisor's capture of a running guest, a hang until proven otherwise
+            parameterMeanings = ["", "", "", ""]
+            externallyTriggered = true
         default:
             parameterMeanings = ["", "", "", ""]
         }

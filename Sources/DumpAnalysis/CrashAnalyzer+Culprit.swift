@@ -77,6 +77,7 @@ extension CrashAnalyzer {
         case 0x1E, 0x3B, 0x7E, 0x8E: return "\(code)_\(String(p[0] & 0xFFFF_FFFF, radix: 16))"
         case 0x139, 0x1A, 0x9F: return "\(code)_\(String(p[0], radix: 16))"
         case 0x80: return "\(code)_NMI"
+        case 0 where bugCheck.rawCode == 0: return "LIVE"  // a capture without a bug check: its buckets are of their own kind
         case 0x124: return p[0] == 3 ? "\(code)_NMI" : "\(code)_\(String(p[0], radix: 16))"
         default: return code
         }

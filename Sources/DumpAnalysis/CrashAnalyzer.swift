@@ -131,7 +131,7 @@ public struct CrashAnalyzer: Sendable {
         let advice = Self.advice(culprit: culprit, module: culpritModule, timestamp: culpritTimestamp, header: header, knowledge: knowledge, verdict: verdict,
                                  missingPages: dump.physical?.missingPages ?? 0, evidence: evidence, hasStack: !stack.isEmpty)
         var report = CrashReport(
-            dumpType: header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
+            dumpType: dump.capture.map { "\($0.container) (a hypervisor's capture)" } ?? header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
             processors: header.numberProcessors, systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
             completeness: verdict, bugCheckCode: bugCheckText(bugCheck.rawCode), bugCheckName: bugCheck.name,
             parameters: zip(bugCheck.parameters, knowledge.parameterMeanings).map { .init(value: hexText($0), meaning: $1) },

@@ -54,8 +54,14 @@ public enum DumpInspector {
         }
         if let reason = dump.virtualMemoryUnavailable, header.dumpType != .headerOnly { details.append(reason) }
 
+        if let capture = dump.capture {
+            verdict = "hypervisor capture"
+            details.append("\(capture.container): the guest's memory and vCPU registers, read by its hypervisor; no bug check. "
+                           + "Page tables from \(capture.directoryTableBaseSource)"
+                           + (capture.kernelBase.map { "; the kernel image at \(hexText($0)) (found through the IDT)" } ?? "; the kernel image was not found"))
+        }
         var report = headerFacts(
-            fileSize: source.count, signature: "PAGEDU64", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
+            fileSize: source.count, signature: dump.capture == nil ? "PAGEDU64" : "ELF core", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
             buildNumber: header.buildNumber, processors: header.numberProcessors,
             bugCheck: BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters),
             systemTime: header.systemTime, systemUpTime: header.systemUpTime, directoryTableBase: header.directoryTableBase, comment: header.comment)

@@ -202,6 +202,13 @@ extension KernelObjects {
         if let layout, let block = kdbg?.kiProcessorBlock, dump.triage == nil {
             processors = Self.processors(count: min(Int(dump.header.numberProcessors), 4096), processorBlock: block, layout: layout, in: space, problems: &problems)
         }
+        // A hypervisor's capture has each vCPU's registers at that moment; the KPRCB's saved
+        // context is only as recent as the last time Windows froze that CPU.
+        if let contexts = dump.capture?.vcpuContexts {
+            for index in processors.indices where processors[index].number < contexts.count {
+                if let context = contexts[processors[index].number] { processors[index].context = context }
+            }
+        }
         var unloaded: [UnloadedModule] = []
         if let triage = dump.triage {
             unloaded = ((try? triage.unloadedDrivers(in: dump.source)) ?? []).map { UnloadedModule(name: $0.name, start: $0.startAddress, end: $0.endAddress) }

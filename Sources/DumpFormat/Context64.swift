@@ -30,6 +30,19 @@ public struct Context64: Sendable, Equatable {
         rip = try record.u64(offset + 0xF8)
     }
 
+    /// A CPU's registers that came without a CONTEXT (a hypervisor's vCPU note): integer and
+    /// control registers, kernel code and stack selectors.
+    public init(gpr: [UInt64], rip: UInt64, eflags: UInt32) {
+        precondition(gpr.count == 16, "a context holds 16 general registers")
+        contextFlags = 0x10_0003  // CONTROL | INTEGER
+        mxCsr = 0x1F80
+        segCs = 0x10
+        segSs = 0x18
+        self.eflags = eflags
+        self.gpr = gpr
+        self.rip = rip
+    }
+
     /// Parses a CONTEXT copied out of memory (for example from a stack).
     public init(bytes: [UInt8]) throws {
         let source = ByteSource(copying: bytes)
@@ -50,6 +63,17 @@ public struct ExceptionRecord64: Sendable, Equatable {
     public var address: UInt64
     /// ExceptionInformation[0 ..< NumberParameters], at most 15.
     public var information: [UInt64]
+
+    /// No exception (a capture without a bug check).
+    public static let none = ExceptionRecord64(code: 0, flags: 0, nestedRecord: 0, address: 0, information: [])
+
+    public init(code: UInt32, flags: UInt32, nestedRecord: UInt64, address: UInt64, information: [UInt64]) {
+        self.code = code
+        self.flags = flags
+        self.nestedRecord = nestedRecord
+        self.address = address
+        self.information = information
+    }
 
     public init(parsing record: Record, at offset: UInt64) throws {
         code = try record.u32(offset)

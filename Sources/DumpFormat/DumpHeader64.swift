@@ -48,6 +48,40 @@ public struct DumpHeader64: Sendable {
     /// The header's DTB with the PCID bits (0-11) and bit 63 cleared.
     public var kernelDirectoryTableBase: UInt64 { directoryTableBase & 0x000F_FFFF_FFFF_F000 }
 
+    /// The header a capture without one stands for (a hypervisor's ELF core of the guest): the
+    /// facts found in the guest's memory, no bug check, and the first CPU's registers.
+    public init(capturedBuild buildNumber: UInt32, directoryTableBase: UInt64, debuggerDataBlock: UInt64, psLoadedModuleList: UInt64,
+                psActiveProcessHead: UInt64, processors: UInt32, context: Context64, systemTime: UInt64, systemUpTime: UInt64) {
+        majorVersion = 0xF
+        self.buildNumber = buildNumber
+        self.directoryTableBase = directoryTableBase
+        pfnDataBase = 0
+        self.psLoadedModuleList = psLoadedModuleList
+        self.psActiveProcessHead = psActiveProcessHead
+        machine = .amd64
+        numberProcessors = processors
+        bugCheckCode = 0
+        bugCheckParameters = [0, 0, 0, 0]
+        versionUser = nil
+        kdDebuggerDataBlock = debuggerDataBlock
+        physicalMemoryBlock = nil
+        self.context = context
+        exception = .none
+        dumpType = .full
+        requiredDumpSpace = 0
+        self.systemTime = systemTime
+        comment = nil
+        self.systemUpTime = systemUpTime
+        miniDumpFields = nil
+        secondaryDataState = nil
+        productType = nil
+        suiteMask = nil
+        writerStatus = nil
+        kdSecondaryVersion = 0
+        attributes = nil
+        bootId = nil
+    }
+
     /// Parses the header at offset 0. Throws `.notADump` unless the file starts with "PAGEDU64".
     public init(parsing source: ByteSource) throws {
         guard source.count >= 8, try source.u32(at: 0) == 0x4547_4150 else {

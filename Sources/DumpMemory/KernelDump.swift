@@ -16,8 +16,25 @@ public final class KernelDump: Sendable {
     public let virtualMemoryUnavailable: String?
     /// What opening found that a reader should know: truncation, inconsistent counts, missing markers.
     public let notes: [String]
+    /// Present when the memory came from a hypervisor (a QEMU ELF core), not from Windows.
+    public let capture: HypervisorCapture?
+
+    /// A capture of a running guest by its hypervisor: what it was, how the kernel was found,
+    /// and each vCPU's registers (a CPU's context, where a crash dump has the KPRCB's).
+    public struct HypervisorCapture: Sendable {
+        /// "QEMU ELF core".
+        public var container: String
+        public var directoryTableBaseSource: String
+        public var kernelBase: UInt64?
+        /// By CPU number; nil for a vCPU that was not in 64-bit mode.
+        public var vcpuContexts: [Context64?]
+    }
 
     public convenience init(source: ByteSource) throws {
+        if ElfCore.looksLikeElfCore(source) {
+            try self.init(elfCore: source)
+            return
+        }
         let header = try DumpHeader64(parsing: source)
         var notes: [String] = []
         var physical: PhysicalMemory?
@@ -46,9 +63,31 @@ public final class KernelDump: Sendable {
         try self.init(source: source, header: header, physical: physical, triage: triage, notes: notes)
     }
 
-    private init(source: ByteSource, header: DumpHeader64, physical: PhysicalMemory?, triage: TriageDump?, notes: [String]) throws {
+    /// A QEMU ELF core (`dump-guest-memory`, `virsh dump --memory-only`): the guest's physical
+    /// memory and vCPU registers, with the kernel found by `GuestDiscovery`. It has no bug check.
+    convenience init(elfCore source: ByteSource) throws {
+        let core = try ElfCore(parsing: source)
+        let physical = try PhysicalMemory(source: source, elf: core)
+        let vcpus = core.cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
+        let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
+        let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
+        let kdbg = kernel.debuggerDataBlock.flatMap { Self.debuggerData(at: $0, in: space).data }
+        let contexts = core.cpus.map { $0.is64Bit ? Context64(gpr: $0.gpr, rip: $0.rip, eflags: UInt32(truncatingIfNeeded: $0.rflags)) : nil }
+        let first = contexts.compactMap { $0 }.first ?? Context64(gpr: [UInt64](repeating: 0, count: 16), rip: 0, eflags: 0)
+        let header = DumpHeader64(capturedBuild: kernel.buildNumber, directoryTableBase: kernel.directoryTableBase,
+                                  debuggerDataBlock: kernel.debuggerDataBlock ?? 0, psLoadedModuleList: kdbg?.psLoadedModuleList ?? 0,
+                                  psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: UInt32(max(core.cpus.count, 1)), context: first,
+                                  systemTime: kernel.systemTime, systemUpTime: kernel.systemUpTime)
+        let capture = HypervisorCapture(container: "QEMU ELF core", directoryTableBaseSource: kernel.directoryTableBaseSource,
+                                        kernelBase: kernel.kernelBase, vcpuContexts: contexts)
+        try self.init(source: source, header: header, physical: physical, triage: nil, notes: core.notes + kernel.notes, capture: capture)
+    }
+
+    private init(source: ByteSource, header: DumpHeader64, physical: PhysicalMemory?, triage: TriageDump?, notes: [String],
+                 capture: HypervisorCapture? = nil) throws {
         self.source = source
         self.header = header
+        self.capture = capture
         self.physical = physical
         self.triage = triage
         var notes = notes + (physical?.notes ?? [])

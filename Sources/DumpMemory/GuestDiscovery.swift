@@ -1,0 +1,145 @@
+import DumpFormat
+
+/// Finds a Windows kernel in a hypervisor's capture of the guest, with no help from the guest
+/// and no symbol file: what a KVM host's `dump-guest-memory` gives is physical memory and the
+/// vCPUs' registers, nothing more.
+///
+/// - Page tables: a vCPU's CR3, accepted only when it translates KUSER_SHARED_DATA
+///   (0xFFFFF78000000000, mapped by every x64 Windows kernel); else a scan of physical memory
+///   for a top-level table with a self-referencing kernel-half entry (the PTE self-map) that
+///   does.
+/// - Build and time: KUSER_SHARED_DATA's NtBuildNumber (+0x260), SystemTime (+0x14) and
+///   InterruptTime (+0x08).
+/// - The kernel image: an interrupt handler's address from the IDT (a vCPU's IDT base, or
+///   KPCR.IdtBase at +0x38 through the GS base), then the MZ header at or below it.
+/// - KDDEBUGGER_DATA64: its "KDBG" tag, size and KernBase, found by scanning the kernel image.
+public enum GuestDiscovery {
+    public static let sharedUserData: UInt64 = 0xFFFF_F780_0000_0000
+
+    public struct Kernel: Sendable {
+        public var directoryTableBase: UInt64
+        /// Where the page tables came from ("CR3 of vCPU 0", "a scan of physical memory").
+        public var directoryTableBaseSource: String
+        public var buildNumber: UInt32
+        public var systemTime: UInt64
+        public var systemUpTime: UInt64
+        public var kernelBase: UInt64?
+        public var debuggerDataBlock: UInt64?
+        /// What could not be found, and why.
+        public var notes: [String]
+    }
+
+    /// The vCPU registers a discovery can use.
+    public struct VCPU: Sendable {
+        public var cr3: UInt64?
+        public var gsBase: UInt64?
+        public var kernelGSBase: UInt64?
+        public var idtBase: UInt64?
+
+        public init(cr3: UInt64?, gsBase: UInt64?, kernelGSBase: UInt64?, idtBase: UInt64?) {
+            self.cr3 = cr3
+            self.gsBase = gsBase
+            self.kernelGSBase = kernelGSBase
+            self.idtBase = idtBase
+        }
+    }
+
+    /// Physical pages scanned for page tables at most (16 GiB).
+    static let scanLimitPages: UInt64 = 1 << 22
+
+    public static func find(physical: PhysicalMemory, vcpus: [VCPU]) throws -> Kernel {
+        var notes: [String] = []
+        guard let (dtb, dtbSource) = directoryTableBase(physical: physical, vcpus: vcpus, notes: &notes) else {
+            throw DumpError(.corrupt, "no page tables in the capture translate KUSER_SHARED_DATA (0xFFFFF78000000000): "
+                            + "neither a vCPU's CR3 nor a self-referencing table found in physical memory; this is no running x64 Windows")
+        }
+        let space = X64AddressSpace(physical: physical, directoryTableBase: dtb)
+        let shared = (try? space.read(sharedUserData, count: 0x278)) ?? []
+        func u32(_ at: Int) -> UInt64 { shared.count >= at + 4 ? (0..<4).reduce(0) { $0 | UInt64(shared[at + $1]) << (8 * UInt64($1)) } : 0 }
+        var kernel = Kernel(directoryTableBase: dtb, directoryTableBaseSource: dtbSource, buildNumber: UInt32(u32(0x260) & 0xFFFF),
+                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32, kernelBase: nil, debuggerDataBlock: nil, notes: notes)
+        kernel.kernelBase = kernelBase(space: space, vcpus: vcpus, notes: &kernel.notes)
+        if let base = kernel.kernelBase { kernel.debuggerDataBlock = debuggerDataBlock(space: space, kernelBase: base, notes: &kernel.notes) }
+        return kernel
+    }
+
+    static func translatesSharedUserData(_ dtb: UInt64, _ physical: PhysicalMemory) -> Bool {
+        (try? X64AddressSpace(physical: physical, directoryTableBase: dtb).read(sharedUserData, count: 8)) != nil
+    }
+
+    static func directoryTableBase(physical: PhysicalMemory, vcpus: [VCPU], notes: inout [String]) -> (UInt64, String)? {
+        for (index, vcpu) in vcpus.enumerated() {
+            guard let cr3 = vcpu.cr3 else { continue }
+            let dtb = cr3 & 0x000F_FFFF_FFFF_F000
+            if translatesSharedUserData(dtb, physical) { return (dtb, "CR3 of vCPU \(index)") }
+            notes.append("vCPU \(index)'s CR3 0x\(hex(cr3)) does not translate KUSER_SHARED_DATA (a vCPU in firmware or reset)")
+        }
+        // A top-level table maps itself through one kernel-half entry (Windows' PTE self-map).
+        var scanned: UInt64 = 0
+        for run in physical.runs().runs {
+            for pfn in run.basePage..<run.basePage + run.pageCount {
+                scanned += 1
+                guard scanned <= scanLimitPages else {
+                    notes.append("the scan for page tables stopped after \(scanLimitPages) pages")
+                    return nil
+                }
+                guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
+                for slot in 256..<512 {
+                    let entry = (0..<8).reduce(UInt64(0)) { $0 | UInt64(page[8 * slot + $1]) << (8 * UInt64($1)) }
+                    guard entry & 1 == 1, entry & 0x000F_FFFF_FFFF_F000 == pfn * 0x1000 else { continue }
+                    if translatesSharedUserData(pfn * 0x1000, physical) { return (pfn * 0x1000, "a scan of physical memory (self-map entry \(slot))") }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// The kernel image's base: an IDT handler (every one is in ntoskrnl) and the MZ header at
+    /// or below it, within 64 MiB.
+    static func kernelBase(space: X64AddressSpace, vcpus: [VCPU], notes: inout [String]) -> UInt64? {
+        var tables = vcpus.compactMap(\.idtBase).filter { $0 >> 47 == 0x1_FFFF }
+        for vcpu in vcpus {
+            for base in [vcpu.gsBase, vcpu.kernelGSBase].compactMap({ $0 }) where base >> 47 == 0x1_FFFF {
+                if let idt = try? space.u64(base &+ 0x38), idt >> 47 == 0x1_FFFF { tables.append(idt) }  // KPCR.IdtBase
+            }
+        }
+        for idt in tables {
+            guard let gate = try? space.read(idt, count: 16) else { continue }
+            func field(_ at: Int, _ width: Int) -> UInt64 { (0..<width).reduce(0) { $0 | UInt64(gate[at + $1]) << (8 * UInt64($1)) } }
+            let handler = field(0, 2) | field(6, 2) << 16 | field(8, 4) << 32
+            guard handler >> 47 == 0x1_FFFF else { continue }
+            var page = handler & ~0xFFF
+            for _ in 0..<(0x400_0000 / 0x1000) {
+                if let head = try? space.read(page, count: 0x40), head[0] == 0x4D, head[1] == 0x5A {
+                    let peOffset = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8 | UInt64(head[0x3E]) << 16 | UInt64(head[0x3F]) << 24
+                    if peOffset < 0x1000, (try? space.read(page &+ peOffset, count: 4)) == [0x50, 0x45, 0, 0] { return page }
+                }
+                page &-= 0x1000
+            }
+        }
+        notes.append(tables.isEmpty ? "no vCPU gave an IDT (neither its IDT base nor a KPCR through its GS base): the kernel image was not found"
+                                    : "no MZ header within 64 MiB below the IDT's handlers: the kernel image was not found")
+        return nil
+    }
+
+    /// KDDEBUGGER_DATA64 in the kernel image (or the 2 MiB after its start, where small images
+    /// keep their data): the "KDBG" tag at +0x10, a plausible size at +0x14 and KernBase at
+    /// +0x18. An encoded block (a live system keeps it encoded) shows none of them.
+    static func debuggerDataBlock(space: X64AddressSpace, kernelBase: UInt64, notes: inout [String]) -> UInt64? {
+        let sizeOfImage = (try? space.read(kernelBase, count: 0x40)).flatMap { head -> UInt64? in
+            let pe = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8
+            return (try? space.read(kernelBase &+ pe &+ 0x50, count: 4)).map { $0.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        } ?? 0
+        let end = kernelBase &+ min(max(sizeOfImage, 0x20_0000), 0x400_0000)
+        for page in stride(from: kernelBase, to: end, by: 0x1000) {
+            guard let bytes = try? space.read(page, count: 0x1000) else { continue }
+            for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where bytes[at + 0x10] == 0x4B && bytes[at + 0x11] == 0x44 && bytes[at + 0x12] == 0x42 && bytes[at + 0x13] == 0x47 {
+                let size = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[at + 0x14 + $1]) << (8 * UInt32($1)) }
+                let base = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + 0x18 + $1]) << (8 * UInt64($1)) }
+                if DebuggerData.plausibleSizes.contains(size), base == kernelBase { return page + UInt64(at) }
+            }
+        }
+        notes.append("no clear KDDEBUGGER_DATA64 in the kernel image at 0x\(hex(kernelBase)) (a live system keeps it encoded)")
+        return nil
+    }
+}
