@@ -65,6 +65,10 @@ public enum DumpInspector {
             buildNumber: header.buildNumber, processors: header.numberProcessors,
             bugCheck: BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters),
             systemTime: header.systemTime, systemUpTime: header.systemUpTime, directoryTableBase: header.directoryTableBase, comment: header.comment)
+        if let capture = dump.capture {
+            report.dumpTypeName = capture.container
+            report.bugCheck.name = "none: the hypervisor read the running guest"
+        }
         report.physicalMemory = physical
         report.minidump = minidump
         report.debuggerData = summarize(dump.debuggerData)

@@ -10,17 +10,21 @@ struct Forge: ParsableCommand {
         The dump describes a 2-CPU VM: ntoskrnl, hal and driver images with exports and unwind \
         data, processes and threads with real stacks, KDDEBUGGER_DATA64 in clear, page tables \
         with the self-map entry and large pages, and a PCI hole below 4 GiB. Zero pages are \
-        written as file holes, so large dumps take seconds and little disk.
+        written as file holes, so large dumps take seconds and little disk. --kind qemu-elf \
+        writes the same machine as its KVM host would capture it (a QEMU ELF core of its RAM with \
+        every vCPU's registers, no bug check).
         """
     )
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
         case full, bitmapFull = "bitmap-full", bitmapKernel = "bitmap-kernel", minidump
         case rangeKernel = "range-kernel", rangeKernelAndUser = "range-kernel-user", rangeComplete = "range-complete"
+        /// The machine as its KVM host captures it (`virsh dump --memory-only`): a QEMU ELF core.
+        case qemuElf = "qemu-elf"
 
         var dumpKind: DumpDescription.DumpKind {
             switch self {
-            case .full: .full
+            case .full, .qemuElf: .full
             case .bitmapFull: .bitmapFull
             case .bitmapKernel: .bitmapKernel
             case .minidump: .triage
@@ -78,7 +82,7 @@ struct Forge: ParsableCommand {
         var description = scenario.description(kind: kind.dumpKind, seed: seed)
         description.memory = DumpDescription.vmMemory(gibibytes: memoryGiB)
         if scenario == .standard { description.bugCheckCode = UInt32(bugcheck.replacingPrefix("0x"), radix: 16)! }
-        let dump = DumpForge.Forge.dump(description)
+        let dump = kind == .qemuElf ? DumpForge.Forge.elfCore(description) : DumpForge.Forge.dump(description)
         try MappedFile.writeSparse(output, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
         print("wrote \(output): \(kind.rawValue), \(scenario.rawValue), \(dump.size) bytes (\(dump.chunks.count) non-zero chunks)")
     }

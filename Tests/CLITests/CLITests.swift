@@ -85,6 +85,19 @@ import TestSupport
         #expect(bad.error.contains("triage rules line 1"))
     }
 
+    /// A hung VM as its KVM host captures it: inspect and analyze read the ELF core as they
+    /// read a dump, and say where it came from.
+    @Test func forgeAndReadAHypervisorCapture() throws {
+        let folder = Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/hung.elf"
+        #expect(try run(["forge", "--scenario", "spinlock-hang", "--kind", "qemu-elf", "--memory-gib", "1", path]).status == 0)
+        let inspection = try run(["inspect", path])
+        #expect(inspection.status == 0 && inspection.output.contains("hypervisor capture") && inspection.output.contains("CR3 of vCPU 0"), "\(inspection.output)")
+        let analysis = try run(["analyze", path])
+        #expect(analysis.status == 0 && analysis.output.contains("FAILURE_BUCKET_ID: LIVE_vfstor+0x"), "\(analysis.output)")
+    }
+
     @Test func notADumpExitsWithOneLine() throws {
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
