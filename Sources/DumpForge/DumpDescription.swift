@@ -58,6 +58,10 @@ public struct DumpDescription: Sendable {
     /// innermost): written from the frame's RSP + 0x28, above the home space of its callee, as
     /// a function keeps a path in a stack buffer. The frame must allocate room for it.
     public var localText: [Int: String] = [:]
+    /// KDDEBUGGER_DATA64 as a running kernel keeps it: encoded (KdpDataBlockEncoded) with
+    /// random KiWaitNever and KiWaitAlways. Windows decodes it before writing a blue-screen
+    /// dump, so only a hypervisor's capture of a live guest holds it encoded.
+    public var debuggerDataEncoded = false
     /// Whether a minidump captures 0x100 bytes around each kernel address a CONTEXT record's
     /// registers hold, as Windows does; off, as when the memory was paged out or the writer
     /// ran out of room, the minidump lacks them.

@@ -25,13 +25,30 @@ extension KernelForge {
         // KTHREAD StackLimit and StackBase are the same in every build; QueueListEntry and
         // ETHREAD IrpList are known only for 19041.
         for (offset, value) in D.offsets32 where layout.knowsEveryField || offset < 0x348 { kdbg.put32(value, at: offset) }
-        write(globals + Self.kdbgOffset, kdbg)
+        write(globals + Self.kdbgOffset, description.debuggerDataEncoded ? encoded(kdbg) : kdbg)
         write64(listHead, globals)
         write64(listHead + 8, globals)
         write64(globals + Self.pfnDatabaseOffset, 0xFFFF_BE80_0000_0000)
         var lab = ByteBuffer()
         lab.putASCII("\(description.buildNumber).1.amd64fre.vb_release.191206-1406", at: 0)
         write(globals + Self.buildLabOffset, lab)
+    }
+
+    /// KdEncodeDataBlock's output for `block`: each qword q becomes
+    /// ROR(BSWAP(q XOR KiWaitAlways) XOR &KdpDataBlockEncoded, KiWaitNever & 63) XOR KiWaitNever,
+    /// the inverse of the decoding Volatility and QEMU's elf2dmp apply (format notes §4.4). The
+    /// keys are random per dump; the flag variable's address is in the kernel's globals.
+    func encoded(_ block: ByteBuffer) -> ByteBuffer {
+        var keys = SeededRandom(seed: description.layoutSeed ^ 0x4B44_4247)
+        let never = keys.next(), always = keys.next(), flag = globals + 0xF00
+        let rotation = never & 63
+        func ror(_ value: UInt64) -> UInt64 { rotation == 0 ? value : value >> rotation | value << (64 - rotation) }
+        var out = ByteBuffer(count: block.count)
+        for at in stride(from: 0, to: block.count & ~7, by: 8) {
+            let q = block.bytes[at..<at + 8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            out.put64(ror((q ^ always).byteSwapped ^ flag) ^ never, at: at)
+        }
+        return out
     }
 
     /// The IDT: 256 interrupt gates (16 bytes: offset 0..15, selector, IST and type, offset

@@ -12,7 +12,9 @@ import DumpFormat
 ///   InterruptTime (+0x08).
 /// - The kernel image: an interrupt handler's address from the IDT (a vCPU's IDT base, or
 ///   KPCR.IdtBase at +0x38 through the GS base), then the MZ header at or below it.
-/// - KDDEBUGGER_DATA64: its "KDBG" tag, size and KernBase, found by scanning the kernel image.
+/// - KDDEBUGGER_DATA64: its "KDBG" tag, size and KernBase, found by scanning the kernel image;
+///   a running kernel keeps it encoded, and then it is decoded from that known plain text (see
+///   `decodeDebuggerData`), never from a PDB.
 public enum GuestDiscovery {
     public static let sharedUserData: UInt64 = 0xFFFF_F780_0000_0000
 
@@ -25,6 +27,8 @@ public enum GuestDiscovery {
         public var systemUpTime: UInt64
         public var kernelBase: UInt64?
         public var debuggerDataBlock: UInt64?
+        /// The block's bytes, decoded, when memory holds it encoded.
+        public var decodedDebuggerData: [UInt8]?
         /// What could not be found, and why.
         public var notes: [String]
     }
@@ -57,9 +61,19 @@ public enum GuestDiscovery {
         let shared = (try? space.read(sharedUserData, count: 0x278)) ?? []
         func u32(_ at: Int) -> UInt64 { shared.count >= at + 4 ? (0..<4).reduce(0) { $0 | UInt64(shared[at + $1]) << (8 * UInt64($1)) } : 0 }
         var kernel = Kernel(directoryTableBase: dtb, directoryTableBaseSource: dtbSource, buildNumber: UInt32(u32(0x260) & 0xFFFF),
-                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32, kernelBase: nil, debuggerDataBlock: nil, notes: notes)
+                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32, kernelBase: nil, debuggerDataBlock: nil,
+                            decodedDebuggerData: nil, notes: notes)
         kernel.kernelBase = kernelBase(space: space, vcpus: vcpus, notes: &kernel.notes)
-        if let base = kernel.kernelBase { kernel.debuggerDataBlock = debuggerDataBlock(space: space, kernelBase: base, notes: &kernel.notes) }
+        if let base = kernel.kernelBase {
+            if let clear = debuggerDataBlock(space: space, kernelBase: base) {
+                kernel.debuggerDataBlock = clear
+            } else if let (address, bytes) = decodeDebuggerData(space: space, kernelBase: base) {
+                kernel.debuggerDataBlock = address
+                kernel.decodedDebuggerData = bytes
+            } else {
+                kernel.notes.append("no KDDEBUGGER_DATA64 in the kernel image at 0x\(hex(base)), clear or encoded")
+            }
+        }
         return kernel
     }
 
@@ -122,24 +136,65 @@ public enum GuestDiscovery {
         return nil
     }
 
-    /// KDDEBUGGER_DATA64 in the kernel image (or the 2 MiB after its start, where small images
-    /// keep their data): the "KDBG" tag at +0x10, a plausible size at +0x14 and KernBase at
-    /// +0x18. An encoded block (a live system keeps it encoded) shows none of them.
-    static func debuggerDataBlock(space: X64AddressSpace, kernelBase: UInt64, notes: inout [String]) -> UInt64? {
+    /// The pages of the kernel image (or of the 2 MiB after its start, where a small image keeps
+    /// its data), each read whole; unreadable ones are skipped.
+    static func imagePages(space: X64AddressSpace, kernelBase: UInt64) -> [(address: UInt64, bytes: [UInt8])] {
         let sizeOfImage = (try? space.read(kernelBase, count: 0x40)).flatMap { head -> UInt64? in
             let pe = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8
             return (try? space.read(kernelBase &+ pe &+ 0x50, count: 4)).map { $0.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
         } ?? 0
         let end = kernelBase &+ min(max(sizeOfImage, 0x20_0000), 0x400_0000)
-        for page in stride(from: kernelBase, to: end, by: 0x1000) {
-            guard let bytes = try? space.read(page, count: 0x1000) else { continue }
+        return stride(from: kernelBase, to: end, by: 0x1000).compactMap { page in (try? space.read(page, count: 0x1000)).map { (page, $0) } }
+    }
+
+    static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+
+    /// KDDEBUGGER_DATA64 in clear: the "KDBG" tag at +0x10, a plausible size at +0x14 and
+    /// KernBase at +0x18.
+    static func debuggerDataBlock(space: X64AddressSpace, kernelBase: UInt64) -> UInt64? {
+        for (page, bytes) in imagePages(space: space, kernelBase: kernelBase) {
             for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where bytes[at + 0x10] == 0x4B && bytes[at + 0x11] == 0x44 && bytes[at + 0x12] == 0x42 && bytes[at + 0x13] == 0x47 {
-                let size = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[at + 0x14 + $1]) << (8 * UInt32($1)) }
-                let base = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + 0x18 + $1]) << (8 * UInt64($1)) }
-                if DebuggerData.plausibleSizes.contains(size), base == kernelBase { return page + UInt64(at) }
+                let size = UInt32(truncatingIfNeeded: u64(bytes, at + 0x10) >> 32)
+                if DebuggerData.plausibleSizes.contains(size), u64(bytes, at + 0x18) == kernelBase { return page + UInt64(at) }
             }
         }
-        notes.append("no clear KDDEBUGGER_DATA64 in the kernel image at 0x\(hex(kernelBase)) (a live system keeps it encoded)")
+        return nil
+    }
+
+    /// An encoded KDDEBUGGER_DATA64, decoded without symbols. A running kernel keeps every qword
+    /// E of the block as KdEncodeDataBlock left it; the decoding (format notes §4.4) is
+    /// D = BSWAP(ROL(E ^ KiWaitNever, KiWaitNever & 63) ^ &KdpDataBlockEncoded) ^ KiWaitAlways.
+    /// ROL distributes over XOR and BSWAP is linear, so for a rotation r the three unknowns fold
+    /// into one constant C: D = BSWAP(ROL(E, r) ^ C). Two qwords are known in plain text: +0x10
+    /// (the "KDBG" tag and the block's size) and +0x18 (KernBase, found through the IDT). Their
+    /// XOR cancels C: BSWAP(D₂ ^ D₃) = ROL(E₂ ^ E₃, r). So each 8-byte position of the image is
+    /// one dictionary lookup of E₂ ^ E₃ among the rotations of BSWAP(D₂ ^ D₃) for every
+    /// plausible size; a hit gives r, then C, then every qword of the block.
+    static func decodeDebuggerData(space: X64AddressSpace, kernelBase: UInt64) -> (address: UInt64, bytes: [UInt8])? {
+        var rotations: [UInt64: (size: UInt32, rotation: UInt64)] = [:]
+        for size in stride(from: DebuggerData.plausibleSizes.lowerBound, through: DebuggerData.plausibleSizes.upperBound, by: 8) {
+            let target = ((UInt64(size) << 32 | 0x4742_444B) ^ kernelBase).byteSwapped
+            for r in UInt64(0)..<64 { rotations[r == 0 ? target : target >> r | target << (64 - r)] = (size, r) }  // ROR(target, r)
+        }
+        func rol(_ value: UInt64, _ r: UInt64) -> UInt64 { r == 0 ? value : value << r | value >> (64 - r) }
+        for (page, bytes) in imagePages(space: space, kernelBase: kernelBase) {
+            for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) {
+                let tagged = u64(bytes, at + 0x10), based = u64(bytes, at + 0x18)
+                guard let (size, r) = rotations[tagged ^ based] else { continue }
+                let constant = (UInt64(size) << 32 | 0x4742_444B).byteSwapped ^ rol(tagged, r)
+                let address = page + UInt64(at)
+                guard let encoded = try? space.read(address, count: Int(size)) else { continue }
+                var decoded: [UInt8] = []
+                decoded.reserveCapacity(Int(size))
+                for qword in stride(from: 0, to: Int(size) & ~7, by: 8) {
+                    let value = (rol(u64(encoded, qword), r) ^ constant).byteSwapped
+                    decoded += (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+                }
+                // The decoded list head and PsLoadedModuleList must be kernel addresses.
+                guard u64(decoded, 0x18) == kernelBase, u64(decoded, 0) >> 47 == 0x1_FFFF, u64(decoded, 0x48) >> 47 == 0x1_FFFF else { continue }
+                return (address, decoded)
+            }
+        }
         return nil
     }
 }

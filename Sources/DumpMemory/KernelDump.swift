@@ -71,7 +71,10 @@ public final class KernelDump: Sendable {
         let vcpus = core.cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
         let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
         let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
-        let kdbg = kernel.debuggerDataBlock.flatMap { Self.debuggerData(at: $0, in: space).data }
+        let decoded = kernel.decodedDebuggerData.flatMap { bytes in kernel.debuggerDataBlock.flatMap { address in
+            (try? DebuggerData(bytes: bytes)).map { DebuggerDataLookup.found($0, source: "memory at 0x\(hex(address)), encoded there and decoded without symbols from its known plain text (tag, size, KernBase)") }
+        } }
+        let kdbg = decoded?.data ?? kernel.debuggerDataBlock.flatMap { Self.debuggerData(at: $0, in: space).data }
         let contexts = core.cpus.map { $0.is64Bit ? Context64(gpr: $0.gpr, rip: $0.rip, eflags: UInt32(truncatingIfNeeded: $0.rflags)) : nil }
         let first = contexts.compactMap { $0 }.first ?? Context64(gpr: [UInt64](repeating: 0, count: 16), rip: 0, eflags: 0)
         let header = DumpHeader64(capturedBuild: kernel.buildNumber, directoryTableBase: kernel.directoryTableBase,
@@ -80,11 +83,12 @@ public final class KernelDump: Sendable {
                                   systemTime: kernel.systemTime, systemUpTime: kernel.systemUpTime)
         let capture = HypervisorCapture(container: "QEMU ELF core", directoryTableBaseSource: kernel.directoryTableBaseSource,
                                         kernelBase: kernel.kernelBase, vcpuContexts: contexts)
-        try self.init(source: source, header: header, physical: physical, triage: nil, notes: core.notes + kernel.notes, capture: capture)
+        try self.init(source: source, header: header, physical: physical, triage: nil, notes: core.notes + kernel.notes, capture: capture, decoded: decoded)
     }
 
+    /// `decoded`: KDDEBUGGER_DATA64 already found and decoded (a capture of a live guest).
     private init(source: ByteSource, header: DumpHeader64, physical: PhysicalMemory?, triage: TriageDump?, notes: [String],
-                 capture: HypervisorCapture? = nil) throws {
+                 capture: HypervisorCapture? = nil, decoded: DebuggerDataLookup? = nil) throws {
         self.source = source
         self.header = header
         self.capture = capture
@@ -114,6 +118,8 @@ public final class KernelDump: Sendable {
             let memory = TriageMemory(source: source, blocks: Self.capturedBlocks(triage, header: header, source: source, debuggerData: lookup.data, notes: &notes))
             notes += memory.notes
             captured = memory
+        } else if let decoded {
+            lookup = decoded
         } else if let physical, unavailable == nil {
             let space = X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase)
             lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: space)

@@ -38,6 +38,27 @@ import TestSupport
         #expect(inspection.completeness.verdict == "hypervisor capture" && inspection.signature == "ELF core")
     }
 
+    /// A running kernel keeps KDDEBUGGER_DATA64 encoded with random keys: it is decoded from
+    /// what is known in plain text (its tag, its size, the kernel base), never a PDB, and the
+    /// analysis reads what the clear block gives. Three layouts, three sets of keys.
+    @Test(arguments: [21, 22, 23] as [UInt64])
+    func anEncodedDebuggerDataBlockIsDecodedWithoutSymbols(seed: UInt64) throws {
+        var description = Self.hang()
+        description.layoutSeed = seed
+        let clear = try KernelDump(source: Fixtures.source(Forge.elfCore(description)))
+        description.debuggerDataEncoded = true
+        let elf = Forge.elfCore(description)
+        let dump = try KernelDump(source: Fixtures.source(elf))
+        let stored = try dump.kernelAddressSpace().read(elf.kernel.debuggerDataBlock, count: 0x20)
+        #expect(stored[0x10..<0x14] != [0x4B, 0x44, 0x42, 0x47], "memory holds the block encoded")
+        guard case .found(let decoded, let source)? = Optional(dump.debuggerData) else {
+            Issue.record("not decoded: \(dump.debuggerData.status) \(dump.notes)")
+            return
+        }
+        #expect(decoded.bytes == clear.debuggerData.data?.bytes && source.contains("decoded without symbols"), "\(source)")
+        #expect(CrashAnalyzer(parallelism: 1).analyze(dump).failureBucketId == CrashAnalyzer(parallelism: 1).analyze(clear).failureBucketId)
+    }
+
     /// vCPUs still in firmware or reset hold a CR3 that maps no Windows: the page tables are
     /// then found by scanning physical memory for the self-map, and the rest follows.
     @Test func withoutAUsableCR3ThePageTablesAreFoundByScanning() throws {
