@@ -11,7 +11,9 @@ import DumpFormat
 /// - Build and time: KUSER_SHARED_DATA's NtBuildNumber (+0x260), SystemTime (+0x14) and
 ///   InterruptTime (+0x08).
 /// - The kernel image: an interrupt handler's address from the IDT (a vCPU's IDT base, or
-///   KPCR.IdtBase at +0x38 through the GS base), then the MZ header at or below it.
+///   KPCR.IdtBase at +0x38 through the GS base), then the MZ header at or below it. vCPUs in
+///   reset or firmware state give no IDT: then a clear KDDEBUGGER_DATA64 found by scanning
+///   physical memory names the kernel base (KernBase).
 /// - KDDEBUGGER_DATA64: its "KDBG" tag, size and KernBase, found by scanning the kernel image;
 ///   a running kernel keeps it encoded, and then it is decoded from that known plain text (see
 ///   `decodeDebuggerData`), never from a PDB.
@@ -64,6 +66,7 @@ public enum GuestDiscovery {
                             systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32, kernelBase: nil, debuggerDataBlock: nil,
                             decodedDebuggerData: nil, notes: notes)
         kernel.kernelBase = kernelBase(space: space, vcpus: vcpus, notes: &kernel.notes)
+            ?? kernelBaseFromPhysicalScan(physical: physical, space: space, notes: &kernel.notes)
         if let base = kernel.kernelBase {
             if let clear = debuggerDataBlock(space: space, kernelBase: base) {
                 kernel.debuggerDataBlock = clear
@@ -133,6 +136,27 @@ public enum GuestDiscovery {
         }
         notes.append(tables.isEmpty ? "no vCPU gave an IDT (neither its IDT base nor a KPCR through its GS base): the kernel image was not found"
                                     : "no MZ header within 64 MiB below the IDT's handlers: the kernel image was not found")
+        return nil
+    }
+
+    /// KernBase from a clear KDDEBUGGER_DATA64 anywhere in physical memory: its tag and size at
+    /// +0x10 and a KernBase whose page holds an MZ header in these page tables.
+    static func kernelBaseFromPhysicalScan(physical: PhysicalMemory, space: X64AddressSpace, notes: inout [String]) -> UInt64? {
+        var scanned: UInt64 = 0
+        for run in physical.runs().runs {
+            for pfn in run.basePage..<run.basePage + run.pageCount {
+                scanned += 1
+                guard scanned <= scanLimitPages else { return nil }
+                guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
+                for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where page[at + 0x10] == 0x4B && page[at + 0x11] == 0x44 && page[at + 0x12] == 0x42 && page[at + 0x13] == 0x47 {
+                    let size = UInt32(truncatingIfNeeded: u64(page, at + 0x10) >> 32), base = u64(page, at + 0x18)
+                    guard DebuggerData.plausibleSizes.contains(size), base >> 47 == 0x1_FFFF, base & 0xFFF == 0,
+                          (try? space.read(base, count: 2)) == [0x4D, 0x5A] else { continue }
+                    notes.append("the kernel image was found through a clear KDDEBUGGER_DATA64 at physical 0x\(hex(pfn * 0x1000 + UInt64(at)))")
+                    return base
+                }
+            }
+        }
         return nil
     }
 

@@ -75,5 +75,15 @@ import TestSupport
         #expect(dump.header.directoryTableBase == dtb && dump.notes.contains { $0.contains("does not translate KUSER_SHARED_DATA") })
         let full = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: Fixtures.source(Forge.dump(Self.hang()))))
         #expect(CrashAnalyzer(parallelism: 1).analyze(dump).processes.map(\.name) == full.processes.map(\.name))
+
+        // Without an IDT or GS base either (a vCPU in reset), a clear KDBG in physical memory
+        // names the kernel.
+        let kpcrs = Set(elf.kernel.processors.map(\.kpcr)).union([elf.kernel.interruptTable])
+        for at in stride(from: 0, to: 0x2000, by: 4) where kpcrs.contains((0..<8).reduce(UInt64(0), { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) })) {
+            for index in 0..<8 { bytes[at + index] = 0 }
+        }
+        let reset = try KernelDump(source: ByteSource(copying: bytes))
+        #expect(reset.capture?.kernelBase == elf.kernel.kernelBase && reset.debuggerData.data != nil)
+        #expect(reset.notes.contains { $0.contains("found through a clear KDDEBUGGER_DATA64 at physical") }, "\(reset.notes)")
     }
 }
