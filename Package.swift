@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "DumpForge", "TestSupport"]),
         .testTarget(name: "DumpMemoryTests", dependencies: ["DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "DumpForgeTests", dependencies: ["DumpFormat", "DumpForge", "DumpMemory", "TestSupport"]),
-        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
+        .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpFile", "DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CLZ4", "CLibPQ"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"]),

@@ -4,7 +4,7 @@
 ///
 ///     ELF header, program headers (one PT_NOTE, one PT_LOAD per RAM range, p_paddr the guest
 ///     physical address), the notes (every vCPU's CORE/NT_PRSTATUS, then every vCPU's QEMU
-///     CPU state), then each range's pages from a page-aligned offset
+///     CPU state), then each range's pages, straight after the notes (not page-aligned)
 ///
 /// The vCPU notes hold what a capture of the running guest would: each CPU's registers, with
 /// CR3 the kernel's page tables and the GS base its KPCR.
@@ -58,7 +58,7 @@ extension DumpWriter {
 
         let programHeaders = 64, entry = 56
         let notesAt = programHeaders + entry * (1 + ranges.count)
-        var dataAt = (notesAt + notes.count + 0xFFF) & ~0xFFF
+        var dataAt = notesAt + notes.count  // QEMU writes the memory right after the notes, unaligned
         var file = ByteBuffer(count: notesAt)
         file.put(Array([0x7F, 0x45, 0x4C, 0x46, 2, 1, 1]), at: 0)  // \x7fELF, 64-bit, little-endian, version 1
         file.put16(4, at: 0x10)       // ET_CORE

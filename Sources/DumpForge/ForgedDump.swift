@@ -31,6 +31,17 @@ public enum Forge {
         return DumpWriter(description: description, kernel: kernel, memory: forge.memory).elfCore()
     }
 
+    /// The machine's RAM as a flat image, byte N at guest physical address N (holes stay zero):
+    /// what a hypervisor backs guest memory with (QEMU's `-object memory-backend-file`).
+    public static func guestRAM(_ description: DumpDescription) -> ForgedDump {
+        let forge = KernelForge(description)
+        let kernel = forge.build()
+        let size = (description.memory.map(\.upperBound).max() ?? 0) * 0x1000
+        let chunks = forge.memory.ram.pages.sorted { $0.key < $1.key }.filter { pfn, _ in description.memory.contains { $0.contains(pfn) } }
+            .map { ForgedDump.Chunk(offset: $0.key * 0x1000, bytes: $0.value) }
+        return ForgedDump(size: size, chunks: chunks, kernel: kernel)
+    }
+
     /// Builds the kernel state `description` asks for and writes it as a dump of its kind.
     public static func dump(_ description: DumpDescription) -> ForgedDump {
         let forge = KernelForge(description)

@@ -89,7 +89,9 @@ public struct ElfCore: Sendable {
             switch type {
             case 1:  // PT_LOAD
                 let segment = Segment(physicalAddress: try entry.u64(24), fileOffset: offset, fileSize: fileSize, memorySize: try entry.u64(40))
-                guard segment.physicalAddress % 0x1000 == 0, segment.fileOffset % 0x1000 == 0 else {
+                // The file offset need not be page-aligned: QEMU writes the memory right after
+                // the notes. The physical address must be, as pages are indexed by number.
+                guard segment.physicalAddress % 0x1000 == 0 else {
                     notes.append("PT_LOAD \(index) at physical 0x\(hex(segment.physicalAddress)) is not page-aligned; skipped")
                     continue
                 }
