@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Coordinator
+import DumpFile
 import DumpForge
 import Foundation
 import NIOCore
@@ -179,6 +180,25 @@ import Worker
         #expect(finished)
         let report = try PostgresConnection(harness.database).execute("SELECT report->>'completeness', report->'notes' FROM reports").values[0]
         #expect(report[0]?.contains("truncated") == true || report[1]?.contains("past the end") == true, "\(report)")
+    }
+
+    /// A hung VM captured by its KVM host (a QEMU ELF core) goes through the queue like any
+    /// dump: the worker finds the kernel without the guest's help and stores a live capture's
+    /// report.
+    @Test func aHypervisorCaptureIsAnalyzedLikeADump() throws {
+        let harness = try FleetHarness()
+        var description = DumpDescription.spinLockHang(kind: .full, layoutSeed: 12)
+        description.memory = DumpDescription.vmMemory(gibibytes: 1)
+        let capture = DumpForge.Forge.elfCore(description)
+        let path = "\(harness.folder)/vdi-hung.elf"
+        try MappedFile.writeSparse(path, size: capture.size, chunks: capture.chunks.map { ($0.offset, $0.bytes) })
+        _ = try harness.storeAndQueue(path, vm: "vdi-hung")
+        let finished = try harness.runWorkers([harness.workerConfiguration()]) {
+            try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 1
+        }
+        #expect(finished)
+        let row = try PostgresConnection(harness.database).execute("SELECT report->>'dumpType', report->>'failureBucketId' FROM reports").values[0]
+        #expect(row[0]?.hasPrefix("QEMU ELF core") == true && row[1]?.hasPrefix("LIVE_vfstor+") == true, "\(row)")
     }
 
     @Test func aWorkerServesItsMetrics() async throws {
