@@ -75,7 +75,8 @@ extension KernelForge {
 
     /// KUSER_SHARED_DATA at 0xFFFFF78000000000, the page every x64 Windows kernel maps there:
     /// InterruptTime (+0x08) and SystemTime (+0x14) as KSYSTEM_TIME (LowPart, High1Time,
-    /// High2Time), NtBuildNumber (+0x260), NtMajorVersion and NtMinorVersion (+0x26C, +0x270).
+    /// High2Time), NtBuildNumber (+0x260), NtMajorVersion and NtMinorVersion (+0x26C, +0x270),
+    /// ActiveProcessorCount (+0x3C0).
     func writeSharedUserData() {
         let va: UInt64 = 0xFFFF_F780_0000_0000
         memory.mapFresh(root: root, va: va, pages: 1)
@@ -89,6 +90,7 @@ extension KernelForge {
         page.put32(1, at: 0x264)                                       // NtProductWinNt
         page.put32(10, at: 0x26C)
         page.put32(0, at: 0x270)
+        page.put32(UInt32(description.processors), at: 0x3C0)  // ActiveProcessorCount
         write(va, page)
     }
 

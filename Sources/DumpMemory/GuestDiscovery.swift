@@ -8,8 +8,8 @@ import DumpFormat
 ///   (0xFFFFF78000000000, mapped by every x64 Windows kernel); else a scan of physical memory
 ///   for a top-level table with a self-referencing kernel-half entry (the PTE self-map) that
 ///   does.
-/// - Build and time: KUSER_SHARED_DATA's NtBuildNumber (+0x260), SystemTime (+0x14) and
-///   InterruptTime (+0x08).
+/// - Build, time and CPUs: KUSER_SHARED_DATA's NtBuildNumber (+0x260), SystemTime (+0x14),
+///   InterruptTime (+0x08) and ActiveProcessorCount (+0x3C0).
 /// - The kernel image: an interrupt handler's address from the IDT (a vCPU's IDT base, or
 ///   KPCR.IdtBase at +0x38 through the GS base), then the MZ header at or below it. vCPUs in
 ///   reset or firmware state give no IDT: then a clear KDDEBUGGER_DATA64 found by scanning
@@ -27,6 +27,8 @@ public enum GuestDiscovery {
         public var buildNumber: UInt32
         public var systemTime: UInt64
         public var systemUpTime: UInt64
+        /// KUSER_SHARED_DATA.ActiveProcessorCount (+0x3C0), when it reads as a count.
+        public var processorCount: UInt32?
         public var kernelBase: UInt64?
         public var debuggerDataBlock: UInt64?
         /// The block's bytes, decoded, when memory holds it encoded.
@@ -60,10 +62,11 @@ public enum GuestDiscovery {
                             + "neither a vCPU's CR3 nor a self-referencing table found in physical memory; this is no running x64 Windows")
         }
         let space = X64AddressSpace(physical: physical, directoryTableBase: dtb)
-        let shared = (try? space.read(sharedUserData, count: 0x278)) ?? []
+        let shared = (try? space.read(sharedUserData, count: 0x3C4)) ?? []
         func u32(_ at: Int) -> UInt64 { shared.count >= at + 4 ? (0..<4).reduce(0) { $0 | UInt64(shared[at + $1]) << (8 * UInt64($1)) } : 0 }
         var kernel = Kernel(directoryTableBase: dtb, directoryTableBaseSource: dtbSource, buildNumber: UInt32(u32(0x260) & 0xFFFF),
-                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32, kernelBase: nil, debuggerDataBlock: nil,
+                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32,
+                            processorCount: (1...4096).contains(u32(0x3C0)) ? UInt32(u32(0x3C0)) : nil, kernelBase: nil, debuggerDataBlock: nil,
                             decodedDebuggerData: nil, notes: notes)
         kernel.kernelBase = kernelBase(space: space, vcpus: vcpus, notes: &kernel.notes)
             ?? kernelBaseFromPhysicalScan(physical: physical, space: space, notes: &kernel.notes)

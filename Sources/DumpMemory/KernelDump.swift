@@ -68,6 +68,20 @@ public final class KernelDump: Sendable {
     convenience init(elfCore source: ByteSource) throws {
         let core = try ElfCore(parsing: source)
         let physical = try PhysicalMemory(source: source, elf: core)
+        try self.init(capturedMemory: source, physical: physical, container: "QEMU ELF core", cpus: core.cpus, notes: core.notes)
+    }
+
+    /// A raw image of physical memory (byte N is physical address N; a hypervisor's memory
+    /// file, or a copy of /dev/mem): no registers at all, so the kernel is found by scanning.
+    /// Zero pages read as zeros, like any other.
+    public convenience init(rawMemory source: ByteSource) throws {
+        guard source.count >= PhysicalMemory.pageSize else { throw DumpError(.notADump, "a raw memory image needs at least one page; the file has \(source.count) bytes") }
+        let physical = try PhysicalMemory(rawImage: source)
+        try self.init(capturedMemory: source, physical: physical, container: "raw physical memory image", cpus: [], notes: [])
+    }
+
+    private convenience init(capturedMemory source: ByteSource, physical: PhysicalMemory, container: String, cpus: [ElfCore.CPUState], notes: [String]) throws {
+        let core = (cpus: cpus, notes: notes)
         let vcpus = core.cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
         let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
         let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
@@ -79,9 +93,9 @@ public final class KernelDump: Sendable {
         let first = contexts.compactMap { $0 }.first ?? Context64(gpr: [UInt64](repeating: 0, count: 16), rip: 0, eflags: 0)
         let header = DumpHeader64(capturedBuild: kernel.buildNumber, directoryTableBase: kernel.directoryTableBase,
                                   debuggerDataBlock: kernel.debuggerDataBlock ?? 0, psLoadedModuleList: kdbg?.psLoadedModuleList ?? 0,
-                                  psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: UInt32(max(core.cpus.count, 1)), context: first,
+                                  psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: kernel.processorCount ?? UInt32(max(core.cpus.count, 1)), context: first,
                                   systemTime: kernel.systemTime, systemUpTime: kernel.systemUpTime)
-        let capture = HypervisorCapture(container: "QEMU ELF core", directoryTableBaseSource: kernel.directoryTableBaseSource,
+        let capture = HypervisorCapture(container: container, directoryTableBaseSource: kernel.directoryTableBaseSource,
                                         kernelBase: kernel.kernelBase, vcpuContexts: contexts)
         try self.init(source: source, header: header, physical: physical, triage: nil, notes: core.notes + kernel.notes, capture: capture, decoded: decoded)
     }

@@ -54,6 +54,12 @@ public struct PhysicalMemory: Sendable {
                   notes: index.notes + (unwritten > 0 ? ["\(unwritten) PT_LOAD segments declare more memory than they hold; the rest is not in the dump"] : []))
     }
 
+    /// A raw image of physical memory: page N at file offset N × 0x1000.
+    public init(rawImage source: ByteSource) throws {
+        let index = try RunIndex(placed: [RunIndex.Run(basePage: 0, pageCount: source.count / Self.pageSize, fileOffset: 0)], fileSize: source.count)
+        self.init(source: source, index: .runs(index), stored: index.storedPages, missing: index.missingPages, notes: index.notes)
+    }
+
     /// Indexes a bitmap dump (DumpType 2, 5, 6).
     public init(source: ByteSource, bitmap: BitmapDumpHeader) throws {
         let index = try BitmapIndex(source: source, header: bitmap)

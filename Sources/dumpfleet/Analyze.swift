@@ -31,6 +31,9 @@ struct Analyze: ParsableCommand {
 
     @OptionGroup var symbols: SymbolOptions
 
+    @Flag(help: "Read each file as a raw image of physical memory (byte N at physical address N), finding the kernel by scanning.")
+    var raw = false
+
     func validate() throws {
         guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be 1 to 64") }
     }
@@ -41,7 +44,8 @@ struct Analyze: ParsableCommand {
             analyzer.rules = try TriageRules(text: String(contentsOfFile: rules, encoding: .utf8))
         }
         try ReportPrinter(files: files, json: json).run { path in
-            let report = analyzer.analyze(try KernelDump(source: MappedFile.open(path)))
+            let source = try MappedFile.open(path)
+            let report = analyzer.analyze(try raw ? KernelDump(rawMemory: source) : KernelDump(source: source))
             return (report, report.text)
         }
     }

@@ -21,10 +21,12 @@ struct Forge: ParsableCommand {
         case rangeKernel = "range-kernel", rangeKernelAndUser = "range-kernel-user", rangeComplete = "range-complete"
         /// The machine as its KVM host captures it (`virsh dump --memory-only`): a QEMU ELF core.
         case qemuElf = "qemu-elf"
+        /// Its RAM as a raw image (byte N at physical address N), as a hypervisor backs it.
+        case raw
 
         var dumpKind: DumpDescription.DumpKind {
             switch self {
-            case .full, .qemuElf: .full
+            case .full, .qemuElf, .raw: .full
             case .bitmapFull: .bitmapFull
             case .bitmapKernel: .bitmapKernel
             case .minidump: .triage
@@ -82,7 +84,11 @@ struct Forge: ParsableCommand {
         var description = scenario.description(kind: kind.dumpKind, seed: seed)
         description.memory = DumpDescription.vmMemory(gibibytes: memoryGiB)
         if scenario == .standard { description.bugCheckCode = UInt32(bugcheck.replacingPrefix("0x"), radix: 16)! }
-        let dump = kind == .qemuElf ? DumpForge.Forge.elfCore(description) : DumpForge.Forge.dump(description)
+        let dump = switch kind {
+        case .qemuElf: DumpForge.Forge.elfCore(description)
+        case .raw: DumpForge.Forge.guestRAM(description)
+        default: DumpForge.Forge.dump(description)
+        }
         try MappedFile.writeSparse(output, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
         print("wrote \(output): \(kind.rawValue), \(scenario.rawValue), \(dump.size) bytes (\(dump.chunks.count) non-zero chunks)")
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DumpAnalysis
 import DumpFile
+import DumpMemory
 import Foundation
 
 /// `dumpfleet inspect`: dumpchk-style facts about each file.
@@ -19,9 +20,12 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print one JSON document per file (schema: Sources/DumpAnalysis/DumpAnalysis.docc/InspectJSON.md).")
     var json = false
 
+    @Flag(help: "Read each file as a raw image of physical memory (byte N at physical address N), finding the kernel by scanning.")
+    var raw = false
+
     func run() throws {
         try ReportPrinter(files: files, json: json).run { path in
-            let report = try DumpInspector.inspect(MappedFile.open(path))
+            let report = raw ? DumpInspector.inspect(try KernelDump(rawMemory: MappedFile.open(path))) : try DumpInspector.inspect(MappedFile.open(path))
             return (report, report.text)
         }
     }

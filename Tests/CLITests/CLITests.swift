@@ -96,6 +96,15 @@ import TestSupport
         #expect(inspection.status == 0 && inspection.output.contains("hypervisor capture") && inspection.output.contains("CR3 of vCPU 0"), "\(inspection.output)")
         let analysis = try run(["analyze", path])
         #expect(analysis.status == 0 && analysis.output.contains("FAILURE_BUCKET_ID: LIVE_vfstor+0x"), "\(analysis.output)")
+
+        // The same machine's RAM as a raw image: no registers at all, the kernel found by scanning.
+        let raw = folder + "/hung.raw"
+        #expect(try run(["forge", "--scenario", "spinlock-hang", "--kind", "raw", "--memory-gib", "1", raw]).status == 0)
+        let rawInspection = try run(["inspect", "--raw", raw])
+        #expect(rawInspection.status == 0 && rawInspection.output.contains("raw physical memory image")
+                && rawInspection.output.contains("a scan of physical memory"), "\(rawInspection.output)")
+        let rawAnalysis = try run(["analyze", "--raw", raw])
+        #expect(rawAnalysis.output.contains("FAILURE_BUCKET_ID: LIVE_"), "\(rawAnalysis.output)")
     }
 
     @Test func notADumpExitsWithOneLine() throws {
