@@ -29,7 +29,7 @@ extension DumpWriter {
             var status = ByteBuffer(count: 336)
             status.put32(UInt32(index + 1), at: 32)  // pr_pid: QEMU writes the vCPU's number
             // r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss fs_base gs_base
-            let values: [UInt64] = [r[15], r[14], r[13], r[12], r[5], r[3], r[11], r[10], r[9], r[8], r[0], r[1], r[2], r[6], r[7], r[0],
+            let values: [UInt64] = [r[15], r[14], r[13], r[12], r[5], r[3], r[11], r[10], r[9], r[8], r[0], r[1], r[2], r[6], r[7], 0,
                                     cpu.context.rip, 0x10, 0x40046, r[4], 0x18, 0, cpu.kpcr, 0x2B, 0x2B, 0x53, 0x2B]
             for (slot, value) in values.enumerated() { status.put64(value, at: 112 + 8 * slot) }
             note("CORE", type: 1, status)
@@ -47,6 +47,7 @@ extension DumpWriter {
             state.put64(cpu.context.rip, at: 136)
             state.put64(0x40046, at: 144)
             for (segment, selector) in [0x10, 0x2B, 0x2B, 0x53, 0x2B, 0x18].enumerated() { state.put32(UInt32(selector), at: 152 + 24 * segment) }
+            state.put32(0x20_9B00, at: 152 + 8)            // CS flags: L (64-bit code), present, code
             state.put64(cpu.kpcr, at: 152 + 24 * 4 + 16)  // GS base: the KPCR, in kernel mode
             state.put32(0xFFF, at: 152 + 24 * 9 + 4)       // IDT limit
             state.put64(kernel.interruptTable, at: 152 + 24 * 9 + 16)

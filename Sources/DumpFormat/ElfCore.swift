@@ -42,10 +42,12 @@ public struct ElfCore: Sendable {
 
     public static let machineX86_64: UInt16 = 62
     public static let machineI386: UInt16 = 3
-    /// Program headers beyond this are corruption (QEMU writes one per RAM block, a handful).
-    static let maximumSegments = 1 << 16
-    /// Notes beyond this size are corruption (a vCPU's notes are under 2 KiB).
-    static let maximumNoteBytes: UInt64 = 16 << 20
+    /// Notes beyond this size, in all, are corruption (a vCPU's notes are under 2 KiB).
+    static let maximumNoteBytes: UInt64 = 1 << 20
+    /// vCPUs beyond this are corruption (QEMU's x86 machines have at most a few thousand).
+    static let maximumCPUs = 4096
+    /// Physical addresses end below 2^52 on x86-64.
+    static let physicalLimit: UInt64 = 1 << 52
 
     public let machine: UInt16
     public let segments: [Segment]
@@ -55,13 +57,16 @@ public struct ElfCore: Sendable {
 
     /// Whether `source` starts like an ELF64 little-endian core.
     public static func looksLikeElfCore(_ source: ByteSource) -> Bool {
-        guard let magic = try? source.u32(at: 0), magic == 0x464C_457F, let kind = try? source.u8(at: 4), let data = try? source.u8(at: 5) else { return false }
-        return kind == 2 && data == 1 && (try? source.u16(at: 0x10)) == 4
+        (try? source.u32(at: 0)) == 0x464C_457F && (try? source.u16(at: 0x10)) == 4
     }
 
     public init(parsing source: ByteSource) throws {
         guard Self.looksLikeElfCore(source) else {
             throw DumpError(.notADump, "not an ELF64 little-endian core file (QEMU's dump-guest-memory writes one)", offset: 0)
+        }
+        guard try source.u8(at: 4) == 2, try source.u8(at: 5) == 1 else {
+            throw DumpError(.unsupported, "a 32-bit or big-endian ELF core: QEMU writes ELFCLASS32 for a guest of 4 GiB or less whose first vCPU "
+                            + "was not in 64-bit mode, which is not read yet (capture the guest once Windows runs)", offset: 4)
         }
         let header = try source.record(at: 0, length: 0x40, "the ELF header")
         machine = try header.u16(0x12)
@@ -75,8 +80,9 @@ public struct ElfCore: Sendable {
             let sectionHeaders = try header.u64(0x28)
             count = UInt64(try source.u32(at: try Checked.add(sectionHeaders, 44, "section header 0"), "section header 0's sh_info"))
         }
-        guard entrySize >= 56, count <= UInt64(Self.maximumSegments) else {
-            throw DumpError(.corrupt, "the ELF core claims \(count) program headers of \(entrySize) bytes", offset: 0x36)
+        // As many as the file can hold (a paging-mode core has one per mapping, tens of thousands).
+        guard entrySize >= 56, programHeaders <= source.count, count <= (source.count - programHeaders) / entrySize else {
+            throw DumpError(.corrupt, "the ELF core claims \(count) program headers of \(entrySize) bytes at 0x\(hex(programHeaders)), more than the file holds", offset: 0x36)
         }
         var segments: [Segment] = []
         var noteSegments: [(offset: UInt64, size: UInt64)] = []
@@ -95,12 +101,16 @@ public struct ElfCore: Sendable {
                     notes.append("PT_LOAD \(index) at physical 0x\(hex(segment.physicalAddress)) is not page-aligned; skipped")
                     continue
                 }
+                guard segment.physicalAddress < Self.physicalLimit, fileSize <= Self.physicalLimit - segment.physicalAddress else {
+                    notes.append("PT_LOAD \(index) (0x\(hex(fileSize)) bytes at physical 0x\(hex(segment.physicalAddress))) ends past 2^52, where no physical memory is; skipped")
+                    continue
+                }
                 if !source.contains(offset: offset, length: fileSize) {
                     notes.append("PT_LOAD \(index) (physical 0x\(hex(segment.physicalAddress)), 0x\(hex(fileSize)) bytes at 0x\(hex(offset))) runs past the end of the file: the core is cut short")
                 }
                 segments.append(segment)
             case 4:  // PT_NOTE
-                guard fileSize <= Self.maximumNoteBytes, source.contains(offset: offset, length: fileSize) else {
+                guard fileSize <= Self.maximumNoteBytes - noteSegments.reduce(0, { $0 + $1.size }), source.contains(offset: offset, length: fileSize) else {
                     notes.append("the PT_NOTE segment (0x\(hex(fileSize)) bytes at 0x\(hex(offset))) does not fit the file; its vCPU notes are not read")
                     continue
                 }
@@ -109,10 +119,24 @@ public struct ElfCore: Sendable {
                 continue
             }
         }
-        self.segments = segments.sorted { $0.physicalAddress < $1.physicalAddress }
+        // A paging-mode core (dump-guest-memory -p) maps one physical range at several virtual
+        // addresses: one copy of each physical page is kept.
+        var kept: [Segment] = []
+        for segment in segments.sorted(by: { ($0.physicalAddress, $0.fileOffset) < ($1.physicalAddress, $1.fileOffset) }) {
+            if let last = kept.last, segment.physicalAddress < last.physicalAddress + last.fileSize {
+                if segment != last { notes.append("PT_LOAD at physical 0x\(hex(segment.physicalAddress)) overlaps the one at 0x\(hex(last.physicalAddress)); the first is read") }
+                continue
+            }
+            kept.append(segment)
+        }
+        self.segments = kept
         var cpus: [CPUState] = []
         for segment in noteSegments {
             cpus += Self.cpuStates(try source.bytes(at: segment.offset, count: segment.size, "the PT_NOTE segment"), notes: &notes)
+        }
+        if cpus.count > Self.maximumCPUs {
+            notes.append("the notes describe \(cpus.count) vCPUs; the first \(Self.maximumCPUs) are read")
+            cpus.removeLast(cpus.count - Self.maximumCPUs)
         }
         self.cpus = cpus
         self.notes = notes
@@ -121,7 +145,8 @@ public struct ElfCore: Sendable {
     /// The vCPUs the notes describe. QEMU writes every vCPU's NT_PRSTATUS first, then every
     /// vCPU's QEMU note, in the same order: the n-th QEMU note completes the n-th CPU.
     static func cpuStates(_ bytes: [UInt8], notes: inout [String]) -> [CPUState] {
-        var cpus: [CPUState] = [], states: [CPUState] = []
+        // A note that cannot be read keeps its place, so that the pairing stays in order.
+        var statuses: [CPUState?] = [], states: [CPUState?] = []
         var at = 0
         func u32(_ offset: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) } }
         func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) } }
@@ -137,24 +162,31 @@ public struct ElfCore: Sendable {
             at = description + (descriptionSize + 3) & ~3
             switch (owner, type) {
             case ("CORE", 1):  // NT_PRSTATUS
-                if let cpu = prstatus(body) { cpus.append(cpu) } else {
-                    notes.append("an NT_PRSTATUS note of \(descriptionSize) bytes is too short for its registers; skipped")
-                }
+                statuses.append(prstatus(body))
+                if statuses.last! == nil { notes.append("an NT_PRSTATUS note of \(descriptionSize) bytes is too short for its registers; skipped") }
             case ("QEMU", 0):
-                if let state = qemuState(body) { states.append(state) } else {
-                    notes.append("a QEMU CPU-state note of \(descriptionSize) bytes is too short; skipped")
-                }
+                states.append(qemuState(body))
+                if states.last! == nil { notes.append("a QEMU CPU-state note of \(descriptionSize) bytes is too short; skipped") }
             default:
                 continue
             }
+            guard statuses.count + states.count <= 2 * maximumCPUs else {
+                notes.append("more than \(maximumCPUs) vCPUs' notes; the rest are not read")
+                break
+            }
         }
-        if !cpus.isEmpty, !states.isEmpty, cpus.count != states.count {
-            notes.append("the core has \(cpus.count) NT_PRSTATUS notes but \(states.count) QEMU CPU-state notes; they are paired in order")
+        if !statuses.isEmpty, !states.isEmpty, statuses.count != states.count {
+            notes.append("the core has \(statuses.count) NT_PRSTATUS notes but \(states.count) QEMU CPU-state notes; they are paired in order")
         }
-        for (index, state) in states.enumerated() {
-            if index < cpus.count { cpus[index] = merged(cpus[index], state) } else { cpus.append(state) }
+        return (0..<max(statuses.count, states.count)).compactMap { index in
+            let status = index < statuses.count ? statuses[index] : nil, state = index < states.count ? states[index] : nil
+            switch (status, state) {
+            case let (status?, state?): return merged(status, state)
+            case let (status?, nil): return status
+            case let (nil, state?): return state
+            case (nil, nil): return nil
+            }
         }
-        return cpus
     }
 
     /// elf_prstatus: pr_reg starts at 112 on x86-64 (user_regs_struct: r15, r14, r13, r12,
@@ -179,21 +211,32 @@ public struct ElfCore: Sendable {
     /// QEMUCPUState (QEMU's target/i386/arch_dump.c; elf2dmp reads the same): version, size,
     /// RAX RBX RCX RDX RSI RDI RSP RBP R8–R15 at 8, RIP at 136, RFLAGS at 144, then ten
     /// 24-byte segments (selector, limit, flags, pad, base: CS DS ES FS GS SS LDT TR GDT IDT)
-    /// from 152, CR0–CR4 at 392, and KernelGSBase at 432 where the note is that long.
+    /// from 152, CR0–CR4 at 392, and KernelGSBase at 432 where the note's size field says the
+    /// state is that long. The CPU was in 64-bit mode when its CS flags have L (bit 21) set.
     static func qemuState(_ body: [UInt8]) -> CPUState? {
         guard body.count >= 432 else { return nil }
         func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(body[offset + $1]) << (8 * UInt64($1)) } }
+        let declaredSize = u64(4) & 0xFFFF_FFFF
+        let longMode = (u64(152 + 8) & 0xFFFF_FFFF) & (1 << 21) != 0
         let named = (0..<16).map { u64(8 + 8 * $0) }  // rax rbx rcx rdx rsi rdi rsp rbp r8..r15
         let gpr = [named[0], named[2], named[3], named[1], named[6], named[7], named[4], named[5]] + named[8...]
         let segmentBase = { (index: Int) in u64(152 + 24 * index + 16) }
         return CPUState(gpr: Array(gpr), rip: u64(136), rflags: u64(144), cr0: u64(392), cr2: u64(408), cr3: u64(416), cr4: u64(424),
-                        gsBase: segmentBase(4), kernelGSBase: body.count >= 440 ? u64(432) : nil, idtBase: segmentBase(9), is64Bit: true,
-                        sources: ["QEMU CPU state"])
+                        gsBase: segmentBase(4), kernelGSBase: body.count >= 440 && declaredSize >= 440 ? u64(432) : nil, idtBase: segmentBase(9),
+                        is64Bit: longMode, sources: ["QEMU CPU state"])
     }
 
-    /// A vCPU's NT_PRSTATUS completed by its QEMU note (control registers, bases).
+    /// A vCPU's NT_PRSTATUS completed by its QEMU note (control registers, bases). QEMU picks
+    /// the NT_PRSTATUS layout from the first vCPU alone, so a 64-bit vCPU may come with a
+    /// 32-bit note: the QEMU note's full registers then stand.
     static func merged(_ cpu: CPUState, _ state: CPUState) -> CPUState {
         var merged = cpu
+        if state.is64Bit && !cpu.is64Bit {
+            merged.gpr = state.gpr
+            merged.rip = state.rip
+            merged.rflags = state.rflags
+            merged.is64Bit = true
+        }
         merged.cr0 = state.cr0
         merged.cr2 = state.cr2
         merged.cr3 = state.cr3

@@ -64,8 +64,11 @@ public enum GuestDiscovery {
         let space = X64AddressSpace(physical: physical, directoryTableBase: dtb)
         let shared = (try? space.read(sharedUserData, count: 0x3C4)) ?? []
         func u32(_ at: Int) -> UInt64 { shared.count >= at + 4 ? (0..<4).reduce(0) { $0 | UInt64(shared[at + $1]) << (8 * UInt64($1)) } : 0 }
+        // KSYSTEM_TIME: LowPart, High1Time, High2Time; the two highs differ while the kernel
+        // is updating it, and a capture can catch that moment.
+        func time(_ at: Int) -> UInt64 { u32(at + 4) == u32(at + 8) ? u32(at) | u32(at + 4) << 32 : 0 }
         var kernel = Kernel(directoryTableBase: dtb, directoryTableBaseSource: dtbSource, buildNumber: UInt32(u32(0x260) & 0xFFFF),
-                            systemTime: u32(0x14) | u32(0x18) << 32, systemUpTime: u32(0x08) | u32(0x0C) << 32,
+                            systemTime: time(0x14), systemUpTime: time(0x08),
                             processorCount: (1...4096).contains(u32(0x3C0)) ? UInt32(u32(0x3C0)) : nil, kernelBase: nil, debuggerDataBlock: nil,
                             decodedDebuggerData: nil, notes: notes)
         kernel.kernelBase = kernelBase(space: space, vcpus: vcpus, notes: &kernel.notes)
@@ -104,10 +107,12 @@ public enum GuestDiscovery {
                     return nil
                 }
                 guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
+                // One self-referencing slot is the self-map; the first one decides for this page.
                 for slot in 256..<512 {
-                    let entry = (0..<8).reduce(UInt64(0)) { $0 | UInt64(page[8 * slot + $1]) << (8 * UInt64($1)) }
+                    let entry = u64(page, 8 * slot)
                     guard entry & 1 == 1, entry & 0x000F_FFFF_FFFF_F000 == pfn * 0x1000 else { continue }
                     if translatesSharedUserData(pfn * 0x1000, physical) { return (pfn * 0x1000, "a scan of physical memory (self-map entry \(slot))") }
+                    break
                 }
             }
         }
@@ -117,10 +122,14 @@ public enum GuestDiscovery {
     /// The kernel image's base: an IDT handler (every one is in ntoskrnl) and the MZ header at
     /// or below it, within 64 MiB.
     static func kernelBase(space: X64AddressSpace, vcpus: [VCPU], notes: inout [String]) -> UInt64? {
-        var tables = vcpus.compactMap(\.idtBase).filter { $0 >> 47 == 0x1_FFFF }
-        for vcpu in vcpus {
+        // Every CPU's IDT leads to the same kernel: a few distinct tables are plenty, whatever
+        // number of vCPUs a core claims.
+        var tables: [UInt64] = []
+        func consider(_ idt: UInt64) { if idt >> 47 == 0x1_FFFF, !tables.contains(idt), tables.count < 4 { tables.append(idt) } }
+        for vcpu in vcpus.prefix(64) {
+            if let idt = vcpu.idtBase { consider(idt) }
             for base in [vcpu.gsBase, vcpu.kernelGSBase].compactMap({ $0 }) where base >> 47 == 0x1_FFFF {
-                if let idt = try? space.u64(base &+ 0x38), idt >> 47 == 0x1_FFFF { tables.append(idt) }  // KPCR.IdtBase
+                if let idt = try? space.u64(base &+ 0x38) { consider(idt) }  // KPCR.IdtBase
             }
         }
         for idt in tables {
@@ -149,7 +158,10 @@ public enum GuestDiscovery {
         for run in physical.runs().runs {
             for pfn in run.basePage..<run.basePage + run.pageCount {
                 scanned += 1
-                guard scanned <= scanLimitPages else { return nil }
+                guard scanned <= scanLimitPages else {
+                    notes.append("the scan of physical memory for KDDEBUGGER_DATA64 stopped after \(scanLimitPages) pages")
+                    return nil
+                }
                 guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
                 for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where page[at + 0x10] == 0x4B && page[at + 0x11] == 0x44 && page[at + 0x12] == 0x42 && page[at + 0x13] == 0x47 {
                     let size = UInt32(truncatingIfNeeded: u64(page, at + 0x10) >> 32), base = u64(page, at + 0x18)
@@ -163,15 +175,20 @@ public enum GuestDiscovery {
         return nil
     }
 
-    /// The pages of the kernel image (or of the 2 MiB after its start, where a small image keeps
-    /// its data), each read whole; unreadable ones are skipped.
-    static func imagePages(space: X64AddressSpace, kernelBase: UInt64) -> [(address: UInt64, bytes: [UInt8])] {
+    /// Calls `body` with each readable page of the kernel image (or of the 2 MiB after its
+    /// start, where a small image keeps its data; 64 MiB at most) until it returns a value.
+    static func firstInImage<T>(space: X64AddressSpace, kernelBase: UInt64, _ body: (UInt64, [UInt8]) -> T?) -> T? {
         let sizeOfImage = (try? space.read(kernelBase, count: 0x40)).flatMap { head -> UInt64? in
             let pe = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8
             return (try? space.read(kernelBase &+ pe &+ 0x50, count: 4)).map { $0.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
         } ?? 0
-        let end = kernelBase &+ min(max(sizeOfImage, 0x20_0000), 0x400_0000)
-        return stride(from: kernelBase, to: end, by: 0x1000).compactMap { page in (try? space.read(page, count: 0x1000)).map { (page, $0) } }
+        let pages = (min(max(sizeOfImage, 0x20_0000), 0x400_0000) + 0xFFF) / 0x1000
+        for index in 0..<pages {
+            let (page, overflow) = kernelBase.addingReportingOverflow(index * 0x1000)
+            guard !overflow else { return nil }
+            if let bytes = try? space.read(page, count: 0x1000), let found = body(page, bytes) { return found }
+        }
+        return nil
     }
 
     static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
@@ -179,13 +196,13 @@ public enum GuestDiscovery {
     /// KDDEBUGGER_DATA64 in clear: the "KDBG" tag at +0x10, a plausible size at +0x14 and
     /// KernBase at +0x18.
     static func debuggerDataBlock(space: X64AddressSpace, kernelBase: UInt64) -> UInt64? {
-        for (page, bytes) in imagePages(space: space, kernelBase: kernelBase) {
+        firstInImage(space: space, kernelBase: kernelBase) { page, bytes in
             for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where bytes[at + 0x10] == 0x4B && bytes[at + 0x11] == 0x44 && bytes[at + 0x12] == 0x42 && bytes[at + 0x13] == 0x47 {
                 let size = UInt32(truncatingIfNeeded: u64(bytes, at + 0x10) >> 32)
                 if DebuggerData.plausibleSizes.contains(size), u64(bytes, at + 0x18) == kernelBase { return page + UInt64(at) }
             }
+            return nil
         }
-        return nil
     }
 
     /// An encoded KDDEBUGGER_DATA64, decoded without symbols. A running kernel keeps every qword
@@ -204,7 +221,7 @@ public enum GuestDiscovery {
             for r in UInt64(0)..<64 { rotations[r == 0 ? target : target >> r | target << (64 - r)] = (size, r) }  // ROR(target, r)
         }
         func rol(_ value: UInt64, _ r: UInt64) -> UInt64 { r == 0 ? value : value << r | value >> (64 - r) }
-        for (page, bytes) in imagePages(space: space, kernelBase: kernelBase) {
+        return firstInImage(space: space, kernelBase: kernelBase) { page, bytes -> (address: UInt64, bytes: [UInt8])? in
             for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) {
                 let tagged = u64(bytes, at + 0x10), based = u64(bytes, at + 0x18)
                 guard let (size, r) = rotations[tagged ^ based] else { continue }
@@ -217,11 +234,13 @@ public enum GuestDiscovery {
                     let value = (rol(u64(encoded, qword), r) ^ constant).byteSwapped
                     decoded += (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
                 }
-                // The decoded list head and PsLoadedModuleList must be kernel addresses.
-                guard u64(decoded, 0x18) == kernelBase, u64(decoded, 0) >> 47 == 0x1_FFFF, u64(decoded, 0x48) >> 47 == 0x1_FFFF else { continue }
+                // KernBase decodes right by construction; what else must hold is checked: the
+                // list head is a kernel address, and PsLoadedModuleList an nt global.
+                let moduleList = u64(decoded, 0x48)
+                guard u64(decoded, 0) >> 47 == 0x1_FFFF, moduleList >= kernelBase, moduleList - kernelBase < 0x400_0000 else { continue }
                 return (address, decoded)
             }
+            return nil
         }
-        return nil
     }
 }

@@ -39,10 +39,10 @@ struct RunIndex: Sendable {
             _ = try Checked.add(run.fileOffset, try Checked.multiply(run.pageCount, PhysicalMemory.pageSize, "run at PFN 0x\(hex(run.basePage))"),
                                 "end of the run at PFN 0x\(hex(run.basePage))")
             runs.append(run)
+            stored = try Checked.add(stored, run.pageCount, "total pages of the run table")
             // Pages of this run whose data would lie beyond the end of the file.
             let available = run.fileOffset >= fileSize ? 0 : (fileSize - run.fileOffset) / PhysicalMemory.pageSize
             missing += run.pageCount - min(run.pageCount, available)  // never more than `stored`
-            stored = try Checked.add(stored, run.pageCount, "total pages of the run table")
         }
         runs.sort { $0.basePage < $1.basePage }
         for (previous, next) in zip(runs, runs.dropFirst()) where previous.basePage + previous.pageCount > next.basePage {

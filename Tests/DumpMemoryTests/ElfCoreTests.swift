@@ -78,4 +78,49 @@ import TestSupport
         print("damaged ELF cores: \(outcomes.sorted { $0.key < $1.key })")
         #expect(outcomes["read with notes", default: 0] > 0 && outcomes["notADump", default: 0] > 0)
     }
+
+    /// An ELF64 core from program headers given as (type, offset, physical, size), in the order
+    /// given, followed by `tail`.
+    static func core(_ headers: [(UInt32, UInt64, UInt64, UInt64)], class elfClass: UInt8 = 2, tail: [UInt8] = []) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 64 + 56 * headers.count)
+        func put(_ value: UInt64, _ width: Int, at: Int) { for index in 0..<width { bytes[at + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) } }
+        bytes.replaceSubrange(0..<6, with: [0x7F, 0x45, 0x4C, 0x46, elfClass, 1])
+        put(4, 2, at: 0x10)
+        put(62, 2, at: 0x12)
+        put(64, 8, at: 0x20)
+        put(56, 2, at: 0x36)
+        put(UInt64(headers.count), 2, at: 0x38)
+        for (index, (type, offset, physical, size)) in headers.enumerated() {
+            let at = 64 + 56 * index
+            put(UInt64(type), 4, at: at)
+            put(offset, 8, at: at + 8)
+            put(physical, 8, at: at + 24)
+            put(size, 8, at: at + 32)
+            put(size, 8, at: at + 40)
+        }
+        return bytes + tail
+    }
+
+    /// Program headers built to trip a careless reader: thousands of segments claiming nearly
+    /// 2^64 bytes each, one ending past the physical address space, overlapping copies (as a
+    /// paging-mode core has), a huge note segment, and a 32-bit core.
+    @Test func craftedProgramHeadersGiveErrorsOrNotes() throws {
+        let huge = Self.core(Array(repeating: (1, 0, 0, 0xFFFF_FFFF_FFFF_F000), count: 4097))
+        let hugeCore = try ElfCore(parsing: ByteSource(copying: huge))
+        #expect(hugeCore.segments.isEmpty && hugeCore.notes.count == 4097 && hugeCore.notes[0].contains("past 2^52"))
+        #expect(try PhysicalMemory(source: ByteSource(copying: huge), elf: hugeCore).storedPages == 0)
+        let page = [UInt8](repeating: 0xAB, count: 0x2000)
+        let edge = Self.core([(1, 0x1000, 0xFFFF_FFFF_FFFF_F000, 0x2000), (1, 0x1000, 0x2000, 0x1000), (1, 0x2000, 0x2000, 0x1000)], tail: page + page)
+        let core = try ElfCore(parsing: ByteSource(copying: edge))
+        #expect(core.segments.count == 1 && core.segments[0].physicalAddress == 0x2000, "\(core.segments)")
+        #expect(core.notes.contains { $0.contains("past 2^52") } && core.notes.contains { $0.contains("overlaps") }, "\(core.notes)")
+        let notes = Self.core([(4, 0x1000, 0, 0x200_0000)], tail: page)
+        #expect(try ElfCore(parsing: ByteSource(copying: notes)).notes.contains { $0.contains("PT_NOTE") })
+        #expect(throws: DumpError.self) { try ElfCore(parsing: ByteSource(copying: Self.core([], class: 1))) }
+        do {
+            _ = try KernelDump(source: ByteSource(copying: Self.core([], class: 1)))
+        } catch let error as DumpError {
+            #expect(error.description.contains("32-bit"), "\(error)")
+        }
+    }
 }
