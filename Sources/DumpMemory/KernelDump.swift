@@ -16,13 +16,14 @@ public final class KernelDump: Sendable {
     public let virtualMemoryUnavailable: String?
     /// What opening found that a reader should know: truncation, inconsistent counts, missing markers.
     public let notes: [String]
-    /// Present when the memory came from a hypervisor (a QEMU ELF core), not from Windows.
+    /// Present when the memory came from its hypervisor (a QEMU ELF core, a raw image of the
+    /// guest's RAM), not from Windows.
     public let capture: HypervisorCapture?
 
-    /// A capture of a running guest by its hypervisor: what it was, how the kernel was found,
-    /// and each vCPU's registers (a CPU's context, where a crash dump has the KPRCB's).
+    /// A capture of a running guest's memory: what it was, how the kernel was found, and each
+    /// vCPU's registers where it has them (a CPU's context, where a crash dump has the KPRCB's).
     public struct HypervisorCapture: Sendable {
-        /// "QEMU ELF core".
+        /// "QEMU ELF core", "raw physical memory image".
         public var container: String
         public var directoryTableBaseSource: String
         public var kernelBase: UInt64?
@@ -80,24 +81,26 @@ public final class KernelDump: Sendable {
         try self.init(capturedMemory: source, physical: physical, container: "raw physical memory image", cpus: [], notes: [])
     }
 
+    /// Memory captured without Windows' help (`container` says how), and the vCPUs' registers
+    /// where the capture has them: the kernel is found by `GuestDiscovery`, and the header a
+    /// capture lacks is made from what was found.
     private convenience init(capturedMemory source: ByteSource, physical: PhysicalMemory, container: String, cpus: [ElfCore.CPUState], notes: [String]) throws {
-        let core = (cpus: cpus, notes: notes)
-        let vcpus = core.cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
+        let vcpus = cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
         let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
         let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
         let decoded = kernel.decodedDebuggerData.flatMap { bytes in kernel.debuggerDataBlock.flatMap { address in
             (try? DebuggerData(bytes: bytes)).map { DebuggerDataLookup.found($0, source: "memory at 0x\(hex(address)), encoded there and decoded without symbols from its known plain text (tag, size, KernBase)") }
         } }
         let kdbg = decoded?.data ?? kernel.debuggerDataBlock.flatMap { Self.debuggerData(at: $0, in: space).data }
-        let contexts = core.cpus.map { $0.is64Bit ? Context64(gpr: $0.gpr, rip: $0.rip, eflags: UInt32(truncatingIfNeeded: $0.rflags)) : nil }
+        let contexts = cpus.map { $0.is64Bit ? Context64(gpr: $0.gpr, rip: $0.rip, eflags: UInt32(truncatingIfNeeded: $0.rflags)) : nil }
         let first = contexts.compactMap { $0 }.first ?? Context64(gpr: [UInt64](repeating: 0, count: 16), rip: 0, eflags: 0)
         let header = DumpHeader64(capturedBuild: kernel.buildNumber, directoryTableBase: kernel.directoryTableBase,
                                   debuggerDataBlock: kernel.debuggerDataBlock ?? 0, psLoadedModuleList: kdbg?.psLoadedModuleList ?? 0,
-                                  psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: kernel.processorCount ?? UInt32(max(core.cpus.count, 1)), context: first,
+                                  psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: kernel.processorCount ?? UInt32(max(cpus.count, 1)), context: first,
                                   systemTime: kernel.systemTime, systemUpTime: kernel.systemUpTime)
         let capture = HypervisorCapture(container: container, directoryTableBaseSource: kernel.directoryTableBaseSource,
                                         kernelBase: kernel.kernelBase, vcpuContexts: contexts)
-        try self.init(source: source, header: header, physical: physical, triage: nil, notes: core.notes + kernel.notes, capture: capture, decoded: decoded)
+        try self.init(source: source, header: header, physical: physical, triage: nil, notes: notes + kernel.notes, capture: capture, decoded: decoded)
     }
 
     /// `decoded`: KDDEBUGGER_DATA64 already found and decoded (a capture of a live guest).
