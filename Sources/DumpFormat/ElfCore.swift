@@ -148,8 +148,7 @@ public struct ElfCore: Sendable {
         // A note that cannot be read keeps its place, so that the pairing stays in order.
         var statuses: [CPUState?] = [], states: [CPUState?] = []
         var at = 0
-        func u32(_ offset: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) } }
-        func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) } }
+        func u32(_ offset: Int) -> UInt32 { UInt32(bytes.littleEndian(at: offset, width: 4)) }
         while at + 12 <= bytes.count {
             let nameSize = Int(u32(at)), descriptionSize = Int(u32(at + 4)), type = u32(at + 8)
             let name = at + 12, description = name + (nameSize + 3) & ~3
@@ -194,16 +193,14 @@ public struct ElfCore: Sendable {
     /// fs_base, gs_base, ...) and at 72 on i386 (ebx, ecx, edx, esi, edi, ebp, eax, ds, es, fs,
     /// gs, orig_eax, eip, cs, eflags, esp, ss; 4 bytes each). Told apart by the note's size.
     static func prstatus(_ body: [UInt8]) -> CPUState? {
-        func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(body[offset + $1]) << (8 * UInt64($1)) } }
-        func u32(_ offset: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(body[offset + $1]) << (8 * UInt64($1)) } }
         if body.count >= 112 + 27 * 8 {
-            let reg = { (index: Int) in u64(112 + 8 * index) }
+            let reg = { (index: Int) in body.littleEndian(at: 112 + 8 * index, width: 8) }
             // x64 register numbers: RAX RCX RDX RBX RSP RBP RSI RDI R8..R15.
             let gpr = [reg(10), reg(11), reg(12), reg(5), reg(19), reg(4), reg(13), reg(14), reg(9), reg(8), reg(7), reg(6), reg(3), reg(2), reg(1), reg(0)]
             return CPUState(gpr: gpr, rip: reg(16), rflags: reg(18), gsBase: reg(22), is64Bit: true, sources: ["NT_PRSTATUS"])
         }
         guard body.count >= 72 + 17 * 4 else { return nil }
-        let reg = { (index: Int) in u32(72 + 4 * index) }
+        let reg = { (index: Int) in body.littleEndian(at: 72 + 4 * index, width: 4) }
         let gpr = [reg(6), reg(1), reg(2), reg(0), reg(15), reg(5), reg(3), reg(4)] + [UInt64](repeating: 0, count: 8)
         return CPUState(gpr: gpr, rip: reg(12), rflags: reg(14), is64Bit: false, sources: ["NT_PRSTATUS"])
     }
@@ -215,7 +212,7 @@ public struct ElfCore: Sendable {
     /// state is that long. The CPU was in 64-bit mode when its CS flags have L (bit 21) set.
     static func qemuState(_ body: [UInt8]) -> CPUState? {
         guard body.count >= 432 else { return nil }
-        func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(body[offset + $1]) << (8 * UInt64($1)) } }
+        func u64(_ offset: Int) -> UInt64 { body.littleEndian(at: offset, width: 8) }
         let declaredSize = u64(4) & 0xFFFF_FFFF
         let longMode = (u64(152 + 8) & 0xFFFF_FFFF) & (1 << 21) != 0
         let named = (0..<16).map { u64(8 + 8 * $0) }  // rax rbx rcx rdx rsi rdi rsp rbp r8..r15
@@ -246,5 +243,12 @@ public struct ElfCore: Sendable {
         merged.idtBase = state.idtBase
         merged.sources.append("QEMU CPU state")
         return merged
+    }
+}
+
+extension [UInt8] {
+    /// `width` bytes (at most 8) at `offset`, little-endian; the caller has checked they are there.
+    public func littleEndian(at offset: Int, width: Int) -> UInt64 {
+        (0..<width).reduce(0) { $0 | UInt64(self[offset + $1]) << (8 * UInt64($1)) }
     }
 }

@@ -98,25 +98,39 @@ public enum GuestDiscovery {
             notes.append("vCPU \(index)'s CR3 0x\(hex(cr3)) does not translate KUSER_SHARED_DATA (a vCPU in firmware or reset)")
         }
         // A top-level table maps itself through one kernel-half entry (Windows' PTE self-map).
+        return firstPhysicalPage(physical, scanning: "page tables", notes: &notes) { address, page in
+            // One self-referencing slot is the self-map; the first one decides for this page.
+            guard let slot = (256..<512).first(where: { u64(page, 8 * $0) & 0x000F_FFFF_FFFF_F001 == address | 1 }),
+                  translatesSharedUserData(address, physical) else { return nil }
+            return (address, "a scan of physical memory (self-map entry \(slot))")
+        }
+    }
+
+    /// Calls `body` with each stored physical page (its address and bytes), up to
+    /// `scanLimitPages`, until it returns a value; notes when the limit stopped the scan.
+    static func firstPhysicalPage<T>(_ physical: PhysicalMemory, scanning what: String, notes: inout [String], _ body: (UInt64, [UInt8]) -> T?) -> T? {
         var scanned: UInt64 = 0
         for run in physical.runs().runs {
             for pfn in run.basePage..<run.basePage + run.pageCount {
                 scanned += 1
                 guard scanned <= scanLimitPages else {
-                    notes.append("the scan for page tables stopped after \(scanLimitPages) pages")
+                    notes.append("the scan of physical memory for \(what) stopped after \(scanLimitPages) pages")
                     return nil
                 }
-                guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
-                // One self-referencing slot is the self-map; the first one decides for this page.
-                for slot in 256..<512 {
-                    let entry = u64(page, 8 * slot)
-                    guard entry & 1 == 1, entry & 0x000F_FFFF_FFFF_F000 == pfn * 0x1000 else { continue }
-                    if translatesSharedUserData(pfn * 0x1000, physical) { return (pfn * 0x1000, "a scan of physical memory (self-map entry \(slot))") }
-                    break
-                }
+                if let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000), let found = body(pfn * 0x1000, page) { return found }
             }
         }
         return nil
+    }
+
+    /// Where a page holds a clear KDDEBUGGER_DATA64 header: the "KDBG" tag at +0x10 and a
+    /// plausible size at +0x14; each with the KernBase (+0x18) it names.
+    static func clearDebuggerData(in page: [UInt8]) -> [(offset: Int, kernelBase: UInt64)] {
+        stride(from: 0, to: 0x1000 - 0x20, by: 8).compactMap { at in
+            let tagged = u64(page, at + 0x10)
+            guard tagged & 0xFFFF_FFFF == 0x4742_444B, DebuggerData.plausibleSizes.contains(UInt32(tagged >> 32)) else { return nil }
+            return (at, u64(page, at + 0x18))
+        }
     }
 
     /// The kernel image's base: an IDT handler (every one is in ntoskrnl) and the MZ header at
@@ -154,25 +168,14 @@ public enum GuestDiscovery {
     /// KernBase from a clear KDDEBUGGER_DATA64 anywhere in physical memory: its tag and size at
     /// +0x10 and a KernBase whose page holds an MZ header in these page tables.
     static func kernelBaseFromPhysicalScan(physical: PhysicalMemory, space: X64AddressSpace, notes: inout [String]) -> UInt64? {
-        var scanned: UInt64 = 0
-        for run in physical.runs().runs {
-            for pfn in run.basePage..<run.basePage + run.pageCount {
-                scanned += 1
-                guard scanned <= scanLimitPages else {
-                    notes.append("the scan of physical memory for KDDEBUGGER_DATA64 stopped after \(scanLimitPages) pages")
-                    return nil
-                }
-                guard let page = try? physical.read(physical: pfn * 0x1000, count: 0x1000) else { continue }
-                for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where page[at + 0x10] == 0x4B && page[at + 0x11] == 0x44 && page[at + 0x12] == 0x42 && page[at + 0x13] == 0x47 {
-                    let size = UInt32(truncatingIfNeeded: u64(page, at + 0x10) >> 32), base = u64(page, at + 0x18)
-                    guard DebuggerData.plausibleSizes.contains(size), base >> 47 == 0x1_FFFF, base & 0xFFF == 0,
-                          (try? space.read(base, count: 2)) == [0x4D, 0x5A] else { continue }
-                    notes.append("the kernel image was found through a clear KDDEBUGGER_DATA64 at physical 0x\(hex(pfn * 0x1000 + UInt64(at)))")
-                    return base
-                }
-            }
+        let found = firstPhysicalPage(physical, scanning: "KDDEBUGGER_DATA64", notes: &notes) { address, page in
+            clearDebuggerData(in: page).first { _, base in
+                base >> 47 == 0x1_FFFF && base & 0xFFF == 0 && (try? space.read(base, count: 2)) == [0x4D, 0x5A]
+            }.map { (address + UInt64($0.offset), $0.kernelBase) }
         }
-        return nil
+        guard let (block, base) = found else { return nil }
+        notes.append("the kernel image was found through a clear KDDEBUGGER_DATA64 at physical 0x\(hex(block))")
+        return base
     }
 
     /// Calls `body` with each readable page of the kernel image (or of the 2 MiB after its
@@ -191,17 +194,13 @@ public enum GuestDiscovery {
         return nil
     }
 
-    static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+    static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 { bytes.littleEndian(at: at, width: 8) }
 
     /// KDDEBUGGER_DATA64 in clear: the "KDBG" tag at +0x10, a plausible size at +0x14 and
     /// KernBase at +0x18.
     static func debuggerDataBlock(space: X64AddressSpace, kernelBase: UInt64) -> UInt64? {
         firstInImage(space: space, kernelBase: kernelBase) { page, bytes in
-            for at in stride(from: 0, to: 0x1000 - 0x20, by: 8) where bytes[at + 0x10] == 0x4B && bytes[at + 0x11] == 0x44 && bytes[at + 0x12] == 0x42 && bytes[at + 0x13] == 0x47 {
-                let size = UInt32(truncatingIfNeeded: u64(bytes, at + 0x10) >> 32)
-                if DebuggerData.plausibleSizes.contains(size), u64(bytes, at + 0x18) == kernelBase { return page + UInt64(at) }
-            }
-            return nil
+            clearDebuggerData(in: bytes).first { $0.kernelBase == kernelBase }.map { page + UInt64($0.offset) }
         }
     }
 
