@@ -3,7 +3,7 @@
 //
 // Layers, from pure to I/O (an arrow is an import):
 //   DumpFormat                     on-disk structures, bounds-checked reader (no Foundation)
-//   DumpMemory   -> DumpFormat     physical and virtual memory, KDDEBUGGER_DATA64 (no Foundation)
+//   DumpMemory   -> DumpFormat, CPageCodecs   physical and virtual memory, KDDEBUGGER_DATA64 (no Foundation)
 //   SymbolFiles                    PDB (MSF, DBI, publics, TPI) and ISF readers (no Foundation)
 //   DumpAnalysis -> DumpMemory, SymbolFiles   reports built from a dump (no Foundation)
 //   CrashSimilarity -> DumpAnalysis  how alike two crashes are; MinHash band keys (no Foundation)
@@ -44,9 +44,11 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        // zlib, LZO and snappy: the page compressors of kdump-compressed captures.
+        .systemLibrary(name: "CPageCodecs", providers: [.apt(["zlib1g-dev", "liblzo2-dev", "libsnappy-dev"])]),
 
         .target(name: "DumpFormat"),
-        .target(name: "DumpMemory", dependencies: ["DumpFormat"]),
+        .target(name: "DumpMemory", dependencies: ["DumpFormat", "CPageCodecs"]),
         .target(name: "SymbolFiles"),
         .target(name: "DumpAnalysis", dependencies: ["DumpFormat", "DumpMemory", "SymbolFiles"]),
         .target(name: "SymbolStore", dependencies: ["SymbolFiles", "CLZMA"]),
@@ -109,7 +111,7 @@ let package = Package(
         // target's dependencies was not rebuilt when that module changed: DumpFormatTests kept
         // an old DumpDescription layout and crashed until a clean build.
         .testTarget(name: "DumpFormatTests", dependencies: ["DumpFormat", "DumpForge", "TestSupport"]),
-        .testTarget(name: "DumpMemoryTests", dependencies: ["DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
+        .testTarget(name: "DumpMemoryTests", dependencies: ["DumpFormat", "DumpMemory", "DumpForge", "TestSupport", "CPageCodecs"]),
         .testTarget(name: "DumpForgeTests", dependencies: ["DumpFormat", "DumpForge", "DumpMemory", "TestSupport"]),
         .testTarget(name: "DumpAnalysisTests", dependencies: ["DumpAnalysis", "DumpFile", "DumpFormat", "DumpMemory", "DumpForge", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["dumpfleet", "TestSupport"]),

@@ -61,7 +61,7 @@ public enum DumpInspector {
                            + (capture.kernelBase.map { "; the kernel image at \(hexText($0)) (found through the IDT)" } ?? "; the kernel image was not found"))
         }
         var report = headerFacts(
-            fileSize: source.count, signature: dump.capture == nil ? "PAGEDU64" : "ELF core", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
+            fileSize: source.count, signature: dump.capture?.signature ?? "PAGEDU64", dumpType: header.dumpType, machine: header.machine, majorVersion: header.majorVersion,
             buildNumber: header.buildNumber, processors: header.numberProcessors,
             bugCheck: BugCheck(rawCode: header.bugCheckCode, parameters: header.bugCheckParameters),
             systemTime: header.systemTime, systemUpTime: header.systemUpTime, directoryTableBase: header.directoryTableBase, comment: header.comment)

@@ -3,7 +3,8 @@ extension InspectionReport {
     public var text: String {
         var lines: [String] = []
         func row(_ label: String, _ value: String) { lines.append(label.padding(28) + value) }
-        row("Dump type:", signature == "ELF core" ? "\(dumpTypeName) (no DUMP_HEADER64: the facts below were found in the guest's memory)"
+        let isDumpHeader = signature == "PAGEDU64" || signature == "PAGEDUMP"
+        row("Dump type:", !isDumpHeader ? "\(dumpTypeName) (no DUMP_HEADER64: the facts below were found in the guest's memory)"
                                                   : "\(dumpTypeName) (DumpType \(dumpType), \(signature))")
         row("Machine:", "\(machine), \(processors) processor\(processors == 1 ? "" : "s")")
         row("Windows build:", "\(buildNumber)\(majorVersion == 0xC ? " (checked)" : "")")

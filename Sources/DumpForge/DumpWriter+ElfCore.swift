@@ -11,6 +11,46 @@
 extension DumpWriter {
     func elfCore() -> ForgedDump {
         let ranges = description.memory
+        let notes = vcpuNotes()
+
+        let programHeaders = 64, entry = 56
+        let notesAt = programHeaders + entry * (1 + ranges.count)
+        var dataAt = notesAt + notes.count  // QEMU writes the memory right after the notes, unaligned
+        var file = ByteBuffer(count: notesAt)
+        file.put(Array([0x7F, 0x45, 0x4C, 0x46, 2, 1, 1]), at: 0)  // \x7fELF, 64-bit, little-endian, version 1
+        file.put16(4, at: 0x10)       // ET_CORE
+        file.put16(62, at: 0x12)      // EM_X86_64
+        file.put32(1, at: 0x14)
+        file.put64(UInt64(programHeaders), at: 0x20)
+        file.put16(64, at: 0x34)
+        file.put16(UInt16(entry), at: 0x36)
+        file.put16(UInt16(1 + ranges.count), at: 0x38)
+        func programHeader(_ index: Int, type: UInt32, offset: Int, physical: UInt64, size: UInt64) {
+            let at = programHeaders + entry * index
+            file.put32(type, at: at)
+            file.put32(type == 1 ? 7 : 0, at: at + 4)  // PF_R | PF_W | PF_X for memory
+            file.put64(UInt64(offset), at: at + 8)
+            file.put64(physical, at: at + 24)
+            file.put64(size, at: at + 32)
+            file.put64(size, at: at + 40)
+        }
+        programHeader(0, type: 4, offset: notesAt, physical: 0, size: UInt64(notes.count))
+        var chunks: [ForgedDump.Chunk] = []
+        for (index, range) in ranges.enumerated() {
+            programHeader(1 + index, type: 1, offset: dataAt, physical: range.lowerBound * 0x1000, size: UInt64(range.count) * 0x1000)
+            for (pfn, page) in ram.pages where range.contains(pfn) {
+                chunks.append(.init(offset: UInt64(dataAt) + (pfn - range.lowerBound) * 0x1000, bytes: page))
+            }
+            dataAt += range.count * 0x1000
+        }
+        file.put(notes.bytes, at: notesAt)
+        chunks.insert(.init(offset: 0, bytes: file.bytes), at: 0)
+        return ForgedDump(size: UInt64(dataAt), chunks: chunks, kernel: kernel)
+    }
+
+    /// Every vCPU's notes as QEMU writes them (the ELF core's PT_NOTE, a kdump file's notes):
+    /// each CPU's CORE/NT_PRSTATUS, then each CPU's QEMU CPU state.
+    func vcpuNotes() -> ByteBuffer {
         let cpus = kernel.processors
         var notes = ByteBuffer()
         func note(_ name: String, type: UInt32, _ body: ByteBuffer) {
@@ -56,39 +96,6 @@ extension DumpWriter {
             state.put64(0x3506F8, at: 424)                  // CR4: PAE, PGE, OSFXSR, OSXSAVE, SMEP, SMAP...
             note("QEMU", type: 0, state)
         }
-
-        let programHeaders = 64, entry = 56
-        let notesAt = programHeaders + entry * (1 + ranges.count)
-        var dataAt = notesAt + notes.count  // QEMU writes the memory right after the notes, unaligned
-        var file = ByteBuffer(count: notesAt)
-        file.put(Array([0x7F, 0x45, 0x4C, 0x46, 2, 1, 1]), at: 0)  // \x7fELF, 64-bit, little-endian, version 1
-        file.put16(4, at: 0x10)       // ET_CORE
-        file.put16(62, at: 0x12)      // EM_X86_64
-        file.put32(1, at: 0x14)
-        file.put64(UInt64(programHeaders), at: 0x20)
-        file.put16(64, at: 0x34)
-        file.put16(UInt16(entry), at: 0x36)
-        file.put16(UInt16(1 + ranges.count), at: 0x38)
-        func programHeader(_ index: Int, type: UInt32, offset: Int, physical: UInt64, size: UInt64) {
-            let at = programHeaders + entry * index
-            file.put32(type, at: at)
-            file.put32(type == 1 ? 7 : 0, at: at + 4)  // PF_R | PF_W | PF_X for memory
-            file.put64(UInt64(offset), at: at + 8)
-            file.put64(physical, at: at + 24)
-            file.put64(size, at: at + 32)
-            file.put64(size, at: at + 40)
-        }
-        programHeader(0, type: 4, offset: notesAt, physical: 0, size: UInt64(notes.count))
-        var chunks: [ForgedDump.Chunk] = []
-        for (index, range) in ranges.enumerated() {
-            programHeader(1 + index, type: 1, offset: dataAt, physical: range.lowerBound * 0x1000, size: UInt64(range.count) * 0x1000)
-            for (pfn, page) in ram.pages where range.contains(pfn) {
-                chunks.append(.init(offset: UInt64(dataAt) + (pfn - range.lowerBound) * 0x1000, bytes: page))
-            }
-            dataAt += range.count * 0x1000
-        }
-        file.put(notes.bytes, at: notesAt)
-        chunks.insert(.init(offset: 0, bytes: file.bytes), at: 0)
-        return ForgedDump(size: UInt64(dataAt), chunks: chunks, kernel: kernel)
+        return notes
     }
 }

@@ -31,6 +31,13 @@ public enum Forge {
         return DumpWriter(description: description, kernel: kernel, memory: forge.memory).elfCore()
     }
 
+    /// The same capture as a kdump-compressed file (`dump-guest-memory` with a kdump format).
+    public static func kdump(_ description: DumpDescription, _ options: KdumpOptions = KdumpOptions()) -> ForgedDump {
+        let forge = KernelForge(description)
+        let kernel = forge.build()
+        return DumpWriter(description: description, kernel: kernel, memory: forge.memory).kdump(options)
+    }
+
     /// The machine's RAM as a flat image, byte N at guest physical address N (holes stay zero):
     /// what a hypervisor backs guest memory with (QEMU's `-object memory-backend-file`).
     public static func guestRAM(_ description: DumpDescription) -> ForgedDump {

@@ -64,6 +64,13 @@ public final class ByteSource: @unchecked Sendable {
         return Array(UnsafeRawBufferPointer(start: base! + Int(offset), count: Int(length)))
     }
 
+    /// Lends `length` bytes at `offset` to `body` without copying; nil when the source does not
+    /// hold them all.
+    public func withUnsafeBytes<T>(at offset: UInt64, count length: UInt64, _ body: (UnsafeRawBufferPointer) -> T?) -> T? {
+        guard contains(offset: offset, length: length), let base else { return nil }
+        return body(UnsafeRawBufferPointer(start: base + Int(offset), count: Int(length)))
+    }
+
     /// A little-endian field reader over `length` bytes at `offset`, checked once here.
     public func record(at offset: UInt64, length: UInt64, _ what: @autoclosure () -> String) throws -> Record {
         try check(offset, length, what())

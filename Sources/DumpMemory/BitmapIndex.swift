@@ -87,6 +87,12 @@ struct BitmapIndex: Sendable {
     /// are found a word at a time (counting trailing zeros and ones), and only `limit` are kept,
     /// so a hostile alternating bitmap costs time in proportion to its size and no memory.
     func presentRuns(limit: Int) -> (runs: [(basePage: UInt64, pageCount: UInt64)], total: Int) {
+        Self.presentRuns(bitCount: bitCount, limit: limit, word: word)
+    }
+
+    /// The runs of set bits among `bitCount` bits that `word` gives 64 at a time (word w holds
+    /// bits 64w ..< 64w + 64).
+    static func presentRuns(bitCount: UInt64, limit: Int, word: (UInt64) -> UInt64) -> (runs: [(basePage: UInt64, pageCount: UInt64)], total: Int) {
         var runs: [(basePage: UInt64, pageCount: UInt64)] = []
         var total = 0
         var runStart: UInt64?

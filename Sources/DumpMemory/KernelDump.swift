@@ -23,8 +23,11 @@ public final class KernelDump: Sendable {
     /// A capture of a running guest's memory: what it was, how the kernel was found, and each
     /// vCPU's registers where it has them (a CPU's context, where a crash dump has the KPRCB's).
     public struct HypervisorCapture: Sendable {
-        /// "QEMU ELF core", "raw physical memory image".
+        /// "QEMU ELF core", "QEMU kdump-compressed file", "raw physical memory image".
         public var container: String
+        /// The container's own magic, where a dump has "PAGEDU64": "ELF core", "KDUMP",
+        /// "makedumpfile" (flattened KDUMP), "raw".
+        public var signature: String
         public var directoryTableBaseSource: String
         public var kernelBase: UInt64?
         /// By CPU number; nil for a vCPU that was not in 64-bit mode.
@@ -34,6 +37,10 @@ public final class KernelDump: Sendable {
     public convenience init(source: ByteSource) throws {
         if ElfCore.looksLikeElfCore(source) {
             try self.init(elfCore: source)
+            return
+        }
+        if KdumpFile.looksLikeKdump(source) {
+            try self.init(kdump: source)
             return
         }
         let header = try DumpHeader64(parsing: source)
@@ -69,7 +76,16 @@ public final class KernelDump: Sendable {
     convenience init(elfCore source: ByteSource) throws {
         let core = try ElfCore(parsing: source)
         let physical = try PhysicalMemory(source: source, elf: core)
-        try self.init(capturedMemory: source, physical: physical, container: "QEMU ELF core", cpus: core.cpus, notes: core.notes)
+        try self.init(capturedMemory: source, physical: physical, container: "QEMU ELF core", signature: "ELF core", cpus: core.cpus, notes: core.notes)
+    }
+
+    /// A kdump-compressed file (`dump-guest-memory` with `format: kdump-zlib` and the like): the
+    /// same memory and vCPU notes as an ELF core, each page compressed on its own.
+    convenience init(kdump source: ByteSource) throws {
+        let file = try KdumpFile(parsing: source)
+        let container = file.isFlattened ? "QEMU kdump-compressed file (flattened)" : "QEMU kdump-compressed file"
+        try self.init(capturedMemory: source, physical: PhysicalMemory(kdump: file), container: container, signature: file.isFlattened ? "makedumpfile" : "KDUMP",
+                      cpus: file.cpus, notes: file.notes)
     }
 
     /// A raw image of physical memory (byte N is physical address N; a hypervisor's memory
@@ -78,13 +94,13 @@ public final class KernelDump: Sendable {
     public convenience init(rawMemory source: ByteSource) throws {
         guard source.count >= PhysicalMemory.pageSize else { throw DumpError(.notADump, "a raw memory image needs at least one page; the file has \(source.count) bytes") }
         let physical = try PhysicalMemory(rawImage: source)
-        try self.init(capturedMemory: source, physical: physical, container: "raw physical memory image", cpus: [], notes: [])
+        try self.init(capturedMemory: source, physical: physical, container: "raw physical memory image", signature: "raw", cpus: [], notes: [])
     }
 
     /// Memory captured without Windows' help (`container` says how), and the vCPUs' registers
     /// where the capture has them: the kernel is found by `GuestDiscovery`, and the header a
     /// capture lacks is made from what was found.
-    private convenience init(capturedMemory source: ByteSource, physical: PhysicalMemory, container: String, cpus: [ElfCore.CPUState], notes: [String]) throws {
+    private convenience init(capturedMemory source: ByteSource, physical: PhysicalMemory, container: String, signature: String, cpus: [ElfCore.CPUState], notes: [String]) throws {
         let vcpus = cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
         let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
         let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
@@ -98,7 +114,7 @@ public final class KernelDump: Sendable {
                                   debuggerDataBlock: kernel.debuggerDataBlock ?? 0, psLoadedModuleList: kdbg?.psLoadedModuleList ?? 0,
                                   psActiveProcessHead: kdbg?.psActiveProcessHead ?? 0, processors: kernel.processorCount ?? UInt32(max(cpus.count, 1)), context: first,
                                   systemTime: kernel.systemTime, systemUpTime: kernel.systemUpTime)
-        let capture = HypervisorCapture(container: container, directoryTableBaseSource: kernel.directoryTableBaseSource,
+        let capture = HypervisorCapture(container: container, signature: signature, directoryTableBaseSource: kernel.directoryTableBaseSource,
                                         kernelBase: kernel.kernelBase, vcpuContexts: contexts)
         try self.init(source: source, header: header, physical: physical, triage: nil, notes: notes + kernel.notes, capture: capture, decoded: decoded)
     }

@@ -35,6 +35,9 @@ public struct MemoryError: Error, Sendable, Equatable, CustomStringConvertible {
         case truncated
         /// A minidump: no captured block holds this VA.
         case notCaptured
+        /// The page is stored compressed but does not decompress to a page (damaged bytes, or
+        /// a method this reader lacks).
+        case undecodable
     }
 
     public var code: Code
@@ -72,6 +75,7 @@ public struct MemoryError: Error, Sendable, Equatable, CustomStringConvertible {
         case .physicalPageNotInDump: return "\(va): \(page) is not in the dump\(at)"
         case .truncated: return "\(va): \(page) lies past the end of the truncated file\(at)"
         case .notCaptured: return "\(va) is not among the memory the minidump captured"
+        case .undecodable: return "\(va): \(page) is stored compressed but does not decompress to a page"
         }
     }
 }

@@ -10,16 +10,21 @@ public enum PageLocation: Sendable, Equatable {
     /// The dump's tables say the page is stored at this offset, but the file ends before it:
     /// the dump was truncated (page file or dedicated dump file too small, copy cut short).
     case beyondEndOfFile(UInt64)
+    /// The page is stored compressed, described by this page descriptor (kdump-compressed files).
+    case compressed(descriptor: UInt64)
 }
 
-/// The physical memory stored in a full, bitmap or range dump: an index from PFN to file offset,
-/// built once at open time and small (O(runs + bitmap/64)), plus reads that honour it.
+/// The physical memory stored in a dump or a hypervisor's capture: an index from PFN to where
+/// the page is (a file offset, or a compressed page's descriptor), built once at open time and
+/// small (O(runs + bitmap/64)), plus reads that honour it. Every container plugs in here, so the
+/// address spaces above never learn where their bytes came from.
 public struct PhysicalMemory: Sendable {
     public static let pageSize: UInt64 = 0x1000
 
     enum Index: Sendable {
         case runs(RunIndex)
         case bitmap(BitmapIndex)
+        case compressed(CompressedPages)
     }
 
     public let source: ByteSource
@@ -54,6 +59,13 @@ public struct PhysicalMemory: Sendable {
                   notes: index.notes + (unwritten > 0 ? ["\(unwritten) PT_LOAD segments declare more memory than they hold; the rest is not in the dump"] : []))
     }
 
+    /// Indexes a kdump-compressed file (QEMU's `dump-guest-memory` with a kdump format): pages
+    /// are decompressed one at a time as they are read.
+    public init(kdump file: KdumpFile) {
+        let pages = CompressedPages(file)
+        self.init(source: file.source, index: .compressed(pages), stored: pages.storedPages, missing: 0, notes: [])
+    }
+
     /// A raw image of physical memory: page N at file offset N × 0x1000.
     public init(rawImage source: ByteSource) throws {
         let index = try RunIndex(placed: [RunIndex.Run(basePage: 0, pageCount: source.count / Self.pageSize, fileOffset: 0)], fileSize: source.count)
@@ -80,6 +92,7 @@ public struct PhysicalMemory: Sendable {
         switch index {
         case .runs(let runs): offset = runs.fileOffset(of: pfn)
         case .bitmap(let bitmap): offset = bitmap.fileOffset(of: pfn)
+        case .compressed(let pages): return pages.descriptorIndex(of: pfn).map { .compressed(descriptor: $0) } ?? .notInDump
         }
         guard let offset else { return .notInDump }
         return source.contains(offset: offset, length: Self.pageSize) ? .inFile(offset) : .beyondEndOfFile(offset)
@@ -96,6 +109,7 @@ public struct PhysicalMemory: Sendable {
         switch index {
         case .runs(let runs): runs.runs.count * MemoryLayout<RunIndex.Run>.stride
         case .bitmap(let bitmap): bitmap.rank.count * MemoryLayout<UInt32>.stride
+        case .compressed(let pages): pages.rank.count * MemoryLayout<UInt32>.stride + pages.file.storedBitmap.count * MemoryLayout<UInt64>.stride
         }
     }
 
@@ -105,6 +119,7 @@ public struct PhysicalMemory: Sendable {
         switch index {
         case .runs(let index): (index.runs.prefix(limit).map { ($0.basePage, $0.pageCount) }, index.runs.count)
         case .bitmap(let bitmap): bitmap.presentRuns(limit: limit)
+        case .compressed(let pages): pages.presentRuns(limit: limit)
         }
     }
 
@@ -114,34 +129,52 @@ public struct PhysicalMemory: Sendable {
         case .inFile(let offset): .value(source.uncheckedU64(at: offset + (pa & 0xFF8)))
         case .notInDump: .notInDump
         case .beyondEndOfFile: .beyondEndOfFile
+        case .compressed: (try? u64(at: pa & ~7, reading: pa)).map { .value($0) } ?? .beyondEndOfFile
         }
     }
 
+    /// The little-endian u64 at physical address `pa` (which must not cross a page), or the
+    /// error for reading `address` through it.
+    func u64(at pa: UInt64, reading address: UInt64) throws(MemoryError) -> UInt64 {
+        if case .compressed(let pages) = index {
+            return try pages.page(pa >> 12, reading: address).littleEndian(at: Int(pa & 0xFFF), width: 8)
+        }
+        return source.uncheckedU64(at: try fileOffset(physical: pa, reading: address))
+    }
+
     /// File offset of the byte at physical address `pa`, or the error for reading the (virtual or
-    /// physical) address `address` through it.
+    /// physical) address `address` through it. A page stored compressed has no offset of its
+    /// own: it is `.undecodable` here, and read with `read(physical:count:)`.
     public func fileOffset(physical pa: UInt64, reading address: UInt64) throws(MemoryError) -> UInt64 {
         switch locate(pfn: pa >> 12) {
         case .inFile(let offset): return offset + (pa & 0xFFF)
         case .notInDump: throw MemoryError(.physicalPageNotInDump, address: address, physicalAddress: pa)
         case .beyondEndOfFile: throw MemoryError(.truncated, address: address, physicalAddress: pa)
+        case .compressed: throw MemoryError(.undecodable, address: address, physicalAddress: pa)
         }
     }
 
     /// Copies `count` bytes at physical address `pa`; fails if any page is absent.
     public func read(physical pa: UInt64, count: Int) throws -> [UInt8] {
-        try gather(count: count, from: pa) { address in try fileOffset(physical: address, reading: address) }
+        try gather(count: count, from: pa) { $0 }
     }
 
-    /// Copies `count` bytes page by page from `start` on; `fileOffset` maps an address to the
-    /// file offset of its byte or throws. Allocation grows with what is actually read, so a huge
-    /// count fails at the first missing page, not in malloc.
-    func gather(count: Int, from start: UInt64, _ fileOffset: (UInt64) throws -> UInt64) throws -> [UInt8] {
+    /// Copies `count` bytes page by page from `start` on; `physicalAddress` maps an address to
+    /// the physical address of its byte or throws. Allocation grows with what is actually read,
+    /// so a huge count fails at the first missing page, not in malloc.
+    func gather(count: Int, from start: UInt64, _ physicalAddress: (UInt64) throws -> UInt64) throws -> [UInt8] {
         var result: [UInt8] = []
         result.reserveCapacity(min(max(count, 0), 0x1_0000))
         var address = start
         while result.count < count {
             let inPage = Int(min(Self.pageSize - (address & 0xFFF), UInt64(count - result.count)))
-            result += try source.bytes(at: fileOffset(address), count: UInt64(inPage))
+            let pa = try physicalAddress(address)
+            if case .compressed(let pages) = index {
+                let page = try pages.page(pa >> 12, reading: address)
+                result += page[Int(pa & 0xFFF)..<Int(pa & 0xFFF) + inPage]
+            } else {
+                result += try source.bytes(at: fileOffset(physical: pa, reading: address), count: UInt64(inPage))
+            }
             address &+= UInt64(inPage)
         }
         return result

@@ -101,18 +101,13 @@ public final class X64AddressSpace: KernelAddressSpace {
         return .notPresent
     }
 
-    /// File offset of the byte at `va`.
-    private func fileOffset(_ va: UInt64) throws -> UInt64 {
-        try physical.fileOffset(physical: translate(va).get(), reading: va)
-    }
-
     public func read(_ va: UInt64, count: Int) throws -> [UInt8] {
-        try physical.gather(count: count, from: va, fileOffset)
+        try physical.gather(count: count, from: va) { va in try translate(va).get() }
     }
 
     /// Fast path for the most common read in list and stack walks.
     public func u64(_ va: UInt64) throws -> UInt64 {
         guard va & 0xFFF <= 0xFF8 else { return try littleEndian(va, 8) }
-        return physical.source.uncheckedU64(at: try fileOffset(va))
+        return try physical.u64(at: translate(va).get(), reading: va)
     }
 }

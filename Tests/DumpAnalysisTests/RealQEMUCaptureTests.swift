@@ -7,9 +7,11 @@ import Foundation
 import Testing
 import TestSupport
 
-/// A genuine QEMU ELF core: Debian's qemu-system-x86 (software emulation, no KVM) runs a guest
+/// Genuine QEMU captures: Debian's qemu-system-x86 (software emulation, no KVM) runs a guest
 /// whose RAM is a file the forge wrote in guest-physical layout (`-object memory-backend-file`),
-/// its vCPUs never started (`-S`), and `dump-guest-memory` over QMP writes the core. The vCPUs
+/// its vCPUs never started (`-S`), and `dump-guest-memory` over QMP writes an ELF core and a
+/// kdump-zlib file (flattened, as QEMU 7.2 writes it; makedumpfile -R rebuilds it in place, a
+/// second real layout of the same container). The vCPUs
 /// hold reset state (QEMU 7.2 then writes EM_386 with 32-bit NT_PRSTATUS notes), so nothing in
 /// the notes leads to Windows: the page tables and the kernel must be found by scanning.
 @Suite struct RealQEMUCaptureTests {
@@ -59,7 +61,7 @@ import TestSupport
         }
     }
 
-    @Test func aCoreQEMUWroteIsReadWithoutTheGuestsHelp() throws {
+    @Test func capturesQEMUWroteAreReadWithoutTheGuestsHelp() throws {
         guard let qemu = Tools.find("qemu-system-x86_64") else {
             if Tools.isCI { Issue.record("qemu-system-x86_64 is missing: scripts/setup installs Debian's qemu-system-x86") } else {
                 print("note: qemu-system-x86_64 not found (Debian's qemu-system-x86), skipping the capture by a real QEMU")
@@ -95,5 +97,41 @@ import TestSupport
         #expect(report.processes.map(\.name) == full.processes.map(\.name) && report.modules.map(\.name) == full.modules.map(\.name))
         #expect(report.failureBucketId.hasPrefix("LIVE_"), "\(report.failureBucketId)")
         #expect(DumpInspector.inspect(dump).completeness.verdict == "hypervisor capture")
+
+        // The same memory as kdump-zlib: every page compressed on its own, zero pages shared.
+        let kdumped = try qmp.execute(#"{"execute": "dump-guest-memory", "arguments": {"paging": false, "format": "kdump-zlib", "protocol": "file:\#(folder)/core.kdump"}}"#)
+        try #require(kdumped.contains("\"return\""), "\(kdumped)")
+        var layouts = [("flattened", folder + "/core.kdump")]
+        if let makedumpfile = Tools.find("makedumpfile") {
+            let rebuilt = Process()
+            rebuilt.executableURL = URL(fileURLWithPath: makedumpfile)
+            rebuilt.arguments = ["-R", folder + "/core.kdump.raw"]
+            rebuilt.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: folder + "/core.kdump"))
+            rebuilt.standardOutput = FileHandle.nullDevice
+            try rebuilt.run()
+            rebuilt.waitUntilExit()
+            #expect(rebuilt.terminationStatus == 0)
+            layouts.append(("in place", folder + "/core.kdump.raw"))
+        } else if Tools.isCI {
+            Issue.record("makedumpfile is missing: scripts/setup installs it")
+        } else {
+            print("note: makedumpfile not found, skipping the kdump file rebuilt in place")
+        }
+        for (layout, path) in layouts {
+            let compressed = try KernelDump(source: MappedFile.open(path))
+            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
+            print("QEMU kdump-zlib (\(layout)): \(size) bytes for 128 MiB, \(compressed.physical?.storedPages ?? 0) pages, \(compressed.capture?.container ?? "-")")
+            #expect(compressed.capture?.container.contains("kdump") == true && compressed.capture?.kernelBase == ram.kernel.kernelBase, "\(layout): \(compressed.notes)")
+            #expect(compressed.capture?.container.contains("flattened") == (layout == "flattened"))
+            #expect(size < ram.size / 4, "zero pages take no room")
+            let fromKdump = CrashAnalyzer(parallelism: 1).analyze(compressed)
+            #expect(fromKdump.processes.map(\.name) == report.processes.map(\.name) && fromKdump.modules.map(\.name) == report.modules.map(\.name), "\(layout)")
+            #expect(fromKdump.failureBucketId == report.failureBucketId && fromKdump.signature == report.signature, "\(layout)")
+            // Every stored page reads as the ELF core's copy of it.
+            let elfMemory = try #require(dump.physical), kdumpMemory = try #require(compressed.physical)
+            for pfn in stride(from: UInt64(0x100), to: 0x8000, by: 0x1F7) {
+                #expect(try kdumpMemory.read(physical: pfn << 12, count: 0x1000) == elfMemory.read(physical: pfn << 12, count: 0x1000), "PFN 0x\(String(pfn, radix: 16))")
+            }
+        }
     }
 }
