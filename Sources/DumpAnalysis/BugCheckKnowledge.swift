@@ -25,6 +25,39 @@ public struct BugCheckKnowledge: Sendable {
     /// Bug checks that say the machine was stopped from outside (an NMI from the hypervisor
     /// or a button, a watchdog) rather than by a fault: every CPU is worth a look.
     public var externallyTriggered: Bool
+    /// Set for a dump of a running system that no bug check stopped: a hang until proven
+    /// otherwise, whose buckets are of their own kind (LIVE_...).
+    public var liveCapture: LiveCapture?
+
+    /// How a dump of a running system was taken, as its bug-check fields tell.
+    public enum LiveCapture: Sendable, Equatable {
+        /// No bug check at all: a hypervisor read the guest's memory (ELF, kdump, raw image).
+        case hypervisor
+        /// LIVE_SYSTEM_DUMP (0x161): QEMU's `dump-guest-memory -w` of a guest that had not
+        /// crashed, or Windows' own live kernel dump.
+        case liveSystemDump
+        /// Four capital letters where the code belongs: a memory acquisition tool's marker
+        /// (Comae's and MoonSols' converters write 'MATT' with parameters 1, 2, 3, 4).
+        case acquisitionTool(marker: String)
+
+        public var bugCheckName: String {
+            switch self {
+            case .hypervisor: "LIVE_CAPTURE (no bug check: the hypervisor read the running guest)"
+            case .liveSystemDump: "LIVE_SYSTEM_DUMP (written while the system ran: QEMU's dump-guest-memory -w or a live kernel dump)"
+            case .acquisitionTool(let marker): "LIVE_ACQUISITION ('\(marker)': a memory acquisition tool's marker, not a bug check)"
+            }
+        }
+
+        init?(_ bugCheck: BugCheck) {
+            let letters = (0..<4).map { UInt8(truncatingIfNeeded: bugCheck.rawCode >> (8 * (3 - $0))) }  // a multi-character constant, first letter high
+            switch bugCheck.rawCode {
+            case 0: self = .hypervisor
+            case 0x161: self = .liveSystemDump
+            case _ where letters.allSatisfy { (0x41...0x5A).contains($0) }: self = .acquisitionTool(marker: String(decoding: letters, as: UTF8.self))
+            default: return nil
+            }
+        }
+    }
 
     public init(_ bugCheck: BugCheck) {
         code = bugCheck.code
@@ -76,15 +109,14 @@ public struct BugCheckKnowledge: Sendable {
         case 0x139:
             parameterMeanings = ["failure type \(p[0]): \(Self.securityCheckTypes[p[0]] ?? "unknown")", "address of the KTRAP_FRAME", "address of the EXCEPTION_RECORD", "reserved"]
             faultContext = .trapFrame(parameter: 1)
-        case 0xE2, 0x1C8, 0x161:
-            parameterMeanings = ["", "", "", ""]
-            externallyTriggered = true
-        case 0:  // no bug check: a hypervisor's capture of a running guest, a hang until proven otherwise
+        case 0xE2, 0x1C8:
             parameterMeanings = ["", "", "", ""]
             externallyTriggered = true
         default:
             parameterMeanings = ["", "", "", ""]
         }
+        liveCapture = LiveCapture(bugCheck)
+        if liveCapture != nil { externallyTriggered = true }
     }
 
     static func accessKind(_ value: UInt64) -> String {

@@ -37,7 +37,9 @@ extension CrashAnalyzer {
                 advice.append("kernel memory was overwritten with \"\(text)\", the path of the user-mode program \(attributed.name): the kernel component that serves it (its driver or filter) wrote there; ask \(attributed.name)'s vendor, and check whether the crash recurs on machines without it")
             }
         }
-        if knowledge.externallyTriggered {
+        if knowledge.liveCapture != nil {
+            advice.append("the dump was taken from the running system, not by a crash: treat it as a hang and read what every CPU and blocked thread was doing")
+        } else if knowledge.externallyTriggered {
             advice.append("the dump was forced from outside (an NMI such as `virsh inject-nmi` on a hung VM, a power-button hold or a manual crash): treat it as a hang and read what every CPU was doing")
         }
         if verdict == "minidump" {

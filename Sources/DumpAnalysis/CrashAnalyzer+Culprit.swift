@@ -71,13 +71,13 @@ extension CrashAnalyzer {
     /// The bug check's class: code plus what distinguishes its kinds (exception code,
     /// 0x139's failure type, an NMI).
     static func bugCheckClass(_ bugCheck: BugCheck, knowledge: BugCheckKnowledge) -> String {
+        if knowledge.liveCapture != nil { return "LIVE" }  // a running system, however captured: buckets of their own kind
         let code = "0x" + String(bugCheck.code, radix: 16, uppercase: true)
         let p = bugCheck.parameters
         switch bugCheck.code {
         case 0x1E, 0x3B, 0x7E, 0x8E: return "\(code)_\(String(p[0] & 0xFFFF_FFFF, radix: 16))"
         case 0x139, 0x1A, 0x9F: return "\(code)_\(String(p[0], radix: 16))"
         case 0x80: return "\(code)_NMI"
-        case 0 where bugCheck.rawCode == 0: return "LIVE"  // a capture without a bug check: its buckets are of their own kind
         case 0x124: return p[0] == 3 ? "\(code)_NMI" : "\(code)_\(String(p[0], radix: 16))"
         default: return code
         }

@@ -134,7 +134,7 @@ public struct CrashAnalyzer: Sendable {
             dumpType: dump.capture.map { "\($0.container) (a hypervisor's capture)" } ?? header.dumpType.description, machine: header.machine.description, buildNumber: header.buildNumber,
             processors: header.numberProcessors, systemTime: FileTime.text(header.systemTime), systemUpTime: FileTime.durationText(header.systemUpTime),
             completeness: verdict, bugCheckCode: bugCheckText(bugCheck.rawCode),
-            bugCheckName: dump.capture != nil && bugCheck.rawCode == 0 ? "LIVE_CAPTURE (no bug check: the hypervisor read the running guest)" : bugCheck.name,
+            bugCheckName: knowledge.liveCapture?.bugCheckName ?? bugCheck.name,
             parameters: zip(bugCheck.parameters, knowledge.parameterMeanings).map { .init(value: hexText($0), meaning: $1) },
             processName: processName, imageName: culpritModule?.name ?? (culprit.kind == .process ? culprit.name : nil),
             moduleName: culpritModule.map { TriageRules.moduleKey($0.name) },

@@ -151,17 +151,24 @@ public enum GuestDiscovery {
             func field(_ at: Int, _ width: Int) -> UInt64 { (0..<width).reduce(0) { $0 | UInt64(gate[at + $1]) << (8 * UInt64($1)) } }
             let handler = field(0, 2) | field(6, 2) << 16 | field(8, 4) << 32
             guard handler >> 47 == 0x1_FFFF else { continue }
-            var page = handler & ~0xFFF
-            for _ in 0..<(0x400_0000 / 0x1000) {
-                if let head = try? space.read(page, count: 0x40), head[0] == 0x4D, head[1] == 0x5A {
-                    let peOffset = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8 | UInt64(head[0x3E]) << 16 | UInt64(head[0x3F]) << 24
-                    if peOffset < 0x1000, (try? space.read(page &+ peOffset, count: 4)) == [0x50, 0x45, 0, 0] { return page }
-                }
-                page &-= 0x1000
-            }
+            if let base = imageBase(containing: handler, space: space) { return base }
         }
         notes.append(tables.isEmpty ? "no vCPU gave an IDT (neither its IDT base nor a KPCR through its GS base): the kernel image was not found"
                                     : "no MZ header within 64 MiB below the IDT's handlers: the kernel image was not found")
+        return nil
+    }
+
+    /// The base of the PE image that holds `address`: the first page at or below it, within
+    /// 64 MiB, that starts with an MZ header whose e_lfanew leads to "PE\0\0".
+    static func imageBase(containing address: UInt64, space: X64AddressSpace) -> UInt64? {
+        var page = address & ~0xFFF
+        for _ in 0..<(0x400_0000 / 0x1000) {
+            if let head = try? space.read(page, count: 0x40), head[0] == 0x4D, head[1] == 0x5A {
+                let peOffset = UInt64(head[0x3C]) | UInt64(head[0x3D]) << 8 | UInt64(head[0x3E]) << 16 | UInt64(head[0x3F]) << 24
+                if peOffset < 0x1000, (try? space.read(page &+ peOffset, count: 4)) == [0x50, 0x45, 0, 0] { return page }
+            }
+            page &-= 0x1000
+        }
         return nil
     }
 

@@ -155,7 +155,7 @@ public final class KernelDump: Sendable {
             lookup = decoded
         } else if let physical, unavailable == nil {
             let space = X64AddressSpace(physical: physical, directoryTableBase: header.directoryTableBase)
-            lookup = Self.debuggerData(at: header.kdDebuggerDataBlock, in: space)
+            lookup = Self.decodedIfEncoded(Self.debuggerData(at: header.kdDebuggerDataBlock, in: space), space: space)
         } else {
             lookup = .unreadable(unavailable ?? "the dump holds no memory")
         }
@@ -210,6 +210,16 @@ public final class KernelDump: Sendable {
         } catch {
             return .unreadable("KDDEBUGGER_DATA64 at 0x\(hex(va)) (0x\(hex(size)) bytes): \(error)")
         }
+    }
+
+    /// A dump of a running system (a live acquisition tool's, some live dumps) can point at the
+    /// block as the kernel keeps it, encoded. It lies in ntoskrnl's data, so the image base is
+    /// the MZ header below it, and with KernBase known the block decodes from its plain text.
+    static func decodedIfEncoded(_ lookup: DebuggerDataLookup, space: X64AddressSpace) -> DebuggerDataLookup {
+        guard case .encoded(let address, _, _) = lookup, let kernelBase = GuestDiscovery.imageBase(containing: address, space: space),
+              let decoded = GuestDiscovery.decodeDebuggerData(space: space, kernelBase: kernelBase), decoded.address == address,
+              let data = try? DebuggerData(bytes: decoded.bytes) else { return lookup }
+        return .found(data, source: "memory at 0x\(hex(address)), encoded there (a running system's) and decoded without symbols from its known plain text (tag, size, KernBase)")
     }
 
     /// A minidump keeps a clear copy of the block at DebuggerDataOffset. No more than the

@@ -6,8 +6,8 @@ import Testing
 import TestSupport
 
 /// Analyses of a hypervisor's capture (a QEMU ELF core of a running guest), found without the
-/// guest's help and without symbols. Still only against the forge's ELF writer; a capture by a
-/// real QEMU comes with the next part of issue 13.
+/// guest's help and without symbols, and dumps of running systems in Windows' own format.
+/// Against the forge's writers; the captures a real QEMU writes are in RealQEMUCaptureTests.
 @Suite struct HypervisorCaptureTests {
     static func hang() -> DumpDescription {
         var description = DumpDescription.spinLockHang(kind: .full, layoutSeed: 21)
@@ -57,6 +57,43 @@ import TestSupport
         }
         #expect(decoded.bytes == clear.debuggerData.data?.bytes && source.contains("decoded without symbols"), "\(source)")
         #expect(CrashAnalyzer(parallelism: 1).analyze(dump).failureBucketId == CrashAnalyzer(parallelism: 1).analyze(clear).failureBucketId)
+    }
+
+    /// The same hung machine as three other ways of reading a running system write it: QEMU's
+    /// `dump-guest-memory -w` (a full DUMP_HEADER64 with LIVE_SYSTEM_DUMP, 0x161, and QEMU's
+    /// patched KDBG pointer), a live acquisition tool's conversion (the marker 'MATT' with
+    /// parameters 1–4, KDBG left encoded), and a bitmap dump of the same kind. Each is a live
+    /// capture: the encoded block is decoded without symbols, and the bucket is the hypervisor
+    /// capture's, so one hang is one bucket however it was taken.
+    @Test func liveDumpsOfEveryKindShareTheHangsBucket() throws {
+        let description = Self.hang()
+        let capture = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: Fixtures.source(Forge.elfCore(description))))
+        var qemuWindows = description
+        qemuWindows.bugCheckCode = 0x161
+        qemuWindows.bugCheckParameters = [0, 0, 0, 0]
+        var tool = description
+        tool.bugCheckCode = 0x4D41_5454  // 'MATT'
+        tool.bugCheckParameters = [1, 2, 3, 4]
+        tool.debuggerDataEncoded = true
+        tool.comment = "Microsoft Crash Dump file generated with a memory acquisition toolkit"
+        var toolBitmap = tool
+        toolBitmap.kind = .bitmapFull
+        for (label, variant, name) in [("QEMU -w", qemuWindows, "LIVE_SYSTEM_DUMP"), ("tool", tool, "LIVE_ACQUISITION ('MATT'"), ("tool, bitmap", toolBitmap, "LIVE_ACQUISITION")] {
+            let forged = Forge.dump(variant)
+            let dump = try KernelDump(source: Fixtures.source(forged))
+            #expect(dump.debuggerData.data?.kernBase == forged.kernel.kernelBase, "\(label): \(dump.debuggerData.status)")
+            if variant.debuggerDataEncoded {
+                guard case .found(_, let source) = dump.debuggerData else { Issue.record("\(label): not decoded"); continue }
+                #expect(source.contains("decoded without symbols"), "\(label): \(source)")
+            }
+            let report = CrashAnalyzer(parallelism: 1).analyze(dump)
+            #expect(report.bugCheckName?.hasPrefix(name) == true, "\(label): \(report.bugCheckName ?? "-")")
+            #expect(report.failureBucketId == capture.failureBucketId && report.failureBucketId.hasPrefix("LIVE_vfstor+"), "\(label): \(report.failureBucketId)")
+            #expect(report.advice.contains { $0.contains("taken from the running system") }, "\(label)")
+        }
+        // A crash is not a live capture, however alike its stacks: its bucket keeps its class.
+        let crash = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: Fixtures.source(Forge.dump(description))))
+        #expect(!crash.failureBucketId.hasPrefix("LIVE_"), "\(crash.failureBucketId)")
     }
 
     /// vCPUs still in firmware or reset hold a CR3 that maps no Windows: the page tables are
