@@ -14,7 +14,7 @@ struct Capture: AsyncParsableCommand {
         this host recorded, and removed once stored. A core that failed to upload is kept, and \
         its path printed. The coordinator is asked for first, so a capture never starts \
         without it.
-        With --qmp, dumpfleet talks to QEMU's QMP socket (-qmp unix:PATH,server,nowait) and \
+        With --qmp, dumpfleet talks to QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off) and \
         hands it the core's file descriptor, so QEMU needs no right to the folder; without \
         it, `virsh dump --memory-only` captures a libvirt domain (run as root: libvirt's QEMU \
         writes the file). QEMU pauses the guest's vCPUs while it copies the memory and resumes \
@@ -31,8 +31,8 @@ struct Capture: AsyncParsableCommand {
         state file, DIR/.dumpfleet-uploaded unless --state says otherwise, so a restarted \
         watcher sends nothing twice. Files that are not memory dumps are skipped.
 
-        Exit status: 0 when done; 1 when the capture failed (nothing uploaded, no core left) \
-        or, with --watch, any upload failed; 2 when the upload of a captured core failed (the \
+        Exit status: 0 when done; 1 when the coordinator did not answer, the capture failed \
+        (nothing uploaded, no core left) or, with --watch, any upload failed; 2 when the upload of a captured core failed (the \
         core is kept).
 
         Examples:
@@ -53,7 +53,7 @@ struct Capture: AsyncParsableCommand {
     @Option(name: .customLong("connect"), help: ArgumentHelp("libvirt URI for virsh (default: virsh's own).", valueName: "uri"))
     var connection: String?
 
-    @Option(help: "Core format: \(CoreFormat.allCases.map(\.rawValue).joined(separator: ", ")) (workers read elf).")
+    @Option(help: "The core's format, as QEMU writes it (workers read elf; kdump files not yet).")
     var format: CoreFormat = .elf
 
     @Flag(help: "Stop the VM for good after the dump (QMP quit; virsh dump --crash).")

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A connection to QEMU's machine protocol (QMP) on a unix socket, as QEMU serves it with
-/// `-qmp unix:PATH,server,nowait`: a greeting line holding "QMP", then one JSON command per
+/// `-qmp unix:PATH,server=on,wait=off`: a greeting line holding "QMP", then one JSON command per
 /// line, each answered by a line holding "return" or "error"; lines holding "event" may come
 /// in between and are kept for `event(_:)`.
 ///
@@ -41,7 +41,7 @@ final class QMPClient {
             let reason = errno
             close(fd)
             switch reason {
-            case ENOENT: throw Failure(description: "no QMP socket at \(path) (start QEMU with -qmp unix:\(path),server,nowait)")
+            case ENOENT: throw Failure(description: "no QMP socket at \(path) (start QEMU with -qmp unix:\(path),server=on,wait=off)")
             case ECONNREFUSED: throw Failure(description: "nothing listens on \(path): QEMU has exited, or it is not a socket")
             default: throw Failure(description: "cannot connect to the QMP socket \(path): \(String(cString: strerror(reason)))")
             }
@@ -135,7 +135,7 @@ final class QMPClient {
             }
             var chunk = [UInt8](repeating: 0, count: 65536)
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw Failure(description: "QEMU did not answer on \(path) in time") }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw Failure(description: "QEMU did not answer on \(path) in time (QMP serves one client at a time: is another one connected?)") }
             guard count >= 0 else { throw Failure(description: "cannot read the QMP socket \(path): \(String(cString: strerror(errno)))") }
             guard count > 0 else { throw Failure(description: "QEMU closed the QMP socket \(path)") }
             buffer += chunk[..<count]
