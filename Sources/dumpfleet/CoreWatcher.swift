@@ -36,6 +36,8 @@ struct CoreWatcher {
     /// Looks every `settle` seconds (once with `once`); the number of uploads that failed.
     mutating func run(once: Bool) async throws -> Int {
         guard FileManager.default.fileExists(atPath: folder) else { throw CaptureFailure(description: "no folder \(folder) to watch") }
+        // A state that cannot be written would send every core again at each look.
+        try saveState(try loadState())
         if !once { warn("dumpfleet: watching \(folder) for memory cores every \(Seconds(settle))") }
         while true {
             let failed = try await pass()
