@@ -65,7 +65,9 @@ public struct FleetClient: Sendable {
 
     public func status() async throws -> QueueStatus { try await send("GET", "/v1/status") }
     /// The name of the token, as the coordinator knows it (a cheap check that it accepts the token).
-    public func whoami() async throws -> Caller { try await send("GET", "/v1/whoami") }
+    /// A coordinator that does not answer fails it after `timeout` (connection attempts go on
+    /// until then).
+    public func whoami(timeout: TimeAmount = .seconds(60)) async throws -> Caller { try await send("GET", "/v1/whoami", timeout: timeout) }
     public func dump(_ id: Int64) async throws -> DumpStatus { try await send("GET", "/v1/dumps/\(id)") }
     public func job(_ id: Int64) async throws -> JobStatus { try await send("GET", "/v1/jobs/\(id)") }
 

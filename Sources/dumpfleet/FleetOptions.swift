@@ -30,6 +30,11 @@ struct ServerOptions: ParsableArguments {
     func validate() throws {
         guard server.hasPrefix("http://") || server.hasPrefix("https://") else { throw ValidationError("--server must be an http:// or https:// URL") }
     }
+
+    /// For commands that send dumps: the coordinator takes none without a token.
+    func requireToken() throws {
+        guard !token.isEmpty else { throw ValidationError("--token (or $DUMPFLEET_TOKEN) is required") }
+    }
 }
 
 /// Logs for long-running commands: one line per event on stderr, `key=value` metadata.

@@ -29,8 +29,7 @@ struct Upload: AsyncParsableCommand {
     @Option(help: "Hypervisor host the VM ran on.")
     var host: String?
 
-    @Option(name: .customLong("tag"), help: "A label as key=value; repeat for more.")
-    var tags: [String] = []
+    @OptionGroup var tags: TagOptions
 
     @OptionGroup var server: ServerOptions
 
@@ -38,31 +37,21 @@ struct Upload: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard !server.token.isEmpty else { throw ValidationError("--token (or $DUMPFLEET_TOKEN) is required") }
-        for tag in tags where !tag.contains("=") { throw ValidationError("--tag takes key=value, not \"\(tag)\"") }
+        try server.requireToken()
     }
 
     func run() async throws {
-        var labels: [String: String] = [:]
-        for tag in tags {
-            let parts = tag.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            labels[String(parts[0])] = String(parts[1])
-        }
-        let display = ProgressDisplay()
-        let uploader = Uploader(client: FleetClient(server: server.server, token: server.token)) { display.update($0) }
+        let sender = UploadSender(server: server)
         var failed = false
         for file in files {
             do {
-                let status = try await uploader.upload(file: file, vm: vm, host: host, tags: labels)
-                display.finish()
+                let status = try await sender.send(file: file, vm: vm, host: host, tags: tags.labels)
                 if json {
                     print(try JSONOutput.encode(UploadResult(file: file, status: status)))
                 } else {
-                    let verb = status.state == .known ? "already stored" : "stored"
-                    print("\(file): \(verb) as dump \(status.dumpId.map(String.init) ?? "?"), job \(status.jobId.map(String.init) ?? "?")")
+                    print(UploadSender.summary(file: file, status: status))
                 }
             } catch {
-                display.finish()
                 failed = true
                 if json {
                     print(try JSONOutput.encode(ReportPrinter.Failure(file: file, error: "\(error)")))
@@ -77,5 +66,60 @@ struct Upload: AsyncParsableCommand {
     struct UploadResult: Encodable {
         var file: String
         var status: UploadStatus
+    }
+}
+
+/// `--tag key=value`, repeatable: labels recorded with an upload (`upload` and `capture`).
+struct TagOptions: ParsableArguments {
+    @Option(name: .customLong("tag"), help: "A label as key=value; repeat for more.")
+    var tags: [String] = []
+
+    func validate() throws {
+        for tag in tags where !tag.contains("=") { throw ValidationError("--tag takes key=value, not \"\(tag)\"") }
+    }
+
+    var labels: [String: String] {
+        var labels: [String: String] = [:]
+        for tag in tags {
+            let parts = tag.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            labels[String(parts[0])] = String(parts[1])
+        }
+        return labels
+    }
+}
+
+/// Sends dumps the way `dumpfleet upload` does, for it and for `capture`: FleetClient's
+/// Uploader (hash, announce, LZ4 stream, resume) with its progress drawn on stderr.
+struct UploadSender {
+    let client: FleetClient
+    let uploader: Uploader
+    let display: ProgressDisplay
+
+    init(server: ServerOptions) {
+        let display = ProgressDisplay()
+        client = FleetClient(server: server.server, token: server.token)
+        uploader = Uploader(client: client) { display.update($0) }
+        self.display = display
+    }
+
+    /// Asks the coordinator whose token this is, so that a missing coordinator or a refused
+    /// token shows before a capture, not after it (within 10 seconds).
+    func checkCoordinator() async throws {
+        do {
+            _ = try await client.whoami(timeout: .seconds(10))
+        } catch {
+            throw CaptureFailure(description: "cannot use the coordinator at \(client.server): \(error)")
+        }
+    }
+
+    func send(file: String, vm: String, host: String?, tags: [String: String]) async throws -> UploadStatus {
+        defer { display.finish() }
+        return try await uploader.upload(file: file, vm: vm, host: host, tags: tags)
+    }
+
+    /// `FILE: stored as dump 12, job 31`, the line `upload` prints per file.
+    static func summary(file: String, status: UploadStatus) -> String {
+        let verb = status.state == .known ? "already stored" : "stored"
+        return "\(file): \(verb) as dump \(status.dumpId.map(String.init) ?? "?"), job \(status.jobId.map(String.init) ?? "?")"
     }
 }

@@ -1,0 +1,110 @@
+import Foundation
+
+/// A file in a watched folder, as `capture --watch` judges it: what it holds, whether it is
+/// complete, and which VM it came from.
+struct CoreFile: Hashable {
+    let path: String
+    let name: String
+
+    /// What the file's first bytes say it is.
+    enum Kind {
+        case elfCore, kdump, windowsDump, other
+    }
+
+    /// Name, size and modification time: a core that is rewritten or grows is a new one.
+    struct Identity: Hashable {
+        var name: String
+        var size: UInt64
+        var modified: Int64  // nanoseconds since 1970
+    }
+
+    var identity: Identity? {
+        var facts = stat()
+        guard stat(path, &facts) == 0, (facts.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Identity(name: name, size: UInt64(facts.st_size), modified: Int64(facts.st_mtim.tv_sec) * 1_000_000_000 + Int64(facts.st_mtim.tv_nsec))
+    }
+
+    var kind: Kind {
+        let head = read(at: 0, count: 8)
+        if head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) { return .elfCore }  // "\u{7F}ELF"
+        let text = String(decoding: head, as: UTF8.self)
+        if text == "KDUMP   " { return .kdump }
+        if text == "PAGEDU64" || text == "PAGEDUMP" || text.hasPrefix("MDMP") { return .windowsDump }
+        return .other
+    }
+
+    /// For an ELF core, whether every segment its program headers describe lies in the file.
+    /// QEMU writes the headers first and the memory after them, so a core still being written
+    /// (or cut short) ends before its last segment does.
+    var elfSegmentsAreComplete: Bool {
+        let header = read(at: 0, count: 64)
+        guard header.count == 64 else { return false }
+        let wide = header[4] == 2  // ELFCLASS64; else ELFCLASS32
+        let programHeaders = wide ? Self.value(header, 0x20, 8) : Self.value(header, 0x1C, 4)
+        let entrySize = Self.value(header, wide ? 0x36 : 0x2A, 2)
+        var count = Self.value(header, wide ? 0x38 : 0x2C, 2)
+        if count == 0xFFFF {  // PN_XNUM: the count is section header 0's sh_info
+            let sections = wide ? Self.value(header, 0x28, 8) : Self.value(header, 0x20, 4)
+            count = Self.value(read(at: sections &+ (wide ? 44 : 28), count: 4), 0, 4)
+        }
+        guard let size = identity?.size, entrySize >= (wide ? 56 : 32), count > 0, count <= 1 << 22 else { return false }
+        let table = read(at: programHeaders, count: Int(count * entrySize))
+        guard table.count == Int(count * entrySize) else { return false }
+        for index in 0..<Int(count) {
+            let entry = index * Int(entrySize)
+            let offset = wide ? Self.value(table, entry + 8, 8) : Self.value(table, entry + 4, 4)
+            let length = wide ? Self.value(table, entry + 32, 8) : Self.value(table, entry + 16, 4)
+            let (end, overflow) = offset.addingReportingOverflow(length)
+            if overflow || end > size { return false }
+        }
+        return true
+    }
+
+    /// The VM, from libvirt's name for an automatic dump: `ID-NAME-YYYY-MM-DD-HH:MM:SS` (the
+    /// domain's id and its name cut to 20 characters). Any other name is taken whole, without
+    /// its extension.
+    var vm: String {
+        let stamp = #"-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}:[0-9]{2}:[0-9]{2}$"#
+        if let range = name.range(of: stamp, options: .regularExpression) {
+            let rest = name[..<range.lowerBound]
+            if let id = rest.range(of: #"^[0-9]+-"#, options: .regularExpression), id.upperBound < rest.endIndex { return String(rest[id.upperBound...]) }
+            return String(rest)
+        }
+        let base = (name as NSString).deletingPathExtension
+        return base.isEmpty ? name : base
+    }
+
+    private func read(at offset: UInt64, count: Int) -> [UInt8] {
+        guard count > 0, offset < UInt64(Int64.max) else { return [] }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return got > 0 ? Array(bytes[..<got]) : []
+    }
+
+    private static func value(_ bytes: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
+        guard offset >= 0, offset + width <= bytes.count else { return 0 }
+        return (0..<width).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * $1) }
+    }
+
+    /// Files under `folder` that some process holds open for writing, with that process's id,
+    /// from /proc (a process this user may not inspect is not seen: run the watcher as root).
+    static func openForWriting(in folder: String) -> [String: Int32] {
+        let manager = FileManager.default
+        let prefix = (URL(fileURLWithPath: folder).resolvingSymlinksInPath().path) + "/"
+        var writers: [String: Int32] = [:]
+        for entry in (try? manager.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let descriptors = try? manager.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
+            for descriptor in descriptors {
+                guard let target = try? manager.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(descriptor)"), target.hasPrefix(prefix),
+                      let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(descriptor)", encoding: .utf8),
+                      let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") })?.split(separator: "\t").last.flatMap({ Int32($0, radix: 8) })
+                else { continue }
+                if flags & O_ACCMODE != O_RDONLY { writers[target] = pid }
+            }
+        }
+        return writers
+    }
+}
