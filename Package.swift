@@ -87,7 +87,7 @@ let package = Package(
             name: "dumpfleet",
             dependencies: [
                 "DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile",
-                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters", "SymbolStore",
+                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters", "SymbolStore", "CPageCodecs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -26,7 +26,42 @@ extension CrashAnalyzer {
         inLanes(processors.count) { lane, lanes in
             for index in stride(from: lane, to: processors.count, by: lanes) { work(index) }
         }
-        return results.values.compactMap { $0 }
+        let cpus = results.values.compactMap { $0 }
+        guard let space = try? dump.kernelAddressSpace() else { return cpus }
+        return namingSpinLockHolders(cpus, contexts: Dictionary(processors.map { ($0.number, $0.context!) }, uniquingKeysWith: { first, _ in first }), space: space)
+    }
+
+    /// Says who holds each spin lock that CPUs wait for. An x64 KSPIN_LOCK records no owner
+    /// (bit 0 is the whole lock), so the holder is inferred as WinDbg users do by hand: a CPU
+    /// that is not waiting for the lock and whose registers, or the first 8 KiB of whose stack,
+    /// hold the lock's address (its code keeps the address to release the lock). The lock's
+    /// value says whether it is still held.
+    func namingSpinLockHolders(_ cpus: [CrashReport.CPU], contexts: [Int: Context64], space: some KernelAddressSpace) -> [CrashReport.CPU] {
+        var cpus = cpus
+        let registerNames = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"]
+        var stacks: [Int: [UInt8]] = [:]
+        for index in cpus.indices {
+            guard let lock = cpus[index].spinLock.flatMap({ UInt64($0.dropFirst(2), radix: 16) }) else { continue }
+            let value = (try? space.u64(lock)).map { $0 & 1 == 0 ? "free now (0x\(hex($0)))" : "held (0x\(hex($0)))" } ?? "value not in the dump"
+            var holder: (cpu: Int, where: String)?
+            for other in cpus where other.number != cpus[index].number && other.spinLock != cpus[index].spinLock {
+                guard let context = contexts[other.number] else { continue }
+                if let register = context.gpr.firstIndex(of: lock), register != 4 {
+                    holder = (other.number, "its \(registerNames[register]) holds the lock's address")
+                    break
+                }
+                let rsp = context.gpr[4]
+                if stacks[other.number] == nil { stacks[other.number] = (try? space.read(rsp, count: 0x2000)) ?? (try? space.read(rsp, count: Int(0x1000 - (rsp & 0xFFF)))) ?? [] }
+                let stack = stacks[other.number]!
+                if let slot = stride(from: 0, to: stack.count - 7, by: 8).first(where: { stack.littleEndian(at: $0, width: 8) == lock }) {
+                    holder = (other.number, "its stack holds the lock's address at 0x\(hex(rsp &+ UInt64(slot)))")
+                    break
+                }
+            }
+            cpus[index].spinLockHolder = holder?.cpu
+            cpus[index].activity += ": " + value + (holder.map { "; CPU \($0.cpu) seems to hold it (\($0.where))" } ?? "; no CPU shows it")
+        }
+        return cpus
     }
 
     /// Runs `lane(number, lanes)` for `min(parallelism, count)` lanes, each on its own thread
@@ -85,9 +120,17 @@ extension CrashAnalyzer {
                                   "KxAcquireSpinLock", "KeAcquireInStackQueuedSpinLock"].contains($0.function ?? "") }) {
             return "waiting for spin lock" + (registers.map { " \(hexText($0.gpr[1]))" } ?? "")
         }
-        let busy = stack.first { rules.blames($0) && $0.trust != .scan }
-        if busy == nil, onIdleThread || ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(stack.first?.function ?? "") { return "idle" }
-        if let busy { return "running \(busy.module!) code (\(busy.symbol))" }
+        let busyIndex = stack.firstIndex { rules.blames($0) && $0.trust != .scan }
+        if busyIndex == nil, onIdleThread || ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(stack.first?.function ?? "") { return "idle" }
+        if let busyIndex {
+            let busy = stack[busyIndex]
+            // What called into it, where the kernel's names are known (exports, a PDB).
+            let callers = stack[busyIndex...].compactMap(\.function)
+            let context = callers.contains { ["KiRetireDpcList", "KiExecuteAllDpcs", "KiExecuteDpc", "KiTimerExpiration"].contains($0) } ? " in a DPC"
+                : callers.contains { $0.hasPrefix("KiInterruptDispatch") || $0 == "KiCallInterruptServiceRoutine" || $0 == "KiInterruptSubDispatch" } ? " in an interrupt service routine"
+                : ""
+            return "running \(busy.module!) code\(context) (\(busy.symbol))"
+        }
         return stack.first.map { "in \($0.symbol)" } ?? "unknown"
     }
 

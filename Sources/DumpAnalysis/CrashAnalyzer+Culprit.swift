@@ -34,10 +34,15 @@ extension CrashAnalyzer {
             return CulpritDecision(kind: rules.skips(module: name, function: frame.function) ? .operatingSystem : .module,
                                    name: name, reason: reason, module: module(of: frame), frame: frame, key: Self.frameKey(frame))
         }
-        if knowledge.externallyTriggered, let busy = cpus.first(where: { $0.activity.hasPrefix("running") }),
+        // A hang: the CPU that holds what the others wait for, else the first running blamed code.
+        let holders = Set(cpus.compactMap(\.spinLockHolder))
+        let running = cpus.filter { $0.activity.hasPrefix("running") }
+        if knowledge.externallyTriggered, let busy = running.first(where: { holders.contains($0.number) }) ?? running.first,
            let frame = busy.stack.first(where: { rules.blames($0) && $0.trust != .scan }) {
-            let waiting = cpus.filter { $0.activity.hasPrefix("waiting for spin lock") }.map(\.number)
-            let others = waiting.isEmpty ? "" : "; CPU\(waiting.count == 1 ? "" : "s") \(waiting.map(String.init).joined(separator: ", ")) wait for a spin lock"
+            let waiting = cpus.filter { $0.activity.hasPrefix("waiting for spin lock") }
+            let held = !waiting.isEmpty && waiting.allSatisfy { $0.spinLockHolder == busy.number }
+            let others = waiting.isEmpty ? "" : "; CPU\(waiting.count == 1 ? "" : "s") \(waiting.map { String($0.number) }.joined(separator: ", ")) wait\(waiting.count == 1 ? "s" : "") for a spin lock"
+                + (held ? " that it seems to hold" : "")
             return decision(frame, "the dump was forced from outside (a hang): CPU \(busy.number) runs \(frame.module!) code\(others)")
         }
         let start = min(faultingFrame ?? 0, stack.count)

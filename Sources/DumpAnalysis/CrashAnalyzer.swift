@@ -154,7 +154,23 @@ public struct CrashAnalyzer: Sendable {
             signature: signature, layoutSource: layout?.source, notes: notes,
             symbolFiles: symbolizer.flatMap { usedSymbolFiles(symbolizer: $0, modules: objects.modules, stacks: [stack] + cpus.map(\.stack)) })
         report.basis = basis(dump: dump, space: space, knowledge: knowledge, bugCheck: bugCheck, stack: stack, culprit: culprit, evidence: evidence, cpus: cpus)
+        report.capture = Self.captureText(dump: dump, live: knowledge.liveCapture, time: report.systemTime)
         return report
+    }
+
+    /// How and when a dump of a running system was taken, in one line.
+    static func captureText(dump: KernelDump, live: BugCheckKnowledge.LiveCapture?, time: String?) -> String? {
+        guard let live else { return nil }
+        let when = time.map { " at \($0)" } ?? " (no time recorded)"
+        if let capture = dump.capture {
+            return "by the hypervisor: \(capture.container)\(when); page tables from \(capture.directoryTableBaseSource)"
+                + (capture.kernelBase.map { "; the kernel at \(hexText($0))" } ?? "")
+        }
+        return switch live {
+        case .hypervisor: "from the running system (no bug check)\(when)"
+        case .liveSystemDump: "a live dump (LIVE_SYSTEM_DUMP) of the running system\(when): QEMU's dump-guest-memory -w or Windows' live kernel dump"
+        case .acquisitionTool(let marker): "a memory acquisition tool's image ('\(marker)'), converted to a crash dump\(when)"
+        }
     }
 
     /// The kernel image's symbols, found by the CodeView record of the image at KDBG's KernBase.

@@ -16,6 +16,7 @@ extension CrashReport {
         lines.append("")
         field("DUMP_TYPE", "\(dumpType), \(machine), build \(buildNumber), \(processors) processor\(processors == 1 ? "" : "s") (\(completeness))")
         field("SYSTEM_TIME", systemTime)
+        field("CAPTURE", capture)
         field("BUGCHECK_CODE", bugCheckCode)
         for (index, parameter) in parameters.enumerated() { field("BUGCHECK_P\(index + 1)", parameter.value) }
         field("PROCESS_NAME", processName)

@@ -53,9 +53,18 @@ public struct CrashReport: Sendable, Codable, Equatable {
         public var number: Int
         public var thread: String?
         public var process: String?
-        /// "idle", "waiting for spin lock 0x...", "running nvlddmkm", ...
+        /// "idle", "waiting for spin lock 0x…: held (0x1); CPU 0 seems to hold it (…)",
+        /// "running vfstor.sys code in a DPC (vfstor!VfPollHardware+0x44)", ...
         public var activity: String
         public var stack: [StackFrame]
+        /// The CPU that seems to hold the spin lock this one waits for.
+        public var spinLockHolder: Int?
+
+        /// The address of the spin lock this CPU waits for ("0x…"), from its activity.
+        public var spinLock: String? {
+            guard activity.hasPrefix("waiting for spin lock 0x") else { return nil }
+            return String(activity.dropFirst("waiting for spin lock ".count).prefix { $0 != ":" && $0 != " " })
+        }
     }
 
     /// A conclusion ("culprit nvlddmkm.sys", "fault context") and the memory it rests on,
@@ -107,6 +116,10 @@ public struct CrashReport: Sendable, Codable, Equatable {
     public var notes: [String]
     /// Which conclusions rest on which memory of the dump; nil in reports from before it.
     public var basis: [Basis]? = nil
+    /// For a dump of a running system (no bug check stopped it): how and when it was taken
+    /// ("by the hypervisor: QEMU ELF core, at 2024-03-01 20:00:00 UTC; page tables from CR3 of
+    /// vCPU 0"). Nil for a crash.
+    public var capture: String? = nil
     /// The symbol files that named frames ("ntkrnlmp.pdb GUID-AGE: path"); nil when the
     /// analysis had no symbol directories (and in reports from before they were read).
     public var symbolFiles: [String]? = nil

@@ -80,6 +80,7 @@ extension DumpDescription {
         }
         description.processes.append(ProcessDescription(processId: 0x2B8, parentId: 0x25C, imageName: "svchost.exe",
                                                         threads: [waiter(1, 0x2BC), waiter(2, 0x2C0), waiter(3, 0x2C4)]))
+        description.spinLockHolder = description.crashingProcessor
         description.bugCheckCode = 0x80
         description.bugCheckParameters = [0x004F_4454, 0, 0, 0]
         return description

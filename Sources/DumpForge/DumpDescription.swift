@@ -42,6 +42,9 @@ public struct DumpDescription: Sendable {
     /// Stacks for CPUs' idle threads, when a CPU crashed (or hung) in its idle thread, say in
     /// a DPC; the others idle in nt!KiIdleLoop.
     public var idleStacks: [Int: [CodeLocation]] = [:]
+    /// The CPU whose running code holds the forge's one spin lock. An x64 KSPIN_LOCK records no
+    /// owner, but the holder keeps the lock's address to release it: here in RBX.
+    public var spinLockHolder: Int? = nil
     /// Register values of the faulting frame, by x64 register number, where the crash says
     /// what they held (a list operation's entry and the bad link it loaded); the others keep
     /// the values unwinding restores.

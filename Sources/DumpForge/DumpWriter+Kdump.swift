@@ -50,18 +50,16 @@ extension DumpWriter {
 
         var descriptors = ByteBuffer(count: storedPages.count * 24)
         var data = ByteBuffer()
-        var zeroPageAt: Int?
+        var zeroPageAt: (offset: Int, stored: (bytes: [UInt8], flag: UInt32))?
         for (index, pfn) in storedPages.enumerated() {
             let page = ram.pages[UInt64(pfn)]
-            var stored = (bytes: page ?? [UInt8](repeating: 0, count: block), flag: UInt32(0))
-            if let compressed = options.compress?(stored.bytes), compressed.bytes.count < block { stored = compressed }
-            let offset: Int
-            if page == nil, let shared = zeroPageAt {
-                offset = shared
-            } else {
-                offset = dataAt + data.count
+            let shared = page == nil ? zeroPageAt : nil
+            let offset = shared?.offset ?? dataAt + data.count
+            var stored = shared?.stored ?? (bytes: page ?? [UInt8](repeating: 0, count: block), flag: 0)
+            if shared == nil {
+                if let compressed = options.compress?(stored.bytes), compressed.bytes.count < block { stored = compressed }
                 data.put(stored.bytes, at: data.count)
-                if page == nil { zeroPageAt = offset }
+                if page == nil { zeroPageAt = (offset, stored) }
             }
             descriptors.put64(UInt64(offset), at: 24 * index)
             descriptors.put32(UInt32(stored.bytes.count), at: 24 * index + 8)

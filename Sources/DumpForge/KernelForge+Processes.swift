@@ -112,6 +112,10 @@ extension KernelForge {
             stack.registers[1] = spinLock  // RCX: KeAcquireSpinLock*'s argument
             stack.frames[0].registers[1] = spinLock
         }
+        if let cpu = thread.runningOn, cpu == description.spinLockHolder, !stack.frames.isEmpty {
+            stack.registers[3] = spinLock  // RBX: kept to release the lock
+            stack.frames[0].registers[3] = spinLock
+        }
         writeTrapFrames(stack)
         writeCallSites(stack)
         writeStaleValues(stack)

@@ -53,7 +53,7 @@ struct Capture: AsyncParsableCommand {
     @Option(name: .customLong("connect"), help: ArgumentHelp("libvirt URI for virsh (default: virsh's own).", valueName: "uri"))
     var connection: String?
 
-    @Option(help: "The core's format, as QEMU writes it (workers read elf; kdump files not yet).")
+    @Option(help: "The core's format, as QEMU writes it: elf, or kdump-zlib, kdump-lzo, kdump-snappy (each page compressed; smaller on disk and on the wire).")
     var format: CoreFormat = .elf
 
     @Flag(help: "Stop the VM for good after the dump (QMP quit; virsh dump --crash).")

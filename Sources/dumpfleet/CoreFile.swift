@@ -8,7 +8,7 @@ struct CoreFile: Hashable {
 
     /// What the file's first bytes say it is.
     enum Kind {
-        case elfCore, kdump, windowsDump, other
+        case elfCore, kdump, flattenedKdump, windowsDump, other
     }
 
     /// Name, size and modification time: a core that is rewritten or grows is a new one.
@@ -29,6 +29,7 @@ struct CoreFile: Hashable {
         if head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) { return .elfCore }  // "\u{7F}ELF"
         let text = String(decoding: head, as: UTF8.self)
         if text == "KDUMP   " { return .kdump }
+        if text == "makedump" { return .flattenedKdump }  // "makedumpfile": QEMU's kdump before 8.2, as a pipe carries it
         if text == "PAGEDU64" || text == "PAGEDUMP" || text.hasPrefix("MDMP") { return .windowsDump }
         return .other
     }
@@ -58,6 +59,13 @@ struct CoreFile: Hashable {
             if overflow || end > size { return false }
         }
         return true
+    }
+
+    /// For a flattened kdump file, whether its stream ends with the end marker, (-1, -1) in
+    /// big-endian: the writer's last act.
+    var flattenedKdumpIsComplete: Bool {
+        guard let size = identity?.size, size >= 16 else { return false }
+        return read(at: size - 16, count: 16) == [UInt8](repeating: 0xFF, count: 16)
     }
 
     /// The VM, from libvirt's name for an automatic dump: `ID-NAME-YYYY-MM-DD-HH:MM:SS` (the

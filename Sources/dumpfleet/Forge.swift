@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPageCodecs
 import DumpFile
 import DumpForge
 
@@ -12,7 +13,8 @@ struct Forge: ParsableCommand {
         with the self-map entry and large pages, and a PCI hole below 4 GiB. Zero pages are \
         written as file holes, so large dumps take seconds and little disk. --kind qemu-elf \
         writes the same machine as its KVM host would capture it (a QEMU ELF core of its RAM with \
-        every vCPU's registers, no bug check).
+        every vCPU's registers, no bug check); --kind qemu-kdump the same as QEMU's kdump-zlib \
+        file (flattened, each page compressed).
         """
     )
 
@@ -21,12 +23,14 @@ struct Forge: ParsableCommand {
         case rangeKernel = "range-kernel", rangeKernelAndUser = "range-kernel-user", rangeComplete = "range-complete"
         /// The machine as its KVM host captures it (`virsh dump --memory-only`): a QEMU ELF core.
         case qemuElf = "qemu-elf"
+        /// The same capture as QEMU 7.2 writes kdump-zlib: flattened, each page compressed.
+        case qemuKdump = "qemu-kdump"
         /// Its RAM as a raw image (byte N at physical address N), as a hypervisor backs it.
         case raw
 
         var dumpKind: DumpDescription.DumpKind {
             switch self {
-            case .full, .qemuElf, .raw: .full
+            case .full, .qemuElf, .qemuKdump, .raw: .full
             case .bitmapFull: .bitmapFull
             case .bitmapKernel: .bitmapKernel
             case .minidump: .triage
@@ -86,11 +90,22 @@ struct Forge: ParsableCommand {
         if scenario == .standard { description.bugCheckCode = UInt32(bugcheck.replacingPrefix("0x"), radix: 16)! }
         let dump = switch kind {
         case .qemuElf: DumpForge.Forge.elfCore(description)
+        case .qemuKdump: DumpForge.Forge.kdump(description, KdumpOptions(compress: Self.zlib, flattened: true))
         case .raw: DumpForge.Forge.guestRAM(description)
         default: DumpForge.Forge.dump(description)
         }
         try MappedFile.writeSparse(output, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })
         print("wrote \(output): \(kind.rawValue), \(scenario.rawValue), \(dump.size) bytes (\(dump.chunks.count) non-zero chunks)")
+    }
+}
+
+extension Forge {
+    /// A page as kdump-zlib stores it (zlib's compress2, flag 1), or nil when it does not shrink.
+    static func zlib(_ page: [UInt8]) -> (bytes: [UInt8], flag: UInt32)? {
+        var output = [UInt8](repeating: 0, count: Int(compressBound(uLong(page.count))))
+        var length = uLongf(output.count)
+        guard compress2(&output, &length, page, uLong(page.count), 1) == Z_OK, Int(length) < page.count else { return nil }
+        return (Array(output.prefix(Int(length))), 1)
     }
 }
 

@@ -38,6 +38,36 @@ import TestSupport
         #expect(inspection.completeness.verdict == "hypervisor capture" && inspection.signature == "ELF core")
     }
 
+    /// A hang's report reads every CPU: the lock the waiters spin on, whether it is still
+    /// held, which CPU seems to hold it (x64 spin locks record no owner; the holder keeps the
+    /// address, here in RBX), that the holder runs third-party code in a DPC, and how and when
+    /// the capture was taken. Without the address on any other CPU, no holder is claimed. Two
+    /// VMs (layouts) with the same hang share the bucket.
+    @Test func aHangsReportNamesTheLockHolderAndWhatEachCPUDoes() throws {
+        var buckets: Set<String> = []
+        for seed in [21, 34] as [UInt64] {
+            var description = Self.hang()
+            description.layoutSeed = seed
+            let report = CrashAnalyzer(parallelism: 2).analyze(try KernelDump(source: Fixtures.source(Forge.elfCore(description))))
+            buckets.insert(report.failureBucketId)
+            let waiters = report.cpus.filter { $0.number != 0 }
+            #expect(waiters.count == 3 && waiters.allSatisfy { $0.spinLockHolder == 0 && $0.activity.contains(": held (0x1); CPU 0 seems to hold it (its RBX") },
+                    "\(report.cpus.map(\.activity))")
+            #expect(report.cpus.first?.activity.hasPrefix("running vfstor.sys code in a DPC") == true, "\(report.cpus.first?.activity ?? "-")")
+            #expect(report.culprit.reason.contains("wait for a spin lock that it seems to hold"), "\(report.culprit.reason)")
+            #expect(report.capture?.hasPrefix("by the hypervisor: QEMU ELF core at 2024-03-01") == true && report.text.contains("CAPTURE: by the hypervisor"), "\(report.capture ?? "-")")
+        }
+        #expect(buckets.count == 1, "\(buckets)")
+
+        var unowned = Self.hang()
+        unowned.spinLockHolder = nil
+        let report = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: Fixtures.source(Forge.elfCore(unowned))))
+        #expect(report.cpus.filter { $0.number != 0 }.allSatisfy { $0.spinLockHolder == nil && $0.activity.hasSuffix("held (0x1); no CPU shows it") },
+                "\(report.cpus.map(\.activity))")
+        let crash = CrashAnalyzer(parallelism: 1).analyze(try KernelDump(source: Fixtures.source(Forge.dump(unowned))))
+        #expect(crash.capture == nil, "a crash is no capture")
+    }
+
     /// A running kernel keeps KDDEBUGGER_DATA64 encoded with random keys: it is decoded from
     /// what is known in plain text (its tag, its size, the kernel base), never a PDB, and the
     /// analysis reads what the clear block gives. Three layouts, three sets of keys.

@@ -193,12 +193,19 @@ import Worker
         let path = "\(harness.folder)/vdi-hung.elf"
         try MappedFile.writeSparse(path, size: capture.size, chunks: capture.chunks.map { ($0.offset, $0.bytes) })
         _ = try harness.storeAndQueue(path, vm: "vdi-hung")
+        // Another VM with the same hang, captured as a flattened kdump file (pages stored as
+        // they are: the forge has no compressor, and the container allows it).
+        description.layoutSeed = 13
+        let kdump = DumpForge.Forge.kdump(description, KdumpOptions(flattened: true))
+        try MappedFile.writeSparse("\(harness.folder)/vdi-hung-2.kdump", size: kdump.size, chunks: kdump.chunks.map { ($0.offset, $0.bytes) })
+        _ = try harness.storeAndQueue("\(harness.folder)/vdi-hung-2.kdump", vm: "vdi-hung-2")
         let finished = try harness.runWorkers([harness.workerConfiguration()]) {
-            try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 1
+            try harness.count("SELECT count(*) FROM jobs WHERE state = 'done'") == 2
         }
         #expect(finished)
-        let row = try PostgresConnection(harness.database).execute("SELECT report->>'dumpType', report->>'failureBucketId' FROM reports").values[0]
-        #expect(row[0]?.hasPrefix("QEMU ELF core") == true && row[1]?.hasPrefix("LIVE_vfstor+") == true, "\(row)")
+        let rows = try PostgresConnection(harness.database).execute("SELECT report->>'dumpType', report->>'failureBucketId' FROM reports ORDER BY dump_id").values
+        #expect(rows.count == 2 && rows[0][0]?.hasPrefix("QEMU ELF core") == true && rows[1][0]?.hasPrefix("QEMU kdump-compressed file (flattened)") == true, "\(rows)")
+        #expect(rows.allSatisfy { $0[1]?.hasPrefix("LIVE_vfstor+") == true } && rows[0][1] == rows[1][1], "one hang, one bucket: \(rows)")
     }
 
     @Test func aWorkerServesItsMetrics() async throws {
