@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "BlobStore", dependencies: ["CLZ4", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "FleetAPI"),
         .target(name: "Coordinator", dependencies: [
-            "Store", "BlobStore", "FleetAPI", "CrashClusters", "DumpAnalysis",
+            "Store", "BlobStore", "FleetAPI", "CrashClusters", "DumpAnalysis", "DumpFormat",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

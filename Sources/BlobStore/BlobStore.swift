@@ -76,37 +76,37 @@ public struct BlobStore: Sendable {
     /// nothing is kept. Returns the hash and the raw size.
     public func store(expected: String? = nil, _ read: () throws -> [UInt8]?) throws -> (contentHash: String, size: UInt64) {
         if let expected { try Self.validate(expected) }
-        let temporary = root.appendingPathComponent("tmp").appendingPathComponent(UUID().uuidString + ".partial")
-        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-            throw Failure(description: "cannot create \(temporary.path)")
-        }
-        var kept = false
-        defer { if !kept { try? FileManager.default.removeItem(at: temporary) } }
-        let output = try FileHandle(forWritingTo: temporary)
-        defer { try? output.close() }
-        let encoder = try LZ4FrameEncoder()
-        var hasher = ContentHasher()
-        var size: UInt64 = 0
+        let writer = try self.writer()
         while let chunk = try read() {
-            chunk.withUnsafeBytes { hasher.update($0) }
-            size += UInt64(chunk.count)
-            let compressed = try chunk.withUnsafeBytes { try encoder.compress($0) }
-            try output.write(contentsOf: compressed)
+            try chunk.withUnsafeBytes { try writer.write($0) }
         }
-        try output.write(contentsOf: try encoder.finish())
-        try output.synchronize()
-        let contentHash = hasher.finalize()
+        let contentHash = try writer.finish()
         if let expected, expected != contentHash {
             throw Failure(description: "content hash mismatch: expected \(expected), got \(contentHash)")
         }
-        let final = try path(of: contentHash)
-        try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
-        if FileManager.default.fileExists(atPath: final.path) { return (contentHash, size) }  // deduplicated
-        guard rename(temporary.path, final.path) == 0 else {
-            throw Failure(description: "cannot rename into \(final.path): \(String(cString: strerror(errno)))")
+        try publish(writer, replacing: false)
+        return (contentHash, writer.size)
+    }
+
+    /// A new blob to push raw dump bytes into (see `BlobWriter`).
+    public func writer() throws -> BlobWriter {
+        try BlobWriter(folder: root.appendingPathComponent("tmp").path)
+    }
+
+    /// Deletes the files of `tmp/` that nothing wrote to for `seconds`: blobs a process was
+    /// writing when it was killed (a writer that fails or is dropped deletes its own). Returns
+    /// how many went.
+    @discardableResult
+    public func removeAbandonedWrites(idleFor seconds: Double) -> Int {
+        let folder = root.appendingPathComponent("tmp").path
+        let cutoff = Date().addingTimeInterval(-seconds)
+        var removed = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where name.hasSuffix(".partial") {
+            let path = "\(folder)/\(name)"
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff else { continue }
+            if unlink(path) == 0 { removed += 1 }
         }
-        kept = true
-        return (contentHash, size)
+        return removed
     }
 
     /// Stores a file, reading it chunk by chunk.
@@ -128,23 +128,37 @@ public struct BlobStore: Sendable {
         return IncomingUpload(folder: folder.path, session: uuid.uuidString.lowercased())
     }
 
-    /// Moves the verified frame of `upload` into the store under `contentHash`. A blob the store
-    /// has already is kept and the upload's copy dropped, unless `replacing` (the stored copy was
+    /// Moves the verified frame of `upload` into the store under `contentHash` (see
+    /// `publish(file:contentHash:replacing:)`).
+    public func publish(_ upload: IncomingUpload, contentHash: String, replacing: Bool) throws {
+        try publish(file: upload.part, contentHash: contentHash, replacing: replacing)
+    }
+
+    /// Moves the finished blob of `writer` into the store under its content hash (see
+    /// `publish(file:contentHash:replacing:)`).
+    public func publish(_ writer: BlobWriter, replacing: Bool) throws {
+        guard let contentHash = writer.contentHash else { throw Failure(description: "a blob was published before it was finished") }
+        try publish(file: writer.path, contentHash: contentHash, replacing: replacing)
+        writer.published = true
+    }
+
+    /// Moves a verified LZ4 frame at `file` into the store under `contentHash`. A blob the store
+    /// has already is kept and the new copy dropped, unless `replacing` (the stored copy was
     /// found damaged): then the old file goes to `quarantine/` first. The bytes and the new name
     /// are on disk (fsync) before this returns, since the database then records the dump as
     /// stored and a power cut must not leave it a short file.
-    public func publish(_ upload: IncomingUpload, contentHash: String, replacing: Bool) throws {
+    func publish(file: String, contentHash: String, replacing: Bool) throws {
         let final = try path(of: contentHash)
         try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
         if FileManager.default.fileExists(atPath: final.path) {
             guard replacing else {
-                try? FileManager.default.removeItem(atPath: upload.part)
+                try? FileManager.default.removeItem(atPath: file)
                 return
             }
             _ = try quarantine(contentHash)
         }
-        try Self.sync(upload.part)
-        guard rename(upload.part, final.path) == 0 else {
+        try Self.sync(file)
+        guard rename(file, final.path) == 0 else {
             throw Failure(description: "cannot move the upload into the store: \(String(cString: strerror(errno)))")
         }
         try Self.sync(final.deletingLastPathComponent().path)

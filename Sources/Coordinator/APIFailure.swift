@@ -3,7 +3,8 @@ import Foundation
 import Hummingbird
 
 /// An error answer of the API: an HTTP status and `{"error": "..."}` (plus, for uploads, where
-/// the upload really is), with `Retry-After` when trying again later can help.
+/// the upload really is), with `Retry-After` when trying again later can help. A client that
+/// asks for text (`Accept: text/plain`, a console user's curl) gets `error: ...` on one line.
 ///
 /// The message is for the client: it never holds a connection string, a password or a path of
 /// the coordinator's (errors the coordinator did not expect are answered by `ErrorCounting`
@@ -20,7 +21,8 @@ struct APIFailure: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = JSONBody.response(body, status: status)
+        var response = PlainText.isWanted(by: request) ? PlainText.response("error: \(body.error)", status: status)
+            : JSONBody.response(body, status: status)
         if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
         return response
     }
@@ -51,5 +53,17 @@ enum JSONBody {
 
     static func response(rawJSON text: String) -> Response {
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// One-line text answers, for clients that ask for them with `Accept: text/plain` and not JSON.
+enum PlainText {
+    static func isWanted(by request: Request) -> Bool {
+        guard let accept = request.headers[.accept]?.lowercased() else { return false }
+        return accept.contains("text/plain") && !accept.contains("application/json")
+    }
+
+    static func response(_ line: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: line + "\n")))
     }
 }

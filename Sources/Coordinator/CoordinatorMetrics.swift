@@ -12,6 +12,7 @@ final class CoordinatorMetrics: Sendable {
     let uploadsExpired: Counter
     let uploadBytes: Counter
     let uploadBytesReverified: Counter
+    let plainUploadBytes: Counter
     let diskFullRefusals: Counter
     let connectionsRefused: Counter
     let connectionsEvicted: Counter
@@ -34,6 +35,8 @@ final class CoordinatorMetrics: Sendable {
         uploadBytesReverified = registry.makeCounter(descriptor: .init(
             namespace: "dumpfleet", metricName: "upload_reverified_bytes", unitName: "total",
             helpText: "Upload bytes read and checked again to resume verification (after a restart: at most one checkpoint interval per upload)"))
+        plainUploadBytes = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "upload_plain_bytes", unitName: "total",
+                                                                  helpText: "Uncompressed dump bytes received by plain uploads (PUT /v1/plain)"))
         diskFullRefusals = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "disk_full_refusals", unitName: "total",
                                                                   helpText: "Upload requests refused because the blob store's disk was down to its reserve"))
         connectionsRefused = registry.makeCounter(descriptor: .init(namespace: "dumpfleet", metricName: "connections_refused", unitName: "total",

@@ -26,7 +26,8 @@ struct Chore: Service {
 
 /// The coordinator's chores: leases of workers that stopped heartbeating go back to the queue
 /// (workers do this too, so the queue heals with either alone); upload sessions idle too long
-/// expire and their files go; the queue gauges of /metrics are read.
+/// expire and their files go, and so do plain uploads' files a killed coordinator left; the queue
+/// gauges of /metrics are read.
 struct Housekeeping: Sendable {
     let work: BlockingWork
     let catalog: Catalog
@@ -62,7 +63,14 @@ struct Housekeeping: Sendable {
         for id in withFiles where !open.contains(id) && !active.busy.contains(id) {
             try blobs.incoming(session: id).remove()
         }
+        let abandoned = blobs.removeAbandonedWrites(idleFor: Self.abandonedWriteSeconds)
+        if abandoned > 0 { logger.notice("deleted plain uploads' files a stopped coordinator left", metadata: ["files": "\(abandoned)"]) }
     }
+
+    /// A plain upload in progress writes its file at least every `plainBatchBytes` (1 MiB), and
+    /// past its first minute it must average 1 KiB a second (`isTooSlow`): at most 17 minutes
+    /// between writes. A file no one wrote to for an hour belongs to no request.
+    static let abandonedWriteSeconds: Double = 3600
 
     func readQueueGauges() async throws {
         let status = try await work.database { [catalog] db in try catalog.status(on: db) }

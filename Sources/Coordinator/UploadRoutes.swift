@@ -12,6 +12,8 @@ import Store
 /// (`FrameVerifier`, which saves where it got to). `finish` checks size and hash and moves them
 /// into the store, so nothing unverified ever has a blob's name, and records them; a finish
 /// whose record fails can be repeated, so an upload ends either recorded or resumable.
+/// Plain uploads, a whole dump as one PUT body (`UploadRoutes+Plain.swift`), share the limits,
+/// the disk checks and the move into the store.
 struct UploadRoutes: Sendable {
     let work: BlockingWork
     let catalog: Catalog
@@ -35,6 +37,9 @@ struct UploadRoutes: Sendable {
         group.get("uploads/:id", use: show)
         group.patch("uploads/:id", use: append)
         group.post("uploads/:id/finish", use: finish)
+        // `curl --upload-file FILE URL/` appends FILE's name to a URL that ends in a slash.
+        group.put("plain", use: putPlain)
+        group.put("plain/:fileName", use: putPlain)
     }
 
     @Sendable func announce(_ request: Request, context: CoordinatorContext) async throws -> Response {
@@ -102,7 +107,7 @@ struct UploadRoutes: Sendable {
         // stored raw with a 4-byte header per 4 MiB block); allow that much and no more.
         let limit = session.announcement.size + session.announcement.size / 128 + (1 << 20)
         let file: AppendingFile
-        do { file = try upload.appending() } catch let failure as AppendingFile.Failure { throw try diskFailure(failure, upload) }
+        do { file = try upload.appending() } catch let failure as AppendingFile.Failure { throw diskFailure(failure, received: upload.received) }
         var total = received
         var unsaved: UInt64 = 0
         var savedAtSize = verifier.size
@@ -113,11 +118,7 @@ struct UploadRoutes: Sendable {
             while let buffer = try await Self.next(&body) {
                 let count = UInt64(buffer.readableBytes)
                 total += count
-                // A client that sends a byte now and then, just inside the idle timeout, would
-                // hold its session and a streaming slot for ever: past a minute, an upload must
-                // average a KiB a second.
-                let elapsed = Double((ContinuousClock.now - started).components.seconds)
-                guard elapsed < 60 || Double(total - received) >= elapsed * Self.minimumBytesPerSecond else {
+                guard !Self.isTooSlow(received: total - received, since: started) else {
                     throw APIFailure(.requestTimeout, "the upload arrives slower than \(Int(Self.minimumBytesPerSecond)) bytes a second; send the rest from byte \(total - count)")
                 }
                 guard total <= limit else {
@@ -158,7 +159,7 @@ struct UploadRoutes: Sendable {
             // The disk filled up, or the database failed: what arrived is checked and kept,
             // and the client resumes after it.
             try? await save(verifier, upload, session: session.id, received: upload.received)
-            if let failure = error as? AppendingFile.Failure { throw try diskFailure(failure, upload) }
+            if let failure = error as? AppendingFile.Failure { throw diskFailure(failure, received: upload.received) }
             throw error
         }
         try await save(verifier, upload, session: session.id, received: total)
@@ -192,13 +193,11 @@ struct UploadRoutes: Sendable {
             }
             try await work.compute { try upload.markPublishing(length: verifier.consumed) }
         }
-        // A copy found damaged is replaced, and so is one that went missing; either way the
-        // dump's failed jobs run again once this is recorded.
         var replaced = false
         if upload.hasBytes {
-            let damaged = try await work.database { [catalog] db in try catalog.isBlobDamaged(contentHash: announced.contentHash, on: db) }
-            replaced = damaged || !blobs.contains(announced.contentHash)
-            try await work.compute { [blobs] in try blobs.publish(upload, contentHash: announced.contentHash, replacing: damaged) }
+            replaced = try await moveIntoStore(contentHash: announced.contentHash) { [blobs] damaged in
+                try blobs.publish(upload, contentHash: announced.contentHash, replacing: damaged)
+            }
         } else if !blobs.contains(announced.contentHash) {
             // Verified and moved, then the stored file went away before it was recorded.
             upload.remove()
@@ -212,6 +211,25 @@ struct UploadRoutes: Sendable {
     }
 
     // MARK: helpers
+
+    /// Moves verified bytes into the store under `contentHash` (`move` does, told whether the
+    /// stored copy was found damaged and is to be replaced). Returns whether they replaced the
+    /// stored copy, damaged or gone missing: the record then clears the mark and the dump's
+    /// failed jobs run again.
+    func moveIntoStore(contentHash: String, _ move: @escaping @Sendable (_ replacingDamaged: Bool) throws -> Void) async throws -> Bool {
+        let damaged = try await work.database { [catalog] db in try catalog.isBlobDamaged(contentHash: contentHash, on: db) }
+        let replaced = damaged || !blobs.contains(contentHash)
+        try await work.compute { try move(damaged) }
+        return replaced
+    }
+
+    /// A client that sends a byte now and then, just inside the idle timeout, would hold a
+    /// streaming slot (and a session) for ever: past a minute, an upload must average a KiB a
+    /// second.
+    static func isTooSlow(received bytes: UInt64, since started: ContinuousClock.Instant) -> Bool {
+        let elapsed = Double((ContinuousClock.now - started).components.seconds)
+        return elapsed >= 60 && Double(bytes) < elapsed * minimumBytesPerSecond
+    }
 
     /// The request body's next piece; the client going away (or being timed out) mid-body is
     /// `BodyEnded`, not an error of the coordinator's.
@@ -275,10 +293,10 @@ struct UploadRoutes: Sendable {
                          received: received, retryAfter: 60)
     }
 
-    func diskFailure(_ failure: AppendingFile.Failure, _ upload: IncomingUpload) throws -> APIFailure {
+    func diskFailure(_ failure: AppendingFile.Failure, received: UInt64?) -> APIFailure {
         guard failure.isDiskFull else { return APIFailure(.internalServerError, failure.description) }
         metrics.diskFullRefusals.increment()
-        return APIFailure(.insufficientStorage, "the coordinator's disk is full; try again later", received: upload.received, retryAfter: 60)
+        return APIFailure(.insufficientStorage, "the coordinator's disk is full; try again later", received: received, retryAfter: 60)
     }
 
     /// The session id of the request's path, in its canonical form (lower case, as PostgreSQL

@@ -42,7 +42,7 @@ public struct UploadAnnouncement: Codable, Sendable, Equatable {
     }
 }
 
-/// The answer to an announcement, to a `PATCH` and to `finish`.
+/// The answer to an announcement, to a `PATCH`, to `finish` and to a plain upload (`PUT /v1/plain`).
 public struct UploadStatus: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
         /// The server holds this dump already; the upload was recorded against it.

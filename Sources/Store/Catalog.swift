@@ -173,29 +173,47 @@ public struct Catalog: Sendable {
         try db.execute("SELECT blob_damaged_at IS NOT NULL FROM dumps WHERE content_hash = $1", [contentHash]).values.first?[0] == "t"
     }
 
-    /// Records a session whose bytes verified and are in the blob store: the dump (once per
-    /// content, whoever finishes first), this upload, and a job. When this upload `replaced`
-    /// the stored copy (found damaged, or missing), the damage mark goes and the dump's failed
-    /// jobs are queued again. Returns the dump and job ids.
+    /// Records a session whose bytes verified and are in the blob store (see
+    /// `record(_:uploadedBy:replaced:on:)`) and closes it. Returns the dump and job ids.
     public func finish(_ session: Session, replaced: Bool = false, on db: PostgresConnection) throws -> UploadStatus {
         try db.transaction {
-            let dump = try db.execute("""
-                INSERT INTO dumps (content_hash, size) VALUES ($1, $2)
-                ON CONFLICT (content_hash) DO UPDATE SET content_hash = excluded.content_hash RETURNING id
-                """, [session.announcement.contentHash, String(session.announcement.size)])
-            guard let dumpId = dump.values.first?[0].flatMap({ Int64($0) }) else { throw Failure(description: "the dump row was not created") }
-            try recordUpload(dumpId: dumpId, session.announcement, uploadedBy: session.uploadedBy, on: db)
-            try db.execute("UPDATE upload_sessions SET state = 'stored', dump_id = $2, updated_at = now() WHERE id = $1", [session.id, String(dumpId)])
-            let repaired = try db.execute("""
-                UPDATE dumps SET blob_damaged_at = NULL, blob_error = NULL, blob_replaced_at = now()
-                WHERE id = $1 AND (blob_damaged_at IS NOT NULL OR $2::boolean)
-                """, [String(dumpId), replaced ? "true" : "false"])
-            if repaired.affected > 0 {
-                try queue.requeue(.dump(dumpId), note: "queued again: a good copy of the dump was uploaded", on: db)
-            }
-            let jobId = try queueJob(dumpId: dumpId, on: db)
-            return UploadStatus(state: .stored, uploadId: session.id, dumpId: dumpId, jobId: jobId)
+            let recorded = try record(session.announcement, uploadedBy: session.uploadedBy, replaced: replaced, on: db)
+            try db.execute("UPDATE upload_sessions SET state = 'stored', dump_id = $2, updated_at = now() WHERE id = $1", [session.id, String(recorded.dumpId)])
+            return UploadStatus(state: .stored, uploadId: session.id, dumpId: recorded.dumpId, jobId: recorded.jobId)
         }
+    }
+
+    /// Records a dump that arrived whole in one request (a plain upload), its bytes already in
+    /// the blob store (see `record(_:uploadedBy:replaced:on:)`). The answer is `known` when the
+    /// store had the dump already and this upload only adds a VM to it, else `stored`.
+    public func storePlainUpload(_ announcement: UploadAnnouncement, uploadedBy: String?, replaced: Bool, on db: PostgresConnection) throws -> UploadStatus {
+        try db.transaction {
+            let recorded = try record(announcement, uploadedBy: uploadedBy, replaced: replaced, on: db)
+            return UploadStatus(state: recorded.isNew || replaced ? .stored : .known, dumpId: recorded.dumpId, jobId: recorded.jobId)
+        }
+    }
+
+    /// Records bytes that are in the blob store under the announcement's content hash: the dump
+    /// (once per content, whoever records it first), this upload, and a job. When this upload
+    /// `replaced` the stored copy (found damaged, or missing), the damage mark goes and the
+    /// dump's failed jobs are queued again. Runs inside the caller's transaction.
+    func record(_ announcement: UploadAnnouncement, uploadedBy: String?, replaced: Bool,
+                on db: PostgresConnection) throws -> (dumpId: Int64, jobId: Int64?, isNew: Bool) {
+        // `xmax = 0` holds for a row this statement inserted, not for one it updated on conflict.
+        let dump = try db.execute("""
+            INSERT INTO dumps (content_hash, size) VALUES ($1, $2)
+            ON CONFLICT (content_hash) DO UPDATE SET content_hash = excluded.content_hash RETURNING id, xmax = 0
+            """, [announcement.contentHash, String(announcement.size)])
+        guard let row = dump.values.first, let dumpId = row[0].flatMap({ Int64($0) }) else { throw Failure(description: "the dump row was not created") }
+        try recordUpload(dumpId: dumpId, announcement, uploadedBy: uploadedBy, on: db)
+        let repaired = try db.execute("""
+            UPDATE dumps SET blob_damaged_at = NULL, blob_error = NULL, blob_replaced_at = now()
+            WHERE id = $1 AND (blob_damaged_at IS NOT NULL OR $2::boolean)
+            """, [String(dumpId), replaced ? "true" : "false"])
+        if repaired.affected > 0 {
+            try queue.requeue(.dump(dumpId), note: "queued again: a good copy of the dump was uploaded", on: db)
+        }
+        return (dumpId, try queueJob(dumpId: dumpId, on: db), row[1] == "t")
     }
 
     /// Expires open sessions with no activity for `idleSeconds`, except those a request is

@@ -91,6 +91,41 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/tmp").isEmpty)
     }
 
+    /// A blob pushed in piece by piece hashes as the file does; a writer dropped unfinished, or
+    /// finished but never published, leaves nothing; an abandoned file goes once it is old.
+    @Test func aWriterKeepsNothingUnlessPublishedAndAbandonedWritesAreSwept() throws {
+        let folder = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let store = try BlobStore(root: folder)
+        let (input, contentHash) = try Self.dumpLikeFile(in: folder, pages: 3000)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: input)))
+        func tmp() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: folder + "/tmp") }
+        do {
+            let dropped = try store.writer()
+            try bytes[..<100_000].withUnsafeBytes { try dropped.write($0) }
+            #expect(try tmp().count == 1)
+        }
+        do {
+            let unpublished = try store.writer()
+            try bytes.withUnsafeBytes { try unpublished.write($0) }
+            #expect(try unpublished.finish() == contentHash)
+        }
+        #expect(try tmp().isEmpty)
+        let writer = try store.writer()
+        for start in stride(from: 0, to: bytes.count, by: 77_777) {
+            try bytes[start..<min(start + 77_777, bytes.count)].withUnsafeBytes { try writer.write($0) }
+        }
+        #expect(try writer.finish() == contentHash && writer.size == UInt64(bytes.count))
+        try store.publish(writer, replacing: false)
+        #expect(try store.contains(contentHash) && tmp().isEmpty)
+
+        let abandoned = folder + "/tmp/abandoned.partial", fresh = folder + "/tmp/fresh.partial"
+        for path in [abandoned, fresh] { #expect(FileManager.default.createFile(atPath: path, contents: Data([1]))) }
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: abandoned)
+        #expect(store.removeAbandonedWrites(idleFor: 3600) == 1)
+        #expect(try tmp() == ["fresh.partial"])
+    }
+
     @Test func hostileNamesAreRefused() throws {
         let folder = Self.folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }

@@ -60,10 +60,12 @@ final class FleetHarness: @unchecked Sendable {
         return (process, FleetClient(server: process.url, token: Self.token))
     }
 
-    /// Forges a crash into the harness folder; different seeds give different bytes.
-    func forge(seed: UInt64, kind: DumpDescription.DumpKind = .triage, scenario: (DumpDescription.DumpKind, UInt64) -> DumpDescription = { .displayDriverFault(kind: $0, layoutSeed: $1) }) throws -> String {
+    /// Forges a crash of a machine with `gibibytes` of RAM into the harness folder, as a sparse
+    /// file; different seeds give different bytes.
+    func forge(seed: UInt64, kind: DumpDescription.DumpKind = .triage, gibibytes: UInt64 = 1,
+               scenario: (DumpDescription.DumpKind, UInt64) -> DumpDescription = { .displayDriverFault(kind: $0, layoutSeed: $1) }) throws -> String {
         var description = scenario(kind, seed)
-        description.memory = DumpDescription.vmMemory(gibibytes: 1)
+        description.memory = DumpDescription.vmMemory(gibibytes: gibibytes)
         let dump = DumpForge.Forge.dump(description)
         let path = "\(folder)/forged-\(seed)-\(UInt32.random(in: 0...UInt32.max)).dmp"
         try MappedFile.writeSparse(path, size: dump.size, chunks: dump.chunks.map { ($0.offset, $0.bytes) })

@@ -58,6 +58,8 @@ public final class CoordinatorProcess {
 
     /// Resident memory, from /proc.
     public var residentBytes: UInt64 { ProcessFacts.residentBytes(pid) }
+    /// Peak resident memory since the process started, from /proc.
+    public var peakResidentBytes: UInt64 { ProcessFacts.peakResidentBytes(pid) }
     /// Open file descriptors, from /proc.
     public var openDescriptors: Int { ProcessFacts.openDescriptors(pid) }
     /// CPU time used so far (user and system), from /proc.
@@ -66,9 +68,14 @@ public final class CoordinatorProcess {
 
 /// What /proc says of a process.
 public enum ProcessFacts {
-    public static func residentBytes(_ pid: Int32) -> UInt64 {
+    public static func residentBytes(_ pid: Int32) -> UInt64 { statusBytes(pid, "VmRSS") }
+
+    /// The most the process has had resident since it started (VmHWM).
+    public static func peakResidentBytes(_ pid: Int32) -> UInt64 { statusBytes(pid, "VmHWM") }
+
+    static func statusBytes(_ pid: Int32, _ field: String) -> UInt64 {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kibibytes = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }) else { return 0 }
         return kibibytes << 10
     }
