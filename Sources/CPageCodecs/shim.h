@@ -4,3 +4,7 @@
 #include <zlib.h>
 #include <lzo/lzo1x.h>
 #include <snappy-c.h>
+
+// lzo_init() is a macro that passes the header's type sizes to the library; Swift imports no
+// function-like macros.
+static inline int df_lzo_init(void) { return lzo_init(); }

@@ -31,18 +31,20 @@ public struct BugCheckKnowledge: Sendable {
 
     /// How a dump of a running system was taken, as its bug-check fields tell.
     public enum LiveCapture: Sendable, Equatable {
-        /// No bug check at all: a hypervisor read the guest's memory (ELF, kdump, raw image).
-        case hypervisor
+        /// No bug check at all: the memory was read from the running system (a hypervisor's ELF,
+        /// kdump or raw capture).
+        case noBugCheck
         /// LIVE_SYSTEM_DUMP (0x161): QEMU's `dump-guest-memory -w` of a guest that had not
         /// crashed, or Windows' own live kernel dump.
         case liveSystemDump
         /// Four capital letters where the code belongs: a memory acquisition tool's marker
-        /// (Comae's and MoonSols' converters write 'MATT' with parameters 1, 2, 3, 4).
+        /// (Comae's and MoonSols' converters write 'MATT' with parameters 1, 2, 3, 4). No bug
+        /// check is four letters; 'EGAP' is Windows' own fill ("PAGE"), a field never written.
         case acquisitionTool(marker: String)
 
         public var bugCheckName: String {
             switch self {
-            case .hypervisor: "LIVE_CAPTURE (no bug check: the hypervisor read the running guest)"
+            case .noBugCheck: "LIVE_CAPTURE (no bug check: the memory was read from the running system)"
             case .liveSystemDump: "LIVE_SYSTEM_DUMP (written while the system ran: QEMU's dump-guest-memory -w or a live kernel dump)"
             case .acquisitionTool(let marker): "LIVE_ACQUISITION ('\(marker)': a memory acquisition tool's marker, not a bug check)"
             }
@@ -51,9 +53,9 @@ public struct BugCheckKnowledge: Sendable {
         init?(_ bugCheck: BugCheck) {
             let letters = (0..<4).map { UInt8(truncatingIfNeeded: bugCheck.rawCode >> (8 * (3 - $0))) }  // a multi-character constant, first letter high
             switch bugCheck.rawCode {
-            case 0: self = .hypervisor
+            case 0: self = .noBugCheck
             case 0x161: self = .liveSystemDump
-            case _ where letters.allSatisfy { (0x41...0x5A).contains($0) }: self = .acquisitionTool(marker: String(decoding: letters, as: UTF8.self))
+            case _ where bugCheck.rawCode != DumpHeader64.fill32 && letters.allSatisfy { (0x41...0x5A).contains($0) }: self = .acquisitionTool(marker: String(decoding: letters, as: UTF8.self))
             default: return nil
             }
         }

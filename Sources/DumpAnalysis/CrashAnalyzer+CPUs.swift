@@ -33,33 +33,56 @@ extension CrashAnalyzer {
 
     /// Says who holds each spin lock that CPUs wait for. An x64 KSPIN_LOCK records no owner
     /// (bit 0 is the whole lock), so the holder is inferred as WinDbg users do by hand: a CPU
-    /// that is not waiting for the lock and whose registers, or the first 8 KiB of whose stack,
-    /// hold the lock's address (its code keeps the address to release the lock). The lock's
-    /// value says whether it is still held.
+    /// that is not waiting for the lock and whose registers (looked at on every CPU first) or
+    /// else the first 8 KiB of whose stack hold the lock's address (its code keeps the address
+    /// to release the lock). Only for a held lock (bit 0 set) at a kernel address; an idle CPU's
+    /// stack, full of stale values, is not searched.
     func namingSpinLockHolders(_ cpus: [CrashReport.CPU], contexts: [Int: Context64], space: some KernelAddressSpace) -> [CrashReport.CPU] {
         var cpus = cpus
         let registerNames = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"]
-        var stacks: [Int: [UInt8]] = [:]
+        var stackValues: [Int: [UInt64: UInt64]] = [:]  // CPU -> value -> its first slot's address
+        func stack(of cpu: CrashReport.CPU) -> [UInt64: UInt64] {
+            if let known = stackValues[cpu.number] { return known }
+            var values: [UInt64: UInt64] = [:]
+            if cpu.activity != "idle", let rsp = contexts[cpu.number]?.gpr[4] {
+                let bytes = (try? space.read(rsp, count: 0x2000)) ?? (try? space.read(rsp, count: Int(0x1000 - (rsp & 0xFFF)))) ?? []
+                for slot in stride(from: 0, to: bytes.count & ~7, by: 8) { values[bytes.littleEndian(at: slot, width: 8)] = values[bytes.littleEndian(at: slot, width: 8)] ?? rsp &+ UInt64(slot) }
+            }
+            stackValues[cpu.number] = values
+            return values
+        }
         for index in cpus.indices {
             guard let lock = cpus[index].spinLock.flatMap({ UInt64($0.dropFirst(2), radix: 16) }) else { continue }
-            let value = (try? space.u64(lock)).map { $0 & 1 == 0 ? "free now (0x\(hex($0)))" : "held (0x\(hex($0)))" } ?? "value not in the dump"
+            guard lock >> 47 == 0x1_FFFF, lock & 7 == 0 else {
+                cpus[index].activity += ": not a kernel address"
+                continue
+            }
+            guard let value = try? space.u64(lock) else {
+                cpus[index].activity += ": value not in the dump"
+                continue
+            }
+            guard value & 1 == 1 else {
+                cpus[index].activity += ": free now (0x\(hex(value)))"
+                continue
+            }
+            let others = cpus.filter { $0.number != cpus[index].number && $0.spinLock != cpus[index].spinLock }
             var holder: (cpu: Int, where: String)?
-            for other in cpus where other.number != cpus[index].number && other.spinLock != cpus[index].spinLock {
-                guard let context = contexts[other.number] else { continue }
-                if let register = context.gpr.firstIndex(of: lock), register != 4 {
+            for other in others {
+                if let register = contexts[other.number]?.gpr.firstIndex(of: lock), register != 4 {
                     holder = (other.number, "its \(registerNames[register]) holds the lock's address")
                     break
                 }
-                let rsp = context.gpr[4]
-                if stacks[other.number] == nil { stacks[other.number] = (try? space.read(rsp, count: 0x2000)) ?? (try? space.read(rsp, count: Int(0x1000 - (rsp & 0xFFF)))) ?? [] }
-                let stack = stacks[other.number]!
-                if let slot = stride(from: 0, to: stack.count - 7, by: 8).first(where: { stack.littleEndian(at: $0, width: 8) == lock }) {
-                    holder = (other.number, "its stack holds the lock's address at 0x\(hex(rsp &+ UInt64(slot)))")
-                    break
+            }
+            if holder == nil {
+                for other in others {
+                    if let slot = stack(of: other)[lock] {
+                        holder = (other.number, "its stack holds the lock's address at 0x\(hex(slot))")
+                        break
+                    }
                 }
             }
             cpus[index].spinLockHolder = holder?.cpu
-            cpus[index].activity += ": " + value + (holder.map { "; CPU \($0.cpu) seems to hold it (\($0.where))" } ?? "; no CPU shows it")
+            cpus[index].activity += ": held (0x\(hex(value)))" + (holder.map { "; CPU \($0.cpu) seems to hold it (\($0.where))" } ?? "; no CPU shows it")
         }
         return cpus
     }
@@ -124,11 +147,18 @@ extension CrashAnalyzer {
         if busyIndex == nil, onIdleThread || ["KiIdleLoop", "HalProcessorIdle", "PoIdle"].contains(stack.first?.function ?? "") { return "idle" }
         if let busyIndex {
             let busy = stack[busyIndex]
-            // What called into it, where the kernel's names are known (exports, a PDB).
-            let callers = stack[busyIndex...].compactMap(\.function)
-            let context = callers.contains { ["KiRetireDpcList", "KiExecuteAllDpcs", "KiExecuteDpc", "KiTimerExpiration"].contains($0) } ? " in a DPC"
-                : callers.contains { $0.hasPrefix("KiInterruptDispatch") || $0 == "KiCallInterruptServiceRoutine" || $0 == "KiInterruptSubDispatch" } ? " in an interrupt service routine"
-                : ""
+            // What called into it, where the kernel's names are known (exports, a PDB): the
+            // nearest dispatcher below it, so an ISR that interrupted a DPC reads as an ISR.
+            // Scanned frames may be stale values of earlier work.
+            let dispatcher = stack[busyIndex...].lazy.filter { $0.trust != .scan }.compactMap { frame -> String? in
+                guard let function = frame.function else { return nil }
+                if ["KiRetireDpcList", "KiExecuteAllDpcs", "KiExecuteDpc", "KiTimerExpiration"].contains(function) { return " in a DPC" }
+                if function.hasPrefix("KiInterruptDispatch") || ["KiCallInterruptServiceRoutine", "KiInterruptSubDispatch"].contains(function) {
+                    return " in an interrupt service routine"
+                }
+                return nil
+            }.first
+            let context = dispatcher ?? ""
             return "running \(busy.module!) code\(context) (\(busy.symbol))"
         }
         return stack.first.map { "in \($0.symbol)" } ?? "unknown"

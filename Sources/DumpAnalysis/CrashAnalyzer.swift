@@ -167,7 +167,7 @@ public struct CrashAnalyzer: Sendable {
                 + (capture.kernelBase.map { "; the kernel at \(hexText($0))" } ?? "")
         }
         return switch live {
-        case .hypervisor: "from the running system (no bug check)\(when)"
+        case .noBugCheck: "from the running system (no bug check)\(when)"
         case .liveSystemDump: "a live dump (LIVE_SYSTEM_DUMP) of the running system\(when): QEMU's dump-guest-memory -w or Windows' live kernel dump"
         case .acquisitionTool(let marker): "a memory acquisition tool's image ('\(marker)'), converted to a crash dump\(when)"
         }

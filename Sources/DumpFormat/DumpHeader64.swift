@@ -5,7 +5,7 @@
 /// "no comment". Fields that are often unset are optionals here; `nil` means the fill pattern.
 public struct DumpHeader64: Sendable {
     public static let size: UInt64 = 0x2000
-    static let fill32: UInt32 = 0x4547_4150  // "PAGE"
+    public static let fill32: UInt32 = 0x4547_4150  // "PAGE"
 
     public var majorVersion: UInt32
     /// MinorVersion is the OS build number (19041, 22000, ...).

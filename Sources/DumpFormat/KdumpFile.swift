@@ -6,7 +6,7 @@
 /// The file is a sequence of blocks of `block_size` bytes (the guest page size, 4 KiB on x86):
 ///
 ///     block 0            disk_dump_header: "KDUMP   ", header_version at 8, utsname at 12,
-///                        timestamp (tv_sec, tv_usec) at 408, block_size at 428,
+///                        timestamp at 408 (QEMU leaves it 0), block_size at 428,
 ///                        sub_hdr_size at 432, bitmap_blocks at 436, max_mapnr at 440,
 ///                        nr_cpus at 460
 ///     block 1 …          kdump_sub_header (sub_hdr_size blocks): offset_note at 48, size_note
@@ -19,11 +19,12 @@
 ///                        0 stored as is (size = block_size)
 ///     then               page data
 ///
-/// QEMU before 8.2 and makedumpfile `-F` write it "flattened" for pipes: a 4 KiB header
-/// ("makedumpfile", type 1, version 1, big-endian) and then chunks, each a big-endian (offset,
-/// size) pair and `size` bytes that belong at `offset` of the file above, ended by (-1, -1).
-/// `makedumpfile -R` turns one into the other; here the chunks are indexed at open, so either
-/// is read in place.
+/// QEMU's kdump-zlib, kdump-lzo and kdump-snappy (every version) and makedumpfile `-F` write it
+/// "flattened", as a pipe can carry it: a 4 KiB header ("makedumpfile", type 1, version 1,
+/// big-endian) and then chunks, each a big-endian (offset, size) pair and `size` bytes that
+/// belong at `offset` of the file above, ended by (-1, -1). QEMU 8.2's kdump-raw-* formats and
+/// `makedumpfile -R` write the file in place; here a flattened file's chunks are indexed at
+/// open, so either is read without rewriting it.
 public struct KdumpFile: Sendable {
     /// How a page is stored.
     public enum Compression: Sendable, Equatable {
@@ -64,8 +65,6 @@ public struct KdumpFile: Sendable {
     public let storedBitmap: [UInt64]
     /// Unflattened offset of page descriptor 0.
     public let descriptorsOffset: UInt64
-    /// Seconds since 1970 when the dump was written (the header's timestamp), 0 if unset.
-    public let timestamp: UInt64
     public let cpus: [ElfCore.CPUState]
     public let notes: [String]
 
@@ -95,7 +94,6 @@ public struct KdumpFile: Sendable {
             throw DumpError(.unsupported, "the kdump file's block size is \(blockSize); x86 guests with 4 KiB pages are read", offset: 428)
         }
         let subHeaderBlocks = u32(header, 432), bitmapBlocks = u32(header, 436)
-        timestamp = header.littleEndian(at: 408, width: 8)
         let subHeader = try view.bytes(at: blockSize, count: headerVersion >= 6 ? 104 : 64, "the kdump_sub_header")
         let u64 = { (at: Int) in subHeader.littleEndian(at: at, width: 8) }
         var pageCount = headerVersion >= 6 && u64(96) != 0 ? u64(96) : u32(header, 440)
@@ -103,12 +101,12 @@ public struct KdumpFile: Sendable {
         // Both bitmaps take bitmap_blocks in all; the stored-pages one is the second half.
         let bitmapStart = try Checked.multiply(try Checked.add(1, subHeaderBlocks, "the kdump sub-header's size"), blockSize, "the kdump bitmap's offset")
         let bitmapBytes = try Checked.multiply(bitmapBlocks, blockSize, "the kdump bitmaps' size") / 2
-        guard pageCount <= Self.pfnLimit else {
-            throw DumpError(.unsupported, "the kdump header counts 0x\(hex(pageCount)) pages (over 16 TiB of RAM), which is not read", offset: 440)
-        }
         if pageCount > bitmapBytes * 8 {
             notes.append("the kdump header counts \(pageCount) pages but its bitmap holds \(bitmapBytes * 8); pages past the bitmap are not read")
             pageCount = bitmapBytes * 8
+        }
+        guard pageCount <= Self.pfnLimit else {
+            throw DumpError(.unsupported, "the kdump bitmap describes 0x\(hex(pageCount)) pages (over 16 TiB of RAM), which is not read", offset: 436)
         }
         self.pageCount = pageCount
         let words = (pageCount + 63) / 64
@@ -210,6 +208,9 @@ public struct KdumpFile: Sendable {
         }
         var chunks: [Chunk] = []
         var at: UInt64 = 0x1000
+        // Writers send whole structures and page batches (QEMU: 4–16 KiB); a file of tiny
+        // chunks would make an index larger than itself.
+        let maximumChunks = source.count / 256 + 64
         while true {
             guard source.contains(offset: at, length: 16) else {
                 notes.append("the flattened stream ends at 0x\(hex(at)) without its end marker: the file was cut short; \(chunks.count) chunks were read")
@@ -225,6 +226,9 @@ public struct KdumpFile: Sendable {
                 break
             }
             if size > 0 { chunks.append(Chunk(offset: offset, size: size, fileOffset: at + 16)) }
+            guard chunks.count <= maximumChunks else {
+                throw DumpError(.unsupported, "the flattened file has more than \(maximumChunks) chunks for its \(source.count) bytes; rebuild it with `makedumpfile -R OUT < FILE`", offset: at)
+            }
             at += 16 + size
         }
         chunks.sort { $0.offset < $1.offset }

@@ -19,7 +19,13 @@ final class CompressedPages: Sendable {
         static let slots = 1024  // 4 MiB of pages
         var pfns = [UInt64](repeating: .max, count: slots)
         var pages = [[UInt8]](repeating: [], count: slots)
+        /// The last page decompressed, by where its bytes are stored: QEMU stores one zero
+        /// page for every zero PFN, and a scan of physical memory meets it again and again.
+        var lastStored: (offset: UInt64, size: UInt32, page: [UInt8])?
     }
+
+    /// liblzo2 asks for lzo_init() before use (it checks the library matches its header).
+    static let lzoReady = df_lzo_init() == LZO_E_OK
 
     init(_ file: KdumpFile) {
         self.file = file
@@ -54,15 +60,28 @@ final class CompressedPages: Sendable {
         guard let index = descriptorIndex(of: pfn) else {
             throw MemoryError(.physicalPageNotInDump, address: address, physicalAddress: pfn << 12)
         }
-        guard let descriptor = try? file.descriptor(index), let stored = try? file.storedBytes(descriptor) else {
+        guard let descriptor = try? file.descriptor(index) else {
             throw MemoryError(.truncated, address: address, physicalAddress: pfn << 12)
         }
-        guard let bytes = Self.decompress(stored, descriptor, from: file.source) else {
+        // No writer stores more than a page for a page: a larger size is damage, refused
+        // before its bytes are gathered.
+        guard descriptor.size > 0, UInt64(descriptor.size) <= file.blockSize else {
             throw MemoryError(.undecodable, address: address, physicalAddress: pfn << 12)
+        }
+        let bytes: [UInt8]
+        if let last = cache.withLock({ $0.lastStored }), last.offset == descriptor.offset, last.size == descriptor.size {
+            bytes = last.page
+        } else {
+            guard let stored = try? file.storedBytes(descriptor) else { throw MemoryError(.truncated, address: address, physicalAddress: pfn << 12) }
+            guard let page = Self.decompress(stored, descriptor, from: file.source) else {
+                throw MemoryError(.undecodable, address: address, physicalAddress: pfn << 12)
+            }
+            bytes = page
         }
         cache.withLock { cache in
             cache.pfns[slot] = pfn
             cache.pages[slot] = bytes
+            cache.lastStored = (descriptor.offset, descriptor.size, bytes)
         }
         return bytes
     }
@@ -89,6 +108,7 @@ final class CompressedPages: Sendable {
                     let status = uncompress(outputBase.assumingMemoryBound(to: Bytef.self), &length, inputBase.assumingMemoryBound(to: Bytef.self), uLong(input.count))
                     return status == Z_OK ? Int(length) : nil
                 case .lzo:
+                    guard lzoReady else { return nil }
                     var length = lzo_uint(pageSize)
                     let status = lzo1x_decompress_safe(inputBase.assumingMemoryBound(to: UInt8.self), lzo_uint(input.count),
                                                        outputBase.assumingMemoryBound(to: UInt8.self), &length, nil)

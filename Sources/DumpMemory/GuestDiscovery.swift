@@ -110,7 +110,7 @@ public enum GuestDiscovery {
     /// `scanLimitPages`, until it returns a value; notes when the limit stopped the scan.
     static func firstPhysicalPage<T>(_ physical: PhysicalMemory, scanning what: String, notes: inout [String], _ body: (UInt64, [UInt8]) -> T?) -> T? {
         var scanned: UInt64 = 0
-        for run in physical.runs().runs {
+        for run in physical.runs(limit: Int(clamping: scanLimitPages)).runs {  // each run holds a page at least
             for pfn in run.basePage..<run.basePage + run.pageCount {
                 scanned += 1
                 guard scanned <= scanLimitPages else {

@@ -29,7 +29,7 @@ struct CoreFile: Hashable {
         if head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) { return .elfCore }  // "\u{7F}ELF"
         let text = String(decoding: head, as: UTF8.self)
         if text == "KDUMP   " { return .kdump }
-        if text == "makedump" { return .flattenedKdump }  // "makedumpfile": QEMU's kdump before 8.2, as a pipe carries it
+        if text == "makedump" { return .flattenedKdump }  // "makedumpfile": QEMU's kdump-zlib/lzo/snappy, flattened
         if text == "PAGEDU64" || text == "PAGEDUMP" || text.hasPrefix("MDMP") { return .windowsDump }
         return .other
     }

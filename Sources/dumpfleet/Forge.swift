@@ -23,7 +23,7 @@ struct Forge: ParsableCommand {
         case rangeKernel = "range-kernel", rangeKernelAndUser = "range-kernel-user", rangeComplete = "range-complete"
         /// The machine as its KVM host captures it (`virsh dump --memory-only`): a QEMU ELF core.
         case qemuElf = "qemu-elf"
-        /// The same capture as QEMU 7.2 writes kdump-zlib: flattened, each page compressed.
+        /// The same capture as QEMU writes kdump-zlib: flattened, each page compressed.
         case qemuKdump = "qemu-kdump"
         /// Its RAM as a raw image (byte N at physical address N), as a hypervisor backs it.
         case raw

@@ -130,8 +130,9 @@ import TestSupport
                 posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
                 guard posix_spawn(&pid, path, nil, &attributes, &argv, environ) == 0 else { continue }
                 var status: Int32 = 0
-                _ = waitpid(pid, &status, 0)
-                started.append(daemon)
+                // Exit status 0: it started (one already running fails on its pid file, and is
+                // not this test's to stop).
+                if waitpid(pid, &status, 0) == pid, status == 0 { started.append(daemon) }
             }
             for _ in 0..<50 where !answers() { usleep(200_000) }
         }

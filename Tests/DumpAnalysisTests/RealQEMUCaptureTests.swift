@@ -10,7 +10,7 @@ import TestSupport
 /// Genuine QEMU captures: Debian's qemu-system-x86 (software emulation, no KVM) runs a guest
 /// whose RAM is a file the forge wrote in guest-physical layout (`-object memory-backend-file`),
 /// its vCPUs never started (`-S`), and `dump-guest-memory` over QMP writes an ELF core and a
-/// kdump-zlib file (flattened, as QEMU 7.2 writes it; makedumpfile -R rebuilds it in place, a
+/// kdump-zlib file (flattened, as QEMU writes kdump-*; makedumpfile -R rebuilds it in place, a
 /// second real layout of the same container). The vCPUs
 /// hold reset state (QEMU 7.2 then writes EM_386 with 32-bit NT_PRSTATUS notes), so nothing in
 /// the notes leads to Windows: the page tables and the kernel must be found by scanning.

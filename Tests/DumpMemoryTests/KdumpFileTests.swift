@@ -118,14 +118,21 @@ import TestSupport
         print("damaged kdump files: \(outcomes.sorted { $0.key < $1.key })")
         #expect(outcomes["read, some pages failing", default: 0] > 0 && outcomes["notADump", default: 0] > 0)
 
-        // A stored page whose zlib bytes are garbage reads as undecodable, naming the page.
+        // A stored page of its own (not the shared zero page) whose zlib bytes are garbage reads
+        // as undecodable, naming the page; the other pages still read.
         let bytes = Forge.kdump(description, KdumpOptions(compress: Codec.zlib.compress)).contiguousBytes()
         let file = try KdumpFile(parsing: ByteSource(copying: bytes))
-        let descriptor = try file.descriptor(0x10)
+        let intact = PhysicalMemory(kdump: file)
+        let pfn = try #require((UInt64(0x100)..<0x2000).first { pfn in
+            (try? intact.read(physical: pfn << 12, count: 0x1000))?.contains { $0 != 0 } == true
+        })
+        guard case .compressed(let index) = intact.locate(pfn: pfn) else { Issue.record("PFN 0x\(String(pfn, radix: 16)) is not stored"); return }
+        let descriptor = try file.descriptor(index)
         var damaged = bytes
         for index in 0..<Int(descriptor.size) { damaged[Int(descriptor.offset) + index] ^= 0x5A }
         let memory = PhysicalMemory(kdump: try KdumpFile(parsing: ByteSource(copying: damaged)))
         #expect(descriptor.compression == .zlib)
-        #expect(throws: MemoryError(.undecodable, address: 0x110_000, physicalAddress: 0x110_000)) { try memory.read(physical: 0x110_000, count: 8) }
+        #expect(throws: MemoryError(.undecodable, address: pfn << 12, physicalAddress: pfn << 12)) { try memory.read(physical: pfn << 12, count: 8) }
+        #expect(try memory.read(physical: (pfn + 1) << 12, count: 0x1000) == intact.read(physical: (pfn + 1) << 12, count: 0x1000))
     }
 }
