@@ -61,6 +61,24 @@ public struct FleetClient: Sendable {
         try await send("POST", "/v1/uploads/\(id)/finish", timeout: .hours(1))
     }
 
+    /// Sends a dump as it is produced, as the chunked body of a plain upload (`PUT /v1/plain`):
+    /// the coordinator hashes and compresses it as it arrives and stores it once the body is
+    /// whole, or answers `known` for a dump it has. A `body` that throws aborts the request
+    /// before its last chunk, so the coordinator stores nothing.
+    public func putPlain<Body: AsyncSequence & Sendable>(body: Body, vm: String, host: String?, tags: [String: String], fileName: String?) async throws -> UploadStatus
+    where Body.Element == ByteBuffer {
+        var query = [("vm", vm)]
+        if let host { query.append(("host", host)) }
+        query += tags.sorted { $0.key < $1.key }.map { ("tag", "\($0.key)=\($0.value)") }
+        if let fileName { query.append(("file", fileName)) }
+        let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+        let encoded = query.map { "\($0)=\($1.addingPercentEncoding(withAllowedCharacters: unreserved) ?? "")" }
+        var request = makeRequest("PUT", "/v1/plain?" + encoded.joined(separator: "&"))
+        request.headers.add(name: "Content-Type", value: "application/octet-stream")
+        request.body = .stream(body, length: .unknown)
+        return try await decode(try await http.execute(request, timeout: .hours(24)))
+    }
+
     // MARK: reading
 
     public func status() async throws -> QueueStatus { try await send("GET", "/v1/status") }

@@ -20,9 +20,14 @@ struct Capture: AsyncParsableCommand {
         writes the file). QEMU pauses the guest's vCPUs while it copies the memory and resumes \
         them afterwards: the guest lives on. --crash stops it for good after the dump (QMP \
         quit; virsh dump --crash), for a hung guest that is to be restarted.
-        The core goes to a file first, not straight to the coordinator: an upload is announced \
-        by the dump's content hash and size before any byte moves (a dump the coordinator has \
-        is not sent again), which a stream cannot know in advance.
+        With --qmp --stream, no file is written: QEMU writes into a pipe whose other end is the \
+        body of a plain upload (PUT /v1/plain), hashed, compressed and checked by the \
+        coordinator as it arrives and stored only once whole; --directory and its free-space \
+        check are not used. It is not the default: the whole dump crosses the network \
+        uncompressed (a file goes LZ4-compressed, and not at all when the coordinator has it \
+        already), the guest stays paused for as long as the network takes, and a stream that \
+        fails leaves nothing to send again (QEMU's dump ends, the guest runs on; with --crash it is \
+        then not stopped). Use it where the host has no room for the guest's RAM.
 
         CAPTURE --watch DIR: uploads each core that appears in DIR once it is complete (its \
         size and time unchanged over --interval, no process holding it open for writing, an \
@@ -31,7 +36,7 @@ struct Capture: AsyncParsableCommand {
         state file, DIR/.dumpfleet-uploaded unless --state says otherwise, so a restarted \
         watcher sends nothing twice. Files that are not memory dumps are skipped.
 
-        Exit status: 0 when done; 1 when the coordinator did not answer, the capture failed \
+        Exit status: 0 when done; 1 when the coordinator did not answer, the capture or its stream failed \
         (nothing uploaded, no core left) or, with --watch, any upload failed; 2 when the upload of a captured core failed (the \
         core is kept).
 
@@ -39,6 +44,7 @@ struct Capture: AsyncParsableCommand {
           dumpfleet capture vdi-w10-0147 --tag reason=hung     a libvirt domain, live
           dumpfleet capture vdi-w10-0147 --crash               then stop it for good
           dumpfleet capture vdi-w10-0147 --qmp /run/qemu/vdi-w10-0147.qmp --json
+          dumpfleet capture vdi-w10-0147 --qmp /run/qemu/vdi-w10-0147.qmp --stream
           dumpfleet capture --watch /var/lib/libvirt/qemu/dump --remove
           dumpfleet capture --watch /var/lib/libvirt/qemu/dump --once   (from cron)
         """
@@ -55,6 +61,9 @@ struct Capture: AsyncParsableCommand {
 
     @Option(help: "The core's format, as QEMU writes it: elf, or kdump-zlib, kdump-lzo, kdump-snappy (each page compressed; smaller on disk and on the wire).")
     var format: CoreFormat = .elf
+
+    @Flag(help: "With --qmp: stream the dump into the coordinator through a pipe; no file, no scratch space.")
+    var stream = false
 
     @Flag(help: "Stop the VM for good after the dump (QMP quit; virsh dump --crash).")
     var crash = false
@@ -91,12 +100,13 @@ struct Capture: AsyncParsableCommand {
         try server.requireToken()
         if watchFolder != nil {
             guard vm == nil else { throw ValidationError("give a VM or --watch DIR, not both") }
-            guard qmp == nil, connection == nil, !crash, format == .elf else {
-                throw ValidationError("--qmp, --connect, --crash and --format are for capturing a VM, not for --watch")
+            guard qmp == nil, connection == nil, !crash, !stream, format == .elf else {
+                throw ValidationError("--qmp, --connect, --crash, --stream and --format are for capturing a VM, not for --watch")
             }
         } else {
             guard vm != nil else { throw ValidationError("give the VM to capture, or --watch DIR") }
             guard !once, !remove, state == nil else { throw ValidationError("--once, --remove and --state go with --watch") }
+            guard !stream || qmp != nil else { throw ValidationError("--stream needs --qmp: virsh dump writes only to a file") }
         }
     }
 
@@ -113,6 +123,8 @@ struct Capture: AsyncParsableCommand {
             var watcher = CoreWatcher(folder: watchFolder, statePath: state ?? watchFolder + "/.dumpfleet-uploaded", settle: interval.value,
                                       remove: remove, host: host, tags: tags.labels, sender: sender, json: json)
             if try await watcher.run(once: once) > 0 { throw ExitCode(1) }
+        } else if let vm, stream, let qmp {
+            try await captureStreaming(vm, socket: qmp, host: host, sender: sender)
         } else if let vm {
             try await capture(vm, host: host, sender: sender)
         }
@@ -163,7 +175,7 @@ struct Capture: AsyncParsableCommand {
     }
 
     /// Prints the result as JSON on stdout, or the text: success on stdout, failure on stderr.
-    private func report(_ result: CaptureResult, failure: String?, success: String = "") throws {
+    func report(_ result: CaptureResult, failure: String?, success: String = "") throws {
         if json {
             print(try JSONOutput.encode(result))
         } else if let failure {
@@ -179,7 +191,9 @@ struct Capture: AsyncParsableCommand {
         var host: String
         var format: String
         var crash: Bool
-        /// Bytes of guest RAM, and of the core written.
+        /// Sent as QEMU wrote it (--stream), with no file.
+        var streamed = false
+        /// Bytes of guest RAM, and of the core written (or streamed).
         var guestMemory: UInt64?
         var size: UInt64?
         var startedAt: String?

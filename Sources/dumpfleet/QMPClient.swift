@@ -8,7 +8,10 @@ import Foundation
 /// The socket also carries file descriptors (SCM_RIGHTS): `getfd` hands QEMU a file this
 /// process opened, so QEMU needs no right to the folder the core goes to (libvirt does the
 /// same, QEMU often runs as its own user).
-final class QMPClient {
+///
+/// One command at a time: `execute` holds a lock from its request to its answer, so that a
+/// stream's reader and its progress loop can both ask QEMU (`capture --stream`).
+final class QMPClient: @unchecked Sendable {
     /// What QEMU answered with `{"error": {"class": ..., "desc": ...}}`, or a failure to talk.
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -18,6 +21,7 @@ final class QMPClient {
     private let fd: Int32
     private var buffer: [UInt8] = []
     private var events: [[String: Any]] = []
+    private let lock = NSLock()
 
     /// Connects and leaves the greeting's capability negotiation done (`qmp_capabilities`).
     /// Every read waits at most `timeout` seconds: a QEMU that stopped answering is an error,
@@ -65,6 +69,8 @@ final class QMPClient {
     /// and description, as QEMU wrote them.
     @discardableResult
     func execute(_ command: String, _ arguments: [String: Any] = [:], passing descriptor: Int32? = nil) throws -> Any {
+        lock.lock()
+        defer { lock.unlock() }
         var request: [String: Any] = ["execute": command]
         if !arguments.isEmpty { request["arguments"] = arguments }
         let line = Array(try JSONSerialization.data(withJSONObject: request)) + [0x0A]
@@ -82,7 +88,9 @@ final class QMPClient {
 
     /// The data of the last event named `name` received so far, if any.
     func event(_ name: String) -> [String: Any]? {
-        events.last { $0["event"] as? String == name }?["data"] as? [String: Any]
+        lock.lock()
+        defer { lock.unlock() }
+        return events.last { $0["event"] as? String == name }?["data"] as? [String: Any]
     }
 
     private func send(_ bytes: [UInt8], passing descriptor: Int32?) throws {

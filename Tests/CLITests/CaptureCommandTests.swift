@@ -89,6 +89,79 @@ import TestSupport
         print("capture test: \(String(format: "%.1f", Date().timeIntervalSince(started))) s in all")
     }
 
+    /// `--stream`: QEMU writes into a pipe that is the body of a plain upload; nothing lands in
+    /// --directory, a dump streamed twice is one dump, a refused stream stops QEMU's dump
+    /// without stopping QEMU, and a kdump-zlib stream (flattened, as QEMU 7.2 writes it to a
+    /// pipe) is stored and analyzed too.
+    @Test func captureStreamsARealGuestIntoTheCoordinator() throws {
+        guard let qemu = qemu() else { return }
+        let folder = Fixtures.temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let started = Date()
+        #expect(try cli.run(["forge", "--kind", "raw", "--scenario", "spinlock-hang", "--memory-gib", "1", folder + "/ram.img"]).status == 0)
+        let database = try TestDatabase.fresh(migrated: false)
+        let coordinator = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("kvm-host", token)], folder: folder)
+        let server = ["--server", coordinator.url, "--token", token]
+        let worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server, log: folder + "/worker.log")
+        let guest = try Guest(qemu: qemu, ram: folder + "/ram.img", name: "vdi-w10-0147", folder: folder)
+        let cores = folder + "/cores"
+        try FileManager.default.createDirectory(atPath: cores, withIntermediateDirectories: true)
+        let capture = ["capture", "vdi-w10-0147", "--qmp", guest.socket, "--directory", cores, "--host", "kvm-12", "--stream"]
+        func seconds(since start: Date) -> String { String(format: "%.1f s", Date().timeIntervalSince(start)) }
+
+        var step = Date()
+        let streamed = try cli.run(capture + ["--tag", "reason=hung", "--json"] + server)
+        print("stream of a 1 GiB guest (ELF): \(seconds(since: step)); stderr: \(streamed.error)")
+        #expect(streamed.status == 0, "\(streamed.error)")
+        #expect(streamed.error.contains("vdi-w10-0147: 1.0 GiB of guest RAM, streamed to \(coordinator.url)"), "\(streamed.error)")
+        #expect(streamed.error.contains(": streaming "), "progress while QEMU writes: \(streamed.error)")
+        let answer = try #require(try JSONSerialization.jsonObject(with: Data(streamed.output.utf8)) as? [String: Any], "\(streamed.output)")
+        let status = answer["status"] as? [String: Any]
+        let dumpId = try #require(status?["dumpId"] as? Int, "\(streamed.output)")
+        #expect(status?["state"] as? String == "stored" && answer["streamed"] as? Bool == true, "\(streamed.output)")
+        #expect(answer["guestMemory"] as? Int == 1 << 30 && (answer["size"] as? Int ?? 0) > 1 << 30, "\(streamed.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cores).isEmpty, "nothing is written in --directory")
+        #expect(guest.process.isRunning, "a live capture leaves the guest running")
+        let waited = try cli.run(["wait", String(dumpId), "--timeout", "120"] + server)
+        #expect(waited.status == 0 && waited.output.contains("LIVE_"), "\(waited.output) \(waited.error) \(worker.output.suffix(2000))")
+        let shown = try cli.run(["show", String(dumpId)] + server)
+        #expect(shown.output.contains("vdi-w10-0147 on kvm-12 by kvm-host [reason=hung]"), "\(shown.output)")
+
+        step = Date()
+        let again = try cli.run(capture + server)
+        print("the same guest streamed again: \(seconds(since: step))")
+        #expect(again.status == 0 && again.output.contains("already stored as dump \(dumpId)") && again.output.contains("streamed, no file written"),
+                "\(again.output) \(again.error)")
+
+        let wrongToken = try cli.run(capture + ["--server", coordinator.url, "--token", "not-the-capture-token-0123"])
+        #expect(wrongToken.status == 1 && wrongToken.error.contains("cannot use the coordinator at \(coordinator.url)"), "\(wrongToken.error)")
+        // A tag the coordinator refuses (it holds a zero-width space) is refused before the body,
+        // while QEMU writes into the pipe already: the read end is closed, QEMU's dump fails.
+        step = Date()
+        let refused = try cli.run(capture + ["--tag", "reason=a\u{200B}b"] + server)
+        print("refused stream: \(seconds(since: step)); stderr: \(refused.error)")
+        #expect(refused.status == 1 && refused.error.contains("the stream to the coordinator failed: ") && refused.error.contains("nothing was stored"),
+                "\(refused.error)")
+        #expect(guest.process.isRunning)
+
+        // QEMU was not left blocked on the pipe: it takes the next capture, a kdump-zlib stream.
+        step = Date()
+        let kdump = try cli.run(capture + ["--format", "kdump-zlib", "--crash", "--json"] + server)
+        print("kdump-zlib stream: \(seconds(since: step)); \(kdump.output)")
+        #expect(kdump.status == 0, "\(kdump.error)")
+        let kdumpAnswer = try #require(try JSONSerialization.jsonObject(with: Data(kdump.output.utf8)) as? [String: Any], "\(kdump.output)")
+        let kdumpId = try #require((kdumpAnswer["status"] as? [String: Any])?["dumpId"] as? Int, "\(kdump.output)")
+        #expect(kdumpId != dumpId && (kdumpAnswer["status"] as? [String: Any])?["state"] as? String == "stored")
+        #expect((kdumpAnswer["size"] as? Int ?? 0) < 256 << 20, "each page compressed: \(kdump.output)")
+        let kdumpWaited = try cli.run(["wait", String(kdumpId), "--timeout", "120"] + server)
+        #expect(kdumpWaited.status == 0 && kdumpWaited.output.contains("LIVE_"), "\(kdumpWaited.output) \(kdumpWaited.error) \(worker.output.suffix(2000))")
+        let deadline = Date().addingTimeInterval(10)
+        while guest.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(!guest.process.isRunning, "--crash quits QEMU once the stream is stored")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cores).isEmpty)
+        print("stream test: \(seconds(since: started)) in all")
+    }
+
     /// Through libvirt: a transient `type='qemu'` domain of 64 MiB, started paused, captured
     /// with `virsh dump --memory-only`. Needs libvirtd (Debian's libvirt-daemon-system, which
     /// scripts/setup installs): as root, the test starts virtlogd and libvirtd itself when none
@@ -222,9 +295,11 @@ import TestSupport
         let noCoordinator = try cli.run(["capture", "vm", "--qmp", folder + "/none.sock", "--server", "http://127.0.0.1:\(Tools.freePort())", "--token", token])
         #expect(noCoordinator.status == 1 && noCoordinator.error.contains("cannot use the coordinator at http://127.0.0.1:"), "\(noCoordinator.error)")
         let help = try cli.run(["capture", "--help"])
-        #expect(help.output.contains("Examples:") && help.output.contains("--watch /var/lib/libvirt/qemu/dump") && help.output.contains("--crash"))
+        #expect(help.output.contains("Examples:") && help.output.contains("--watch /var/lib/libvirt/qemu/dump") && help.output.contains("--crash") && help.output.contains("--stream"))
         let usage = try cli.run(["capture", "--token", token])
         #expect(usage.status == 64 && usage.error.contains("give the VM to capture, or --watch DIR"), "\(usage.error)")
+        let streamWithoutQMP = try cli.run(["capture", "vm", "--stream", "--token", token])
+        #expect(streamWithoutQMP.status == 64 && streamWithoutQMP.error.contains("--stream needs --qmp"), "\(streamWithoutQMP.error)")
 
         let database = try TestDatabase.fresh(migrated: false)
         let coordinator = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("kvm-host", token)], folder: folder)
