@@ -65,8 +65,9 @@ public struct ElfCore: Sendable {
             throw DumpError(.notADump, "not an ELF64 little-endian core file (QEMU's dump-guest-memory writes one)", offset: 0)
         }
         guard try source.u8(at: 4) == 2, try source.u8(at: 5) == 1 else {
-            throw DumpError(.unsupported, "a 32-bit or big-endian ELF core: QEMU writes ELFCLASS32 for a guest of 4 GiB or less whose first vCPU "
-                            + "was not in 64-bit mode, which is not read yet (capture the guest once Windows runs)", offset: 4)
+            throw DumpError(.unsupported, "a 32-bit or big-endian ELF core: QEMU writes ELFCLASS32 only when the first vCPU was not in 64-bit mode "
+                            + "and no memory ends above 4 GiB (the pc and q35 machines' firmware ROM ends at 4 GiB, so they get ELF64), "
+                            + "which is no running x64 Windows; it is not read (capture the guest once Windows runs)", offset: 4)
         }
         let header = try source.record(at: 0, length: 0x40, "the ELF header")
         machine = try header.u16(0x12)
