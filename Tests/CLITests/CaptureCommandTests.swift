@@ -269,7 +269,9 @@ import TestSupport
         #expect(first.output.components(separatedBy: "\"dumpId\"").count == 4, "two ELF cores and a kdump file sent: \(first.output)")
         #expect(first.output.contains("\"vm\" : \"vdi-a\"") && first.output.contains("\"vm\" : \"vdi-b\"") && first.output.contains("\"vm\" : \"vdi-e\""), "\(first.output)")
         #expect(first.error.contains("\(kdumps[1]): the flattened kdump file lacks its end marker"), "\(first.error)")
-        #expect(first.error.contains("\(names[2]): open for writing by process \(getpid())"), "\(first.error)")
+        // By this process, or by a child another test started meanwhile, which inherited the
+        // descriptor: the watcher names the first writer it finds.
+        #expect(first.error.contains("\(names[2]): open for writing by process "), "\(first.error)")
         #expect(first.error.contains("\(names[3]): the ELF core ends before its last segment"), "\(first.error)")
         #expect(first.error.contains("README: not a memory core or dump, skipped"), "\(first.error)")
 
