@@ -35,8 +35,8 @@ extension CrashAnalyzer {
     /// (bit 0 is the whole lock), so the holder is inferred as WinDbg users do by hand: a CPU
     /// that is not waiting for the lock and whose registers (looked at on every CPU first) or
     /// else the first 8 KiB of whose stack hold the lock's address (its code keeps the address
-    /// to release the lock). Only for a held lock (bit 0 set) at a kernel address; an idle CPU's
-    /// stack, full of stale values, is not searched.
+    /// to release the lock). Only for a held plain lock (bit 0 set) at a kernel address; an idle
+    /// CPU's stack, full of stale values, is not searched.
     func namingSpinLockHolders(_ cpus: [CrashReport.CPU], contexts: [Int: Context64], space: some KernelAddressSpace) -> [CrashReport.CPU] {
         var cpus = cpus
         let registerNames = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"]
@@ -61,8 +61,14 @@ extension CrashAnalyzer {
                 cpus[index].activity += ": value not in the dump"
                 continue
             }
+            guard value != 0 else {
+                cpus[index].activity += ": free now (0x0)"
+                continue
+            }
+            // A queued (in-stack) spin lock holds its last waiter's KSPIN_LOCK_QUEUE, aligned:
+            // held, but the address says nothing about who holds it.
             guard value & 1 == 1 else {
-                cpus[index].activity += ": free now (0x\(hex(value)))"
+                cpus[index].activity += ": held as a queued lock (last waiter's queue entry 0x\(hex(value)))"
                 continue
             }
             let others = cpus.filter { $0.number != cpus[index].number && $0.spinLock != cpus[index].spinLock }

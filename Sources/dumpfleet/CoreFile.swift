@@ -1,3 +1,5 @@
+import DumpFile
+import DumpFormat
 import Foundation
 
 /// A file in a watched folder, as `capture --watch` judges it: what it holds, whether it is
@@ -66,6 +68,20 @@ struct CoreFile: Hashable {
     var flattenedKdumpIsComplete: Bool {
         guard let size = identity?.size, size >= 16 else { return false }
         return read(at: size - 16, count: 16) == [UInt8](repeating: 0xFF, count: 16)
+    }
+
+    /// For a kdump file, in place or flattened, whether every stored page's bytes are in it, as
+    /// the parser reads the file: the page data comes last, and its furthest page (not always
+    /// the last PFN's: zero pages share one copy, written first) is the last thing written.
+    var kdumpPagesAreComplete: Bool {
+        guard let source = try? MappedFile.open(path), let file = try? KdumpFile(parsing: source) else { return false }
+        let stored = file.storedBitmap.reduce(0) { $0 + UInt64($1.nonzeroBitCount) }
+        var furthest: KdumpFile.PageDescriptor?
+        for index in 0..<stored {
+            guard let page = try? file.descriptor(index) else { return false }
+            if furthest.map({ page.offset > $0.offset }) ?? true { furthest = page }
+        }
+        return furthest.map { (try? file.storedBytes($0)) != nil } ?? true
     }
 
     /// The VM, from libvirt's name for an automatic dump: `ID-NAME-YYYY-MM-DD-HH:MM:SS` (the

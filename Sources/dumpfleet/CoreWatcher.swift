@@ -6,8 +6,8 @@ import Foundation
 /// libvirt writes an automatic dump (`on_crash` coredump-*, into auto_dump_path) straight
 /// under its final name, so a name alone does not say a core is complete. A core is sent when
 /// its size and time stayed the same over `settle` seconds, no process holds it open for
-/// writing, and, for an ELF core, its last segment lies in the file (for a flattened kdump file,
-/// its end marker ends it). What was sent is recorded
+/// writing, and, for an ELF core, its last segment lies in the file (for a kdump file, its last
+/// page, and a flattened one's end marker ends it). What was sent is recorded
 /// by name, size and time in the state file, rewritten whole (a rename) after each upload, so
 /// a watcher that restarts, or runs from cron with `--once`, sends nothing twice.
 struct CoreWatcher {
@@ -74,6 +74,9 @@ struct CoreWatcher {
                 continue
             case .flattenedKdump where !file.flattenedKdumpIsComplete:
                 warn("dumpfleet: \(file.name): the flattened kdump file lacks its end marker (still being written?), left for the next look")
+                continue
+            case .kdump where !file.kdumpPagesAreComplete, .flattenedKdump where !file.kdumpPagesAreComplete:
+                warn("dumpfleet: \(file.name): the kdump file ends before its last page (still being written?), left for the next look")
                 continue
             default:
                 break
