@@ -46,6 +46,8 @@ let package = Package(
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         // zlib, LZO and snappy: the page compressors of kdump-compressed captures.
         .systemLibrary(name: "CPageCodecs", providers: [.apt(["zlib1g-dev", "liblzo2-dev", "libsnappy-dev"])]),
+        // glibc's mallopt, for `capture --stream`'s buffers.
+        .systemLibrary(name: "CMalloc"),
 
         .target(name: "DumpFormat"),
         .target(name: "DumpMemory", dependencies: ["DumpFormat", "CPageCodecs"]),
@@ -87,7 +89,7 @@ let package = Package(
             name: "dumpfleet",
             dependencies: [
                 "DumpFormat", "DumpMemory", "DumpAnalysis", "DumpForge", "DumpFile",
-                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters", "SymbolStore", "CPageCodecs",
+                "Store", "BlobStore", "FleetAPI", "Coordinator", "FleetClient", "Worker", "CrashClusters", "SymbolStore", "CPageCodecs", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,3 +1,4 @@
+import CMalloc
 import FleetAPI
 import FleetClient
 import Foundation
@@ -32,6 +33,11 @@ struct QMPStreamer {
         // fewer wake-ups for QEMU and the reader. Without it the pipe works as it is.
         _ = fcntl(ends[1], 1031, Int32(1 << 20))
         let dumper = self.dumper
+        // Each read takes a fresh 1 MiB buffer, freed on another thread once sent. glibc serves
+        // such blocks from its arenas after its mmap threshold has risen past them, and the
+        // arenas kept growing: a 16 GiB stream peaked at 755 MiB. Blocks of 256 KiB and more
+        // mapped and unmapped each time keep it flat (54 MiB for 4 GiB, measured).
+        _ = mallopt(M_MMAP_THRESHOLD, 256 << 10)
         let body = PipeChunks(reading: ends[0]) { try await Self.finalState(of: dumper) }
         do {
             defer { close(ends[1]) }  // QEMU holds its own copy from here
