@@ -44,19 +44,35 @@ import TestSupport
         return nil
     }
 
+    /// What both real-guest capture tests run against: a real QEMU guest (vdi-w10-0147) whose
+    /// 1 GiB of RAM is a forged hung machine, a coordinator with its own PostgreSQL, a worker,
+    /// and an empty folder for cores.
+    struct GuestFleet {
+        let coordinator: CoordinatorProcess
+        let server: [String]
+        let worker: ServiceProcess
+        let guest: Guest
+        let cores: String
+
+        init(qemu: String, folder: String, in suite: CaptureCommandTests) throws {
+            #expect(try suite.cli.run(["forge", "--kind", "raw", "--scenario", "spinlock-hang", "--memory-gib", "1", folder + "/ram.img"]).status == 0)
+            let database = try TestDatabase.fresh(migrated: false)
+            coordinator = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("kvm-host", suite.token)], folder: folder)
+            server = ["--server", coordinator.url, "--token", suite.token]
+            worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server, log: folder + "/worker.log")
+            guest = try Guest(qemu: qemu, ram: folder + "/ram.img", name: "vdi-w10-0147", folder: folder)
+            cores = folder + "/cores"
+            try FileManager.default.createDirectory(atPath: cores, withIntermediateDirectories: true)
+        }
+    }
+
     @Test func captureDumpsARealGuestUploadsItAndAWorkerReadsIt() throws {
         guard let qemu = qemu() else { return }
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let started = Date()
-        #expect(try cli.run(["forge", "--kind", "raw", "--scenario", "spinlock-hang", "--memory-gib", "1", folder + "/ram.img"]).status == 0)
-        let database = try TestDatabase.fresh(migrated: false)
-        let coordinator = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("kvm-host", token)], folder: folder)
-        let server = ["--server", coordinator.url, "--token", token]
-        let worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server, log: folder + "/worker.log")
-        let guest = try Guest(qemu: qemu, ram: folder + "/ram.img", name: "vdi-w10-0147", folder: folder)
-        let cores = folder + "/cores"
-        try FileManager.default.createDirectory(atPath: cores, withIntermediateDirectories: true)
+        let fleet = try GuestFleet(qemu: qemu, folder: folder, in: self)
+        let (server, worker, guest, cores) = (fleet.server, fleet.worker, fleet.guest, fleet.cores)
 
         let capture = try cli.run(["capture", "vdi-w10-0147", "--qmp", guest.socket, "--directory", cores, "--host", "kvm-12", "--tag", "reason=hung", "--json"] + server)
         print("capture of a 1 GiB guest: \(String(format: "%.1f", Date().timeIntervalSince(started))) s since the forge began; stderr: \(capture.error)")
@@ -91,21 +107,15 @@ import TestSupport
 
     /// `--stream`: QEMU writes into a pipe that is the body of a plain upload; nothing lands in
     /// --directory, a dump streamed twice is one dump, a refused stream stops QEMU's dump
-    /// without stopping QEMU, and a kdump-zlib stream (flattened, as QEMU 7.2 writes it to a
+    /// without stopping QEMU, and a kdump-zlib stream (flattened, as QEMU writes kdump-* to a
     /// pipe) is stored and analyzed too.
     @Test func captureStreamsARealGuestIntoTheCoordinator() throws {
         guard let qemu = qemu() else { return }
         let folder = Fixtures.temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let started = Date()
-        #expect(try cli.run(["forge", "--kind", "raw", "--scenario", "spinlock-hang", "--memory-gib", "1", folder + "/ram.img"]).status == 0)
-        let database = try TestDatabase.fresh(migrated: false)
-        let coordinator = try CoordinatorProcess(database: database, blobs: folder + "/blobs", tokens: [("kvm-host", token)], folder: folder)
-        let server = ["--server", coordinator.url, "--token", token]
-        let worker = try ServiceProcess(["worker", "--database", database, "--scratch", folder + "/scratch", "--poll", "0.5"] + server, log: folder + "/worker.log")
-        let guest = try Guest(qemu: qemu, ram: folder + "/ram.img", name: "vdi-w10-0147", folder: folder)
-        let cores = folder + "/cores"
-        try FileManager.default.createDirectory(atPath: cores, withIntermediateDirectories: true)
+        let fleet = try GuestFleet(qemu: qemu, folder: folder, in: self)
+        let (coordinator, server, worker, guest, cores) = (fleet.coordinator, fleet.server, fleet.worker, fleet.guest, fleet.cores)
         let capture = ["capture", "vdi-w10-0147", "--qmp", guest.socket, "--directory", cores, "--host", "kvm-12", "--stream"]
         func seconds(since start: Date) -> String { String(format: "%.1f s", Date().timeIntervalSince(start)) }
 
