@@ -104,9 +104,7 @@ public final class KernelDump: Sendable {
         let vcpus = cpus.map { GuestDiscovery.VCPU(cr3: $0.cr3, gsBase: $0.gsBase, kernelGSBase: $0.kernelGSBase, idtBase: $0.idtBase) }
         let kernel = try GuestDiscovery.find(physical: physical, vcpus: vcpus)
         let space = X64AddressSpace(physical: physical, directoryTableBase: kernel.directoryTableBase)
-        let decoded = kernel.decodedDebuggerData.flatMap { bytes in kernel.debuggerDataBlock.flatMap { address in
-            (try? DebuggerData(bytes: bytes)).map { DebuggerDataLookup.found($0, source: "memory at 0x\(hex(address)), encoded there and decoded without symbols from its known plain text (tag, size, KernBase)") }
-        } }
+        let decoded = kernel.decodedDebuggerData.flatMap { bytes in kernel.debuggerDataBlock.flatMap { Self.decodedLookup(bytes, at: $0) } }
         let kdbg = decoded?.data ?? kernel.debuggerDataBlock.flatMap { Self.debuggerData(at: $0, in: space).data }
         let contexts = cpus.map { $0.is64Bit ? Context64(gpr: $0.gpr, rip: $0.rip, eflags: UInt32(truncatingIfNeeded: $0.rflags)) : nil }
         let first = contexts.compactMap { $0 }.first ?? Context64(gpr: [UInt64](repeating: 0, count: 16), rip: 0, eflags: 0)
@@ -217,9 +215,15 @@ public final class KernelDump: Sendable {
     /// the MZ header below it, and with KernBase known the block decodes from its plain text.
     static func decodedIfEncoded(_ lookup: DebuggerDataLookup, space: X64AddressSpace) -> DebuggerDataLookup {
         guard case .encoded(let address, _, _) = lookup, let kernelBase = GuestDiscovery.imageBase(containing: address, space: space),
-              let decoded = GuestDiscovery.decodeDebuggerData(space: space, kernelBase: kernelBase), decoded.address == address,
-              let data = try? DebuggerData(bytes: decoded.bytes) else { return lookup }
-        return .found(data, source: "memory at 0x\(hex(address)), encoded there (a running system's) and decoded without symbols from its known plain text (tag, size, KernBase)")
+              let decoded = GuestDiscovery.decodeDebuggerData(space: space, kernelBase: kernelBase), decoded.address == address else { return lookup }
+        return decodedLookup(decoded.bytes, at: address) ?? lookup
+    }
+
+    /// The block at `address` as `GuestDiscovery` decoded it, saying so.
+    static func decodedLookup(_ bytes: [UInt8], at address: UInt64) -> DebuggerDataLookup? {
+        (try? DebuggerData(bytes: bytes)).map {
+            .found($0, source: "memory at 0x\(hex(address)), encoded there (a running system's) and decoded without symbols from its known plain text (tag, size, KernBase)")
+        }
     }
 
     /// A minidump keeps a clear copy of the block at DebuggerDataOffset. No more than the
@@ -268,7 +272,7 @@ public enum DebuggerDataLookup: Sendable {
     /// A clear block, and where it was read from.
     case found(DebuggerData, source: String)
     /// The block is there but its OwnerTag/Size do not read "KDBG": it is encoded (KdpDataBlockEncoded)
-    /// and cannot be decoded without symbols; the header's own pointers still work.
+    /// and its known plain text did not decode it; the header's own pointers still work.
     case encoded(address: UInt64, ownerTag: UInt32, size: UInt32)
     /// It could not be read at all.
     case unreadable(String)

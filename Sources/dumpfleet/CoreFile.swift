@@ -36,31 +36,12 @@ struct CoreFile: Hashable {
         return .other
     }
 
-    /// For an ELF core, whether every segment its program headers describe lies in the file.
-    /// QEMU writes the headers first and the memory after them, so a core still being written
-    /// (or cut short) ends before its last segment does.
+    /// For an ELF core, whether every memory segment its program headers describe lies in the
+    /// file, as the parser reads them. QEMU writes the headers first and the memory after them,
+    /// so a core still being written (or cut short) ends before its last segment does.
     var elfSegmentsAreComplete: Bool {
-        let header = read(at: 0, count: 64)
-        guard header.count == 64 else { return false }
-        let wide = header[4] == 2  // ELFCLASS64; else ELFCLASS32
-        let programHeaders = wide ? Self.value(header, 0x20, 8) : Self.value(header, 0x1C, 4)
-        let entrySize = Self.value(header, wide ? 0x36 : 0x2A, 2)
-        var count = Self.value(header, wide ? 0x38 : 0x2C, 2)
-        if count == 0xFFFF {  // PN_XNUM: the count is section header 0's sh_info
-            let sections = wide ? Self.value(header, 0x28, 8) : Self.value(header, 0x20, 4)
-            count = Self.value(read(at: sections &+ (wide ? 44 : 28), count: 4), 0, 4)
-        }
-        guard let size = identity?.size, entrySize >= (wide ? 56 : 32), count > 0, count <= 1 << 22 else { return false }
-        let table = read(at: programHeaders, count: Int(count * entrySize))
-        guard table.count == Int(count * entrySize) else { return false }
-        for index in 0..<Int(count) {
-            let entry = index * Int(entrySize)
-            let offset = wide ? Self.value(table, entry + 8, 8) : Self.value(table, entry + 4, 4)
-            let length = wide ? Self.value(table, entry + 32, 8) : Self.value(table, entry + 16, 4)
-            let (end, overflow) = offset.addingReportingOverflow(length)
-            if overflow || end > size { return false }
-        }
-        return true
+        guard let source = try? MappedFile.open(path), let core = try? ElfCore(parsing: source) else { return false }
+        return core.segments.allSatisfy { source.contains(offset: $0.fileOffset, length: $0.fileSize) }
     }
 
     /// For a flattened kdump file, whether its stream ends with the end marker, (-1, -1) in
@@ -106,11 +87,6 @@ struct CoreFile: Hashable {
         var bytes = [UInt8](repeating: 0, count: count)
         let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
         return got > 0 ? Array(bytes[..<got]) : []
-    }
-
-    private static func value(_ bytes: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
-        guard offset >= 0, offset + width <= bytes.count else { return 0 }
-        return (0..<width).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * $1) }
     }
 
     /// Files under `folder` that some process holds open for writing, with that process's id,
